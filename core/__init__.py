@@ -1,0 +1,1 @@
+"""TicketBuster's domain: wire types, rules, errors and the inventory gateway."""

@@ -1,0 +1,81 @@
+"""Domain errors. Each carries its HTTP status and a stable problem type.
+
+The API renders every ``DomainError`` as RFC 9457 ``application/problem+json``:
+``type`` is ``https://ticketbuster.dev/problems/<code>``, ``title`` the class's
+title, ``detail`` the message, plus the error's ``extra`` members.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class DomainError(Exception):
+    """Base of every expected failure; never rendered as a 500."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extra = extra
+
+
+class InvalidInput(DomainError):
+    """The request is well-formed JSON but asks for something impossible."""
+
+    status = 422
+    code = "invalid_input"
+    title = "Invalid input"
+
+
+class NotFound(DomainError):
+    status = 404
+    code = "not_found"
+    title = "Not found"
+
+
+class NotOwner(NotFound):
+    """Someone else's hold or order: answered like a missing one so existence is not leaked."""
+
+
+class SeatUnavailable(DomainError):
+    """One or more seats are held or sold. ``extra['seats']`` names them."""
+
+    status = 409
+    code = "seat_unavailable"
+    title = "Seats unavailable"
+
+
+class HoldExpired(DomainError):
+    status = 410
+    code = "hold_expired"
+    title = "Hold expired"
+
+
+class LimitExceeded(DomainError):
+    """The buyer's per-event seat limit would be exceeded."""
+
+    status = 429
+    code = "limit_exceeded"
+    title = "Seat limit reached"
+
+
+class Conflict(DomainError):
+    status = 409
+    code = "conflict"
+    title = "Conflict"
+
+
+class Unavailable(DomainError):
+    """A dependency is down or overloaded; the client should retry after a pause."""
+
+    status = 503
+    code = "unavailable"
+    title = "Service unavailable"
+
+    def __init__(self, detail: str, retry_after_s: int = 2, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s

@@ -1,0 +1,134 @@
+"""Typed settings, read once from ``TB_*`` environment variables.
+
+Each concern has its own Struct. ``load_settings()`` reads the environment
+once; a bad value fails fast with a message that names the variable.
+The defaults run the whole system locally against the servers started by
+``python -m core.devservices up``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+Env = Literal["dev", "test", "prod"]
+
+
+class SettingsError(ValueError):
+    """A ``TB_*`` variable is missing or malformed."""
+
+
+class RedisSettings(msgspec.Struct, frozen=True):
+    # Comma-separated seed nodes of the Redis Cluster.
+    cluster_nodes: str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
+    max_connections: int = 64
+    socket_timeout_s: float = 2.0
+
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        nodes = []
+        for item in self.cluster_nodes.split(","):
+            host, _, port = item.strip().rpartition(":")
+            nodes.append((host, int(port)))
+        return nodes
+
+
+class DatabaseSettings(msgspec.Struct, frozen=True):
+    url: str = "postgresql://postgres@127.0.0.1:5432/ticketbuster"
+    min_pool: int = 2
+    max_pool: int = 10
+
+
+class KafkaSettings(msgspec.Struct, frozen=True):
+    bootstrap: str = "127.0.0.1:19092"
+    # Real Kafka: on. The dev/test broker (Tansu) rejects InitProducerId.
+    idempotent_producer: bool = False
+    topic_prefix: str = "tb."
+    partitions: int = 6
+    request_timeout_s: float = 5.0
+
+
+class HoldSettings(msgspec.Struct, frozen=True):
+    ttl_s: int = 600
+    # Total lifetime cap for a hold, as a multiple of ttl_s.
+    max_lifetime_factor: float = 2.0
+    max_seats_per_buyer: int = 6
+    max_seats_per_hold: int = 6
+
+
+class AuthSettings(msgspec.Struct, frozen=True):
+    issuer: str = "http://127.0.0.1:8000/dev-issuer"
+    audience: str = "ticketbuster"
+    jwks_url: str = ""
+    algorithms: str = "EdDSA,ES256,RS256"
+    dev_issuer_enabled: bool = True
+
+
+class ApiSettings(msgspec.Struct, frozen=True):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
+    max_body_bytes: int = 65536
+    trusted_proxies: str = ""
+
+
+class Settings(msgspec.Struct, frozen=True):
+    env: Env = "dev"
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    holds: HoldSettings = HoldSettings()
+    auth: AuthSettings = AuthSettings()
+    api: ApiSettings = ApiSettings()
+
+
+# Section name -> Struct type; a variable TB_<SECTION>_<FIELD> sets a field.
+_SECTIONS: dict[str, type[msgspec.Struct]] = {
+    "redis": RedisSettings,
+    "database": DatabaseSettings,
+    "kafka": KafkaSettings,
+    "holds": HoldSettings,
+    "auth": AuthSettings,
+    "api": ApiSettings,
+}
+# Short aliases users expect.
+_ALIASES = {"TB_DATABASE_URL": ("database", "url"), "TB_REDIS_NODES": ("redis", "cluster_nodes")}
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from ``TB_*`` variables (default: ``os.environ``)."""
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {name: {} for name in _SECTIONS}
+    for key, value in env.items():
+        if not key.startswith("TB_"):
+            continue
+        if key in _ALIASES:
+            section, field = _ALIASES[key]
+            raw[section][field] = value
+            continue
+        rest = key[3:].lower()
+        section, _, field = rest.partition("_")
+        struct = _SECTIONS.get(section)
+        if struct is not None and field in struct.__struct_fields__:
+            raw[section][field] = value
+    top: dict[str, Any] = {"env": env.get("TB_ENV", "dev")}
+    for section, struct in _SECTIONS.items():
+        try:
+            top[section] = msgspec.convert(raw[section], struct, strict=False)
+        except msgspec.ValidationError as exc:
+            # "Expected `int`, got `str` - at `$.port`" -> name the variable.
+            path = str(exc).rpartition("$.")[2].rstrip("`")
+            var = f"TB_{section.upper()}_{path.upper()}" if path else f"TB_{section.upper()}_*"
+            raise SettingsError(f"{var}: {exc}") from None
+    try:
+        settings = msgspec.convert(top, Settings)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"TB_ENV: {exc} (one of dev, test, prod)") from None
+    if settings.env == "prod" and settings.auth.dev_issuer_enabled:
+        raise SettingsError(
+            "TB_AUTH_DEV_ISSUER_ENABLED: the built-in dev issuer must be off when TB_ENV=prod"
+        )
+    return settings
