@@ -1,0 +1,81 @@
+"""Command line: ``python -m migrations {up,status,seed} [--dsn DSN]``.
+
+The DSN defaults to ``TB_DATABASE_URL`` (see ``core/settings.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+from migrations import runner
+
+
+def _default_dsn() -> str:
+    from core.settings import load_settings
+
+    return load_settings().database.url
+
+
+async def _up(dsn: str) -> int:
+    if await runner.ensure_database(dsn):
+        print("created database")
+    applied = await runner.migrate(dsn)
+    if applied:
+        for label in applied:
+            print(f"applied {label}")
+    else:
+        print("database is up to date")
+    return 0
+
+
+async def _status(dsn: str) -> int:
+    for label, applied in await runner.status(dsn):
+        print(f"{'applied' if applied else 'pending'}  {label}")
+    return 0
+
+
+async def _seed(dsn: str, args: argparse.Namespace) -> int:
+    from migrations import seed
+
+    started = time.perf_counter()
+    report = await seed.seed_from_settings(
+        dsn, load_inventory=not args.no_inventory, limit=args.limit
+    )
+    elapsed = time.perf_counter() - started
+    for line in report.lines():
+        print(line)
+    print(f"seed finished in {elapsed:.1f}s")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m migrations")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        ("up", "create the database if needed and apply pending migrations"),
+        ("status", "list migrations and whether each is applied"),
+        ("seed", "migrate, then load the demo catalog and its Redis inventory (idempotent)"),
+    ):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: TB_DATABASE_URL)")
+        if name == "seed":
+            cmd.add_argument(
+                "--no-inventory", action="store_true", help="write PostgreSQL only, not Redis"
+            )
+            cmd.add_argument(
+                "--limit", type=int, default=None, help="seed only the first N events of the CSV"
+            )
+    args = parser.parse_args(argv)
+    dsn = args.dsn or _default_dsn()
+    if args.command == "up":
+        return asyncio.run(_up(dsn))
+    if args.command == "status":
+        return asyncio.run(_status(dsn))
+    return asyncio.run(_seed(dsn, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
