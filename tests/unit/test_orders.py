@@ -1,0 +1,120 @@
+"""Order events and rules: pricing from the catalog, status transitions, wire shapes."""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+from core.errors import InvalidInput
+from core.orders import (
+    OrderConfirmed,
+    OrderPlaced,
+    OrderRejected,
+    PlaceOrderRequest,
+    TicketRef,
+    build_order,
+    can_transition,
+    encode,
+    status_change,
+    ticket_id_for,
+    topic,
+    user_events_key,
+)
+
+
+def _order() -> OrderPlaced:
+    return build_order(
+        order_id="o-1",
+        event_id=7,
+        partition=0,
+        hold_id="h7.0.9f8a7b6c5d4e3f21",
+        buyer="user-1",
+        seats=["101-C-14", "101-C-15"],
+        categories=["VIP", "GENERAL"],
+        prices={"VIP": 25000, "GENERAL": 9950},
+        placed_at=1,
+    )
+
+
+def test_order_is_priced_from_the_catalog_in_minor_units() -> None:
+    order = _order()
+    assert [s.price for s in order.seats] == [25000, 9950]
+    assert order.total == 34950
+    assert order.currency == "PEN"
+
+
+def test_unknown_category_price_is_refused() -> None:
+    with pytest.raises(InvalidInput):
+        build_order(
+            order_id="o",
+            event_id=1,
+            partition=0,
+            hold_id="h",
+            buyer="b",
+            seats=["1-A-1"],
+            categories=["NOPE"],
+            prices={"VIP": 1},
+            placed_at=1,
+        )
+
+
+def test_events_are_versioned_and_round_trip() -> None:
+    order = _order()
+    raw = encode(order)
+    assert msgspec.json.decode(raw)["v"] == 1
+    assert msgspec.json.decode(raw, type=OrderPlaced) == order
+
+
+def test_events_are_frozen() -> None:
+    with pytest.raises(AttributeError):
+        _order().total = 0  # type: ignore[misc]
+
+
+def test_status_rules_allow_only_one_terminal_outcome() -> None:
+    assert can_transition("pending", "confirmed")
+    assert can_transition("pending", "rejected")
+    assert not can_transition("confirmed", "rejected")
+    assert not can_transition("rejected", "confirmed")
+    assert not can_transition("confirmed", "pending")
+
+
+def test_ticket_ids_are_deterministic_per_order_and_seat() -> None:
+    assert ticket_id_for("o-1", "101-C-14") == ticket_id_for("o-1", "101-C-14")
+    assert ticket_id_for("o-1", "101-C-14") != ticket_id_for("o-2", "101-C-14")
+    assert ticket_id_for("o-1", "101-C-14") != ticket_id_for("o-1", "101-C-15")
+
+
+def test_place_order_request_rejects_unknown_fields() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        msgspec.json.decode(b'{"hold_id":"h","price":1}', type=PlaceOrderRequest)
+
+
+def test_status_change_for_each_outcome() -> None:
+    confirmed = OrderConfirmed(
+        order_id="o",
+        event_id=1,
+        partition=0,
+        buyer="b",
+        tickets=(TicketRef(ticket_id="t", seat_id="1-A-1"),),
+        placed_at=1,
+        confirmed_at=2,
+    )
+    rejected = OrderRejected(
+        order_id="o",
+        event_id=1,
+        partition=0,
+        buyer="b",
+        reason="seat_taken",
+        seats=("1-A-1",),
+        placed_at=1,
+        rejected_at=3,
+    )
+    assert status_change(confirmed).status == "confirmed"
+    assert status_change(confirmed).tickets == ("t",)
+    assert status_change(rejected).reason == "seat_taken"
+    assert status_change(_order()).status == "pending"
+
+
+def test_names() -> None:
+    assert topic("tb.", "orders.placed") == "tb.orders.placed"
+    assert user_events_key("user-1") == "{user:user-1}:events"
