@@ -79,3 +79,31 @@ class Unavailable(DomainError):
     def __init__(self, detail: str, retry_after_s: int = 2, **extra: Any) -> None:
         super().__init__(detail, **extra)
         self.retry_after_s = retry_after_s
+
+
+class Unauthorized(DomainError):
+    """No bearer token, or one that fails validation (expired, wrong issuer, bad signature...)."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Authentication required"
+
+
+class Forbidden(DomainError):
+    """The caller is known but lacks the role or scope the operation needs."""
+
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
+
+
+class RateLimited(DomainError):
+    """Too many requests from one client (IP or user); retry after ``retry_after_s``."""
+
+    status = 429
+    code = "rate_limited"
+    title = "Too many requests"
+
+    def __init__(self, detail: str, retry_after_s: int = 1, **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.retry_after_s = retry_after_s
