@@ -75,6 +75,31 @@ class ApiSettings(msgspec.Struct, frozen=True):
     trusted_proxies: str = ""
 
 
+class TicketSettings(msgspec.Struct, frozen=True):
+    # PEM Ed25519 private key that signs ticket tokens. Dev/test: generated on first use
+    # (under .tb/, git-ignored). Prod: a mounted Secret; missing means fail fast.
+    signing_key_path: str = ".tb/ticket-signing-key.pem"
+    # Comma-separated PEM paths of retired keys still published in the JWKS (rotation).
+    previous_keys: str = ""
+
+
+class WorkerSettings(msgspec.Struct, frozen=True):
+    # Each worker serves /healthz, /readyz and /metrics on its own port.
+    http_host: str = "127.0.0.1"
+    persister_port: int = 9101
+    issuer_port: int = 9102
+    notifier_port: int = 9103
+    expirer_port: int = 9104
+    batch_max_records: int = 500
+    batch_timeout_ms: int = 50
+    # A message that fails this many times goes to the dead-letter topic.
+    dlq_after_attempts: int = 3
+    sweep_interval_s: float = 5.0
+    reconcile_interval_s: float = 15.0
+    # A pending order older than this without a row in PostgreSQL is stuck.
+    reconcile_grace_s: float = 120.0
+
+
 class Settings(msgspec.Struct, frozen=True):
     env: Env = "dev"
     redis: RedisSettings = RedisSettings()
@@ -83,6 +108,8 @@ class Settings(msgspec.Struct, frozen=True):
     holds: HoldSettings = HoldSettings()
     auth: AuthSettings = AuthSettings()
     api: ApiSettings = ApiSettings()
+    tickets: TicketSettings = TicketSettings()
+    workers: WorkerSettings = WorkerSettings()
 
 
 # Section name -> Struct type; a variable TB_<SECTION>_<FIELD> sets a field.
@@ -93,6 +120,8 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "holds": HoldSettings,
     "auth": AuthSettings,
     "api": ApiSettings,
+    "tickets": TicketSettings,
+    "workers": WorkerSettings,
 }
 # Short aliases users expect.
 _ALIASES = {"TB_DATABASE_URL": ("database", "url"), "TB_REDIS_NODES": ("redis", "cluster_nodes")}
