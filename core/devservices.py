@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -32,6 +33,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -337,6 +339,19 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
     return [runuser, "-u", "postgres", "--", *cmd]
 
 
+def _pg_dir(layout: Layout) -> Path:
+    """Where the private server keeps its data.
+
+    As root the server runs as the ``postgres`` user, which may not be able to reach a
+    checkout under a private home folder, so its data lives in the system temp folder,
+    keyed by the state folder so two checkouts never share one.
+    """
+    if os.geteuid() != 0:
+        return layout.state / "pg"
+    key = hashlib.sha1(str(layout.state.resolve()).encode(), usedforsecurity=False).hexdigest()
+    return Path(tempfile.gettempdir()) / f"ticketbuster-pg-{key[:10]}"
+
+
 def _private_pg_url(layout: Layout) -> str:
     return f"postgresql://postgres@{HOST}:{layout.pg_port}/ticketbuster"
 
@@ -359,8 +374,8 @@ def postgres_up(layout: Layout) -> str:
             "postgres: no server answers at TB_DATABASE_URL and initdb/pg_ctl are not installed; "
             "run: sudo apt-get install -y postgresql"
         )
-    data = layout.state / "pg" / "data"
-    sock = layout.state / "pg"
+    data = _pg_dir(layout) / "data"
+    sock = _pg_dir(layout)
     if os.geteuid() == 0:
         sock.mkdir(parents=True, exist_ok=True)
         shutil.chown(sock, "postgres", "postgres")
@@ -380,7 +395,7 @@ def postgres_up(layout: Layout) -> str:
         if proc.returncode != 0:
             raise ServiceError(f"postgres: initdb failed: {proc.stderr.strip()[-1000:]}")
     # A crashed run leaves postmaster.pid behind; pg_ctl handles a stale one itself.
-    log = layout.state / "pg" / "postgres.log"
+    log = _pg_dir(layout) / "postgres.log"
     if os.geteuid() == 0 and not log.exists():
         log.touch()
         shutil.chown(log, "postgres", "postgres")
@@ -400,13 +415,13 @@ def postgres_up(layout: Layout) -> str:
         raise ServiceError(f"postgres: pg_ctl start failed: {proc.stderr.strip()} (log: {log})")
     _wait(lambda: _pg_answers(private), "postgres", 30, log)
     _pg_ensure_database(private)
-    (layout.state / "pg" / "ours").write_text("started by devservices\n")
+    (_pg_dir(layout) / "ours").write_text("started by devservices\n")
     _log(f"postgres: private server up on {HOST}:{layout.pg_port}")
     return private
 
 
 def postgres_down(layout: Layout) -> None:
-    data = layout.state / "pg" / "data"
+    data = _pg_dir(layout) / "data"
     pg_ctl = _pg_bin("pg_ctl")
     if pg_ctl and (data / "postmaster.pid").exists():
         subprocess.run(  # noqa: S603
@@ -511,7 +526,7 @@ def down(layout: Layout | None = None) -> None:
     with _locked(layout):
         _stop_pid(layout.state / "kafka" / "tansu.pid", "tansu")
         _redis_stop_all(layout)
-        if (layout.state / "pg" / "ours").exists():
+        if (_pg_dir(layout) / "ours").exists():
             postgres_down(layout)
         (layout.state / "env").unlink(missing_ok=True)
     _log("all servers stopped")

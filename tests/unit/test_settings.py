@@ -1,0 +1,44 @@
+import pytest
+
+from core.settings import SettingsError, load_settings
+
+
+def test_defaults_run_locally() -> None:
+    settings = load_settings({})
+    assert settings.env == "dev"
+    assert settings.holds.ttl_s == 600
+    assert settings.holds.max_seats_per_buyer == 6
+    assert settings.redis.startup_nodes()[0] == ("127.0.0.1", 7101)
+
+
+def test_variables_override_their_section() -> None:
+    settings = load_settings(
+        {
+            "TB_HOLDS_TTL_S": "30",
+            "TB_DATABASE_URL": "postgresql://db.invalid/x",
+            "TB_KAFKA_IDEMPOTENT_PRODUCER": "true",
+            "TB_REDIS_CLUSTER_NODES": "10.0.0.1:7000, 10.0.0.2:7001",
+            "UNRELATED": "ignored",
+        }
+    )
+    assert settings.holds.ttl_s == 30
+    assert settings.database.url == "postgresql://db.invalid/x"
+    assert settings.kafka.idempotent_producer is True
+    assert settings.redis.startup_nodes() == [("10.0.0.1", 7000), ("10.0.0.2", 7001)]
+
+
+def test_a_bad_value_names_the_variable() -> None:
+    with pytest.raises(SettingsError, match="TB_API_PORT"):
+        load_settings({"TB_API_PORT": "eighty"})
+
+
+def test_an_unknown_environment_is_refused() -> None:
+    with pytest.raises(SettingsError, match="TB_ENV"):
+        load_settings({"TB_ENV": "staging"})
+
+
+def test_prod_refuses_the_dev_issuer() -> None:
+    with pytest.raises(SettingsError, match="TB_AUTH_DEV_ISSUER_ENABLED"):
+        load_settings({"TB_ENV": "prod"})
+    prod = load_settings({"TB_ENV": "prod", "TB_AUTH_DEV_ISSUER_ENABLED": "false"})
+    assert prod.auth.dev_issuer_enabled is False
