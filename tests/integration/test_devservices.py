@@ -45,7 +45,7 @@ def test_up_is_idempotent_heals_a_crash_and_down_stops_everything(layout: Layout
         env = devservices.up(layout)
         assert env["TB_DATABASE_URL"].endswith(f":{layout.pg_port}/ticketbuster")
         assert env["TB_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{layout.kafka_port}"
-        assert devservices.status(layout) == {"redis-cluster": True, "postgres": True, "kafka": True}
+        assert all(devservices.status(layout).values())
 
         # A second up changes nothing: same broker process.
         pid = int((layout.state / "kafka" / "tansu.pid").read_text())
