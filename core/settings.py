@@ -64,6 +64,10 @@ class AuthSettings(msgspec.Struct, frozen=True):
     jwks_url: str = ""
     algorithms: str = "EdDSA,ES256,RS256"
     dev_issuer_enabled: bool = True
+    # Partner clients of the dev issuer's client-credentials grant:
+    # "id=secret scope scope;id2=secret2 scope" (secret may be "sha256:<hex>"). Dev only.
+    clients: str = ""
+    dev_token_ttl_s: int = 3600
 
 
 class ApiSettings(msgspec.Struct, frozen=True):
@@ -73,6 +77,11 @@ class ApiSettings(msgspec.Struct, frozen=True):
     cors_origins: str = "http://127.0.0.1:8000,http://localhost:8000"
     max_body_bytes: int = 65536
     trusted_proxies: str = ""
+    # Requests per rate_limit_window_s, kept in Redis Cluster (shared by all replicas).
+    rate_limit_enabled: bool = True
+    rate_limit_per_ip: int = 6000
+    rate_limit_per_user: int = 600
+    rate_limit_window_s: int = 60
 
 
 class TicketSettings(msgspec.Struct, frozen=True):
