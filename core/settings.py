@@ -109,6 +109,26 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     reconcile_grace_s: float = 120.0
 
 
+class LiveSettings(msgspec.Struct, frozen=True):
+    """WebSocket live channels (api/live, docs/decisions/0701-live-seat-map.md)."""
+
+    coalesce_ms: int = 100
+    heartbeat_s: float = 15.0
+    # No frame from the client for this long: the connection is dead (close 4408).
+    heartbeat_timeout_s: float = 45.0
+    # Frames queued per client before it counts as too slow (close 4429).
+    queue_frames: int = 256
+    block_ms: int = 1000
+    read_count: int = 500
+    # Partition streams one replica tails at once (each blocks one Redis connection).
+    max_partitions: int = 512
+    max_connections: int = 20000
+    user_poll_ms: int = 200
+    hold_warning_s: float = 60.0
+    auth_timeout_s: float = 5.0
+    linger_s: float = 5.0
+
+
 class Settings(msgspec.Struct, frozen=True):
     env: Env = "dev"
     redis: RedisSettings = RedisSettings()
@@ -119,6 +139,7 @@ class Settings(msgspec.Struct, frozen=True):
     api: ApiSettings = ApiSettings()
     tickets: TicketSettings = TicketSettings()
     workers: WorkerSettings = WorkerSettings()
+    live: LiveSettings = LiveSettings()
 
 
 # Section name -> Struct type; a variable TB_<SECTION>_<FIELD> sets a field.
@@ -131,6 +152,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "api": ApiSettings,
     "tickets": TicketSettings,
     "workers": WorkerSettings,
+    "live": LiveSettings,
 }
 # Short aliases users expect.
 _ALIASES = {"TB_DATABASE_URL": ("database", "url"), "TB_REDIS_NODES": ("redis", "cluster_nodes")}
