@@ -38,12 +38,10 @@ async def _status(dsn: str) -> int:
 
 
 async def _seed(dsn: str, args: argparse.Namespace) -> int:
-    from migrations import seed
+    from migrations.seed import seed_from_settings
 
     started = time.perf_counter()
-    report = await seed.seed_from_settings(
-        dsn, load_inventory=not args.no_inventory, limit=args.limit
-    )
+    report = await seed_from_settings(dsn, load_inventory=not args.no_inventory, limit=args.limit)
     elapsed = time.perf_counter() - started
     for line in report.lines():
         print(line)

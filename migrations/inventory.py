@@ -1,0 +1,117 @@
+"""Rebuild an event's Redis inventory from PostgreSQL (cold start, seed, recovery).
+
+Redis is fast, not durable. PostgreSQL holds the truth for what a seat map is
+(``catalog.seats``) and what was sold (``orders.tickets``); this module reads both and
+hands them to ``core.inventory.Inventory.load`` one partition at a time.
+
+Any process with an asyncpg connection (or pool) and an ``Inventory`` can call
+``rebuild_inventory``: the seed does after writing the catalog, and a worker or the API
+can after a Redis failover. It never imports ``api`` or ``workers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+
+_SEATS_SQL = """
+SELECT sec.partition, st.seat_id, st.category
+FROM catalog.seats st
+JOIN catalog.sections sec ON sec.event_id = st.event_id AND sec.code = st.section
+JOIN catalog.rows r
+  ON r.event_id = st.event_id AND r.section = st.section AND r.label = st.row_label
+WHERE st.event_id = $1
+ORDER BY sec.position, r.position, st.number
+"""
+
+_SOLD_SQL = """
+SELECT seat_id, order_id::text AS order_id FROM orders.tickets WHERE event_id = $1
+"""
+
+
+class InventoryLoader(Protocol):
+    """The part of ``core.inventory.Inventory`` this module needs."""
+
+    async def load(
+        self,
+        event_id: int,
+        partition: int,
+        seats: list[tuple[str, str]],
+        sold: dict[str, str],
+    ) -> Any: ...
+
+
+class Queryable(Protocol):
+    """An asyncpg ``Connection`` or ``Pool``."""
+
+    async def fetch(self, query: str, *args: Any) -> list[Any]: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+
+class PartitionInventory(msgspec.Struct):
+    """What PostgreSQL says one partition of an event holds."""
+
+    # (seat_id, price category) in layout order: section, row, number — so neighbours in
+    # the list are neighbours in the venue (best-available picks adjacent runs).
+    seats: list[tuple[str, str]] = msgspec.field(default_factory=list)
+    # seat_id -> order_id of every ticket already persisted.
+    sold: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class RebuildReport(msgspec.Struct, frozen=True):
+    event_id: int
+    partitions: int
+    seats: int
+    sold: int
+
+
+async def read_inventory(db: Queryable, event_id: int) -> dict[int, PartitionInventory]:
+    """The seats (and sold seats) of ``event_id`` per partition, from PostgreSQL."""
+    parts: dict[int, PartitionInventory] = {}
+    for record in await db.fetch(_SEATS_SQL, event_id):
+        part = parts.get(record["partition"])
+        if part is None:
+            part = parts[record["partition"]] = PartitionInventory()
+        part.seats.append((record["seat_id"], record["category"]))
+    if parts and await db.fetchval("SELECT to_regclass('orders.tickets') IS NOT NULL"):
+        where = {seat: p for p, part in parts.items() for seat, _ in part.seats}
+        for record in await db.fetch(_SOLD_SQL, event_id):
+            partition = where.get(record["seat_id"])
+            if partition is not None:
+                parts[partition].sold[record["seat_id"]] = record["order_id"]
+    return parts
+
+
+async def rebuild_inventory(
+    db: Queryable, inventory: InventoryLoader, event_id: int
+) -> RebuildReport:
+    """Load ``event_id``'s seats and sold seats from PostgreSQL into Redis.
+
+    Calls ``inventory.load(event_id, partition, seats, sold)`` for every partition of the
+    event's seat map. What ``load`` does with seats already in Redis (holds, pending
+    orders) is the inventory's contract; see core/inventory.py.
+    """
+    parts = await read_inventory(db, event_id)
+    for partition, part in sorted(parts.items()):
+        await inventory.load(event_id, partition, part.seats, part.sold)
+    return RebuildReport(
+        event_id=event_id,
+        partitions=len(parts),
+        seats=sum(len(p.seats) for p in parts.values()),
+        sold=sum(len(p.sold) for p in parts.values()),
+    )
+
+
+async def rebuild_all(
+    db: Queryable, inventory: InventoryLoader, event_ids: Sequence[int] | None = None
+) -> list[RebuildReport]:
+    """``rebuild_inventory`` for the given events (default: every published event)."""
+    if event_ids is None:
+        rows = await db.fetch(
+            "SELECT id FROM catalog.events WHERE status = 'published' ORDER BY id"
+        )
+        event_ids = [r["id"] for r in rows]
+    return [await rebuild_inventory(db, inventory, e) for e in event_ids]
