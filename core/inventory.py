@@ -1,0 +1,639 @@
+"""The seat inventory gateway: typed wrappers around the Lua scripts in ``lua/``.
+
+This is the one module in ``core/`` that talks to Redis. Every operation is one
+Lua script run atomically in one hash slot, ``{ev:<event_id>:<partition>}``; the
+keys are built here and passed in ``KEYS`` (see ``lua/lib/prelude.lua`` for the
+data model). Scripts are called through redis-py's ``Script`` objects
+(EVALSHA, reloading on NOSCRIPT after a restart or failover).
+
+Input is validated before any Redis call; script replies are mapped to Structs
+(``core.holds``, ``core.seats``) or to ``core.errors`` domain errors. A Redis
+failure never leaks: it becomes ``Unavailable`` (503, retry later).
+
+Partitions: an event is one partition unless its ``PartitionPlan`` says more. A
+section belongs to one partition, and a hold to one partition. The per-buyer
+limit is per event: with several partitions the hold first reads the buyer's
+usage in the other partitions and the script enforces the remainder atomically
+in its own partition. Two holds racing in two different partitions can each
+pass that check, so with N partitions a buyer can exceed the limit only by
+racing themselves; with one partition (the default) the limit is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import cache
+from pathlib import Path
+from typing import Any, Final, Literal, cast
+
+import msgspec
+from redis.asyncio.cluster import RedisCluster
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from core.errors import (
+    Conflict,
+    HoldExpired,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    NotOwner,
+    SeatUnavailable,
+    Unavailable,
+)
+from core.holds import (
+    ConfirmedHold,
+    Hold,
+    hold_ttl_ms,
+    max_lifetime_ms,
+    new_hold_id,
+    parse_hold_id,
+    validate_buyer,
+    validate_event_id,
+    validate_order_id,
+    validate_partition,
+    validate_quantity,
+)
+from core.seats import (
+    DeltaBatch,
+    SeatDelta,
+    SeatStatus,
+    parse_seat_id,
+    validate_category,
+    validate_seat_ids,
+    version_key,
+)
+from core.settings import HoldSettings
+
+LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
+
+# The partition's keys, in the order of KEYS[1..13] (lua/lib/prelude.lua).
+KEY_NAMES: Final = (
+    "seats",
+    "rowseats",
+    "catrows",
+    "avail",
+    "catfree",
+    "state",
+    "holds",
+    "hold_exp",
+    "buyer_holds",
+    "buyer_sold",
+    "orders",
+    "tomb",
+    "stream",
+)
+
+# Every lua/<name>.lua, each wrapped by a method below.
+SCRIPT_NAMES: Final = (
+    "hold",
+    "best_available",
+    "extend",
+    "release",
+    "confirm",
+    "revert",
+    "mark_sold",
+    "reject",
+    "expire",
+    "load",
+    "get_hold",
+    "statuses",
+    "availability",
+    "buyer_usage",
+)
+
+# Holds expired inline by best_available / one sweep call.
+SWEEP_BATCH: Final = 500
+_HOLD_ID_ATTEMPTS: Final = 3
+
+
+def partition_tag(event_id: int, partition: int) -> str:
+    """The hash tag of one partition: all its keys live in this slot."""
+    return f"{{ev:{event_id}:{partition}}}"
+
+
+def partition_keys(event_id: int, partition: int) -> list[str]:
+    """KEYS for every inventory script of this partition."""
+    tag = partition_tag(event_id, partition)
+    return [f"{tag}:{name}" for name in KEY_NAMES]
+
+
+def stream_key(event_id: int, partition: int) -> str:
+    return f"{partition_tag(event_id, partition)}:stream"
+
+
+@cache
+def script_source(name: str) -> str:
+    """The text loaded into Redis for one operation: the prelude, then the operation."""
+    if name not in SCRIPT_NAMES:
+        raise KeyError(name)
+    prelude = (LUA_DIR / "lib" / "prelude.lua").read_text(encoding="utf-8")
+    return prelude + "\n" + (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+
+
+class PartitionPlan(msgspec.Struct, frozen=True):
+    """How an event's seats are split into inventory partitions.
+
+    ``sections`` maps a section to its partition (the catalog's
+    ``sections.partition``); a section not listed goes to ``crc32(section) % count``.
+    """
+
+    count: int = 1
+    sections: dict[str, int] = {}
+
+    def __post_init__(self) -> None:
+        validate_partition(self.count - 1)
+        for section, partition in self.sections.items():
+            if not 0 <= partition < self.count:
+                raise InvalidInput(
+                    f"section {section} maps to partition {partition} of {self.count}"
+                )
+
+    def partition_of(self, seat_id: str) -> int:
+        """The partition holding this seat."""
+        if self.count == 1:
+            return 0
+        section = parse_seat_id(seat_id).section
+        found = self.sections.get(section)
+        if found is not None:
+            return found
+        return zlib.crc32(section.encode()) % self.count
+
+
+SINGLE_PARTITION: Final = PartitionPlan()
+
+PlanLookup = Callable[[int], PartitionPlan]
+
+
+class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
+    version: str
+    seats: int
+    sold: int
+    # Sold seats that are not in the loaded catalog (left out).
+    ignored: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _texts(values: Iterable[Any]) -> list[str]:
+    return [_text(v) for v in values]
+
+
+class Inventory:
+    """The seat inventory of every event, on a Redis Cluster.
+
+    ``plans`` gives an event's partition plan (from a cached catalog); by default
+    every event is one partition. Holds take their defaults and limits from
+    ``settings``.
+    """
+
+    def __init__(
+        self,
+        client: RedisCluster,
+        settings: HoldSettings | None = None,
+        plans: PlanLookup | None = None,
+    ) -> None:
+        self._client = client
+        self._settings = settings or HoldSettings()
+        self._plans = plans or (lambda _event_id: SINGLE_PARTITION)
+        self._scripts: dict[str, AsyncScript] = {
+            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    @property
+    def settings(self) -> HoldSettings:
+        return self._settings
+
+    def plan(self, event_id: int) -> PartitionPlan:
+        return self._plans(event_id)
+
+    async def load_scripts(self) -> None:
+        """Load every script on every primary (optional warm-up; NOSCRIPT is handled anyway)."""
+        await self._guard(self._load_all())
+
+    async def _load_all(self) -> None:
+        for script in self._scripts.values():
+            await self._client.script_load(script.script)
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    async def _guard(self, call: Awaitable[Any]) -> Any:
+        try:
+            return await call
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
+
+    async def _run(self, name: str, event_id: int, partition: int, args: Sequence[Any]) -> Any:
+        script = self._scripts[name]
+        return await self._guard(script(keys=partition_keys(event_id, partition), args=args))
+
+    async def _code(
+        self, name: str, event_id: int, partition: int, args: Sequence[Any]
+    ) -> tuple[str, list[Any]]:
+        reply = await self._run(name, event_id, partition, args)
+        return _text(reply[0]), list(reply[1:])
+
+    def _hold_from(self, event_id: int, partition: int, rest: list[Any]) -> Hold:
+        # rest: hold_id, buyer, created, expires, max_expires, version, seat1, cat1, ...
+        pairs = _texts(rest[6:])
+        seats = pairs[0::2]
+        return Hold(
+            hold_id=_text(rest[0]),
+            event_id=event_id,
+            partition=partition,
+            buyer=_text(rest[1]),
+            seats=seats,
+            categories=dict(zip(seats, pairs[1::2], strict=True)),
+            created_at=int(rest[2]),
+            expires_at=int(rest[3]),
+            max_expires_at=int(rest[4]),
+        )
+
+    @staticmethod
+    def _hold_error(code: str, hold_id: str) -> Exception:
+        if code == "expired":
+            return HoldExpired(f"hold {hold_id} has expired", hold_id=hold_id)
+        if code == "not_owner":
+            return NotOwner(f"hold {hold_id} not found", hold_id=hold_id)
+        if code == "unknown":
+            return NotFound(f"hold {hold_id} not found", hold_id=hold_id)
+        return Unavailable(f"unexpected inventory reply {code!r}")
+
+    async def _buyer_limit(self, event_id: int, partition: int, buyer: str) -> int:
+        """The seats the buyer may still have in ``partition`` under the per-event limit."""
+        limit = self._settings.max_seats_per_buyer
+        plan = self.plan(event_id)
+        if plan.count == 1:
+            return limit
+        others = [p for p in range(plan.count) if p != partition]
+        used = await asyncio.gather(
+            *(self._run("buyer_usage", event_id, p, [buyer]) for p in others)
+        )
+        return limit - sum(int(u) for u in used)
+
+    def _limit_error(self, rest: list[Any]) -> LimitExceeded:
+        limit = self._settings.max_seats_per_buyer
+        used = int(rest[0]) + (limit - int(rest[1]))
+        return LimitExceeded(
+            f"at most {limit} seats per buyer for this event ({used} already held or bought)",
+            limit=limit,
+            used=used,
+        )
+
+    # -- holds ----------------------------------------------------------------------------
+
+    async def hold(
+        self, event_id: int, seats: Sequence[str], buyer: str, ttl_s: float | None = None
+    ) -> Hold:
+        """Hold these seats for the buyer, all or none.
+
+        SeatUnavailable names the seats that are taken; InvalidInput names unknown
+        seats; LimitExceeded when the buyer's per-event limit would be passed.
+        """
+        validate_event_id(event_id)
+        validate_buyer(buyer)
+        seat_ids = validate_seat_ids(seats, self._settings.max_seats_per_hold)
+        ttl = hold_ttl_ms(ttl_s, self._settings)
+        plan = self.plan(event_id)
+        partitions = {plan.partition_of(s) for s in seat_ids}
+        if len(partitions) > 1:
+            raise InvalidInput(
+                "these seats are in different parts of the venue; hold them separately",
+                field="seats",
+            )
+        partition = partitions.pop()
+        limit = await self._buyer_limit(event_id, partition, buyer)
+        life = max_lifetime_ms(ttl, self._settings)
+        for _ in range(_HOLD_ID_ATTEMPTS):
+            hold_id = new_hold_id(event_id, partition)
+            code, rest = await self._code(
+                "hold", event_id, partition, [hold_id, buyer, ttl, life, limit, *seat_ids]
+            )
+            if code == "ok":
+                return self._hold_from(event_id, partition, rest)
+            if code == "taken":
+                taken = _texts(rest)
+                raise SeatUnavailable(f"seats not available: {', '.join(taken)}", seats=taken)
+            if code == "unknown":
+                unknown = _texts(rest)
+                raise InvalidInput(
+                    f"no such seats in this event: {', '.join(unknown)}",
+                    field="seats",
+                    seats=unknown,
+                )
+            if code == "limit":
+                raise self._limit_error(rest)
+            if code != "duplicate":
+                raise Unavailable(f"unexpected inventory reply {code!r}")
+        raise Unavailable("could not allocate a hold id")
+
+    async def hold_best(
+        self,
+        event_id: int,
+        category: str,
+        quantity: int,
+        buyer: str,
+        ttl_s: float | None = None,
+    ) -> Hold:
+        """Hold the best ``quantity`` adjacent seats in one row of ``category``.
+
+        Rows are tried front first; a choice that leaves no single-seat gap is
+        preferred. SeatUnavailable (with ``seats=[]``) when no row has room.
+        """
+        validate_event_id(event_id)
+        validate_buyer(buyer)
+        validate_category(category)
+        validate_quantity(quantity, self._settings)
+        ttl = hold_ttl_ms(ttl_s, self._settings)
+        life = max_lifetime_ms(ttl, self._settings)
+        known = False
+        for partition in range(self.plan(event_id).count):
+            limit = await self._buyer_limit(event_id, partition, buyer)
+            for _ in range(_HOLD_ID_ATTEMPTS):
+                hold_id = new_hold_id(event_id, partition)
+                code, rest = await self._code(
+                    "best_available",
+                    event_id,
+                    partition,
+                    [hold_id, buyer, ttl, life, limit, category, quantity, SWEEP_BATCH],
+                )
+                if code != "duplicate":
+                    break
+            if code == "ok":
+                return self._hold_from(event_id, partition, rest)
+            if code == "limit":
+                raise self._limit_error(rest)
+            if code == "none":
+                known = True
+            elif code != "unknown_category":
+                raise Unavailable(f"unexpected inventory reply {code!r}")
+        if not known:
+            raise InvalidInput(f"this event has no seats in category {category}", field="category")
+        raise SeatUnavailable(
+            f"no {quantity} adjacent seats left together in {category}",
+            seats=[],
+            category=category,
+        )
+
+    async def get_hold(self, hold_id: str, buyer: str) -> Hold:
+        """The buyer's live hold. NotFound/NotOwner (404) or HoldExpired (410) otherwise."""
+        event_id, partition = parse_hold_id(hold_id)
+        validate_buyer(buyer)
+        code, rest = await self._code("get_hold", event_id, partition, [hold_id, buyer])
+        if code != "ok":
+            raise self._hold_error(code, hold_id)
+        return self._hold_from(event_id, partition, rest)
+
+    async def extend(self, hold_id: str, buyer: str) -> Hold:
+        """Push the hold's expiry out by its TTL, never past ``max_expires_at``."""
+        event_id, partition = parse_hold_id(hold_id)
+        validate_buyer(buyer)
+        code, rest = await self._code("extend", event_id, partition, [hold_id, buyer])
+        if code != "ok":
+            raise self._hold_error(code, hold_id)
+        return self._hold_from(event_id, partition, rest)
+
+    async def release(self, hold_id: str, buyer: str) -> None:
+        """Give the hold's seats back. Releasing an expired hold is a no-op."""
+        event_id, partition = parse_hold_id(hold_id)
+        validate_buyer(buyer)
+        code, _ = await self._code("release", event_id, partition, [hold_id, buyer])
+        if code not in ("ok", "expired"):
+            raise self._hold_error(code, hold_id)
+
+    # -- orders ---------------------------------------------------------------------------
+
+    async def confirm(self, hold_id: str, buyer: str, order_id: str) -> ConfirmedHold:
+        """Turn a live hold into a pending order; repeating the same call is safe.
+
+        HoldExpired (410) if the hold ran out, NotFound/NotOwner (404) otherwise,
+        Conflict (409) if ``order_id`` was already used for another hold.
+        """
+        event_id, partition = parse_hold_id(hold_id)
+        validate_buyer(buyer)
+        validate_order_id(order_id)
+        code, rest = await self._code("confirm", event_id, partition, [hold_id, buyer, order_id])
+        if code == "order_exists":
+            raise Conflict(f"order {order_id} already exists", order_id=order_id)
+        if code != "ok":
+            raise self._hold_error(code, hold_id)
+        pairs = _texts(rest[2:])
+        seats = pairs[0::2]
+        return ConfirmedHold(
+            hold_id=hold_id,
+            order_id=order_id,
+            event_id=event_id,
+            partition=partition,
+            buyer=buyer,
+            seats=seats,
+            categories=dict(zip(seats, pairs[1::2], strict=True)),
+            confirmed_at=int(rest[0]),
+            version=_text(rest[1]),
+        )
+
+    async def _order_op(self, name: str, event_id: int, partition: int, order_id: str) -> list[Any]:
+        validate_event_id(event_id)
+        validate_partition(partition)
+        validate_order_id(order_id)
+        code, rest = await self._code(name, event_id, partition, [order_id])
+        if code == "unknown":
+            raise NotFound(f"order {order_id} not found in the inventory", order_id=order_id)
+        if code in ("not_pending", "conflict"):
+            status = _text(rest[0])
+            raise Conflict(f"order {order_id} is {status}", order_id=order_id, status=status)
+        if code != "ok":
+            raise Unavailable(f"unexpected inventory reply {code!r}")
+        return rest
+
+    async def revert(self, event_id: int, partition: int, order_id: str) -> Literal["held", "free"]:
+        """Undo a confirm whose publish failed: the seats go back to the hold.
+
+        Returns "held", or "free" when the hold's original expiry has passed.
+        """
+        rest = await self._order_op("revert", event_id, partition, order_id)
+        return cast(Literal["held", "free"], _text(rest[1]))
+
+    async def mark_sold(self, event_id: int, partition: int, order_id: str) -> int:
+        """Pending -> sold once the order is committed. Returns seats changed (0 if again)."""
+        rest = await self._order_op("mark_sold", event_id, partition, order_id)
+        return int(rest[0])
+
+    async def reject(self, event_id: int, partition: int, order_id: str) -> int:
+        """Pending -> free after a rejection. Returns seats freed (0 if again)."""
+        rest = await self._order_op("reject", event_id, partition, order_id)
+        return int(rest[0])
+
+    # -- upkeep ---------------------------------------------------------------------------
+
+    async def sweep(self, event_id: int, partition: int, limit: int = SWEEP_BATCH) -> int:
+        """Expire holds past their expiry (with deltas). Returns how many holds."""
+        validate_event_id(event_id)
+        validate_partition(partition)
+        if not 0 < limit <= 100_000:
+            raise InvalidInput("sweep limit must be 1..100000")
+        return int(await self._run("expire", event_id, partition, [limit]))
+
+    async def load(
+        self,
+        event_id: int,
+        partition: int,
+        seats: Sequence[tuple[str, str]],
+        sold: Mapping[str, str | tuple[str, str]] | None = None,
+        min_version: str | None = None,
+    ) -> LoadResult:
+        """(Re)build a partition: its seats with their category, and the sold seats.
+
+        ``seats`` order ranks rows for best-available (front first). ``sold`` maps a
+        seat to its order id, or to ``(order_id, buyer)`` so the buyer's limit
+        counts it. Holds and pending orders in the partition are dropped; the
+        change stream is kept and gets a "reload" delta above ``min_version``.
+        """
+        validate_event_id(event_id)
+        validate_partition(partition)
+        plan = self.plan(event_id)
+        args: list[str | int] = [min_version or "", len(seats)]
+        if min_version:
+            version_key(min_version)
+        seen: set[str] = set()
+        for seat_id, category in seats:
+            seat = parse_seat_id(seat_id).seat_id
+            if seat in seen:
+                raise InvalidInput(f"seat {seat} listed twice", field="seats")
+            if plan.partition_of(seat) != partition:
+                raise InvalidInput(f"seat {seat} is not in partition {partition}", field="seats")
+            seen.add(seat)
+            args += (seat, validate_category(category))
+        for seat_id, value in (sold or {}).items():
+            order_id, buyer = (value, "") if isinstance(value, str) else value
+            args += (parse_seat_id(seat_id).seat_id, validate_order_id(order_id), buyer)
+        reply = await self._run("load", event_id, partition, args)
+        return LoadResult(
+            version=_text(reply[0]), seats=int(reply[1]), sold=int(reply[2]), ignored=int(reply[3])
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def partition_statuses(
+        self, event_id: int, partition: int
+    ) -> tuple[str, dict[str, SeatStatus]]:
+        """(version, {seat: status}) of one partition; free seats are left out."""
+        reply = await self._run("statuses", event_id, partition, [])
+        flat = _texts(reply[1:])
+        statuses = cast(dict[str, SeatStatus], dict(zip(flat[0::2], flat[1::2], strict=True)))
+        return _text(reply[0]), statuses
+
+    async def seat_statuses(self, event_id: int) -> tuple[str, dict[str, SeatStatus]]:
+        """(version, {seat: status}) for every seat that is not free.
+
+        Seats not in the map are free. The version is the partition's stream id;
+        with several partitions it is their ids joined by commas, in partition order.
+        """
+        validate_event_id(event_id)
+        parts = await asyncio.gather(
+            *(self.partition_statuses(event_id, p) for p in range(self.plan(event_id).count))
+        )
+        merged: dict[str, SeatStatus] = {}
+        for _, statuses in parts:
+            merged.update(statuses)
+        return ",".join(version for version, _ in parts), merged
+
+    async def availability(self, event_id: int) -> dict[str, int]:
+        """Free seats per category (empty when the event is not loaded)."""
+        validate_event_id(event_id)
+        replies = await asyncio.gather(
+            *(self._run("availability", event_id, p, []) for p in range(self.plan(event_id).count))
+        )
+        free: dict[str, int] = {}
+        for reply in replies:
+            flat = list(reply)
+            for category, count in zip(flat[0::2], flat[1::2], strict=True):
+                free[_text(category)] = free.get(_text(category), 0) + int(count)
+        return free
+
+    async def buyer_usage(self, event_id: int, buyer: str) -> int:
+        """Seats the buyer has in the event: live holds + pending + sold."""
+        validate_event_id(event_id)
+        validate_buyer(buyer)
+        used = await asyncio.gather(
+            *(
+                self._run("buyer_usage", event_id, p, [buyer])
+                for p in range(self.plan(event_id).count)
+            )
+        )
+        return sum(int(u) for u in used)
+
+    async def read_deltas(
+        self,
+        event_id: int,
+        partition: int,
+        after: str,
+        count: int = 500,
+        block_ms: int | None = None,
+    ) -> DeltaBatch:
+        """Deltas of one partition after version ``after`` (oldest first).
+
+        ``complete`` is False when deltas after ``after`` were trimmed away or the
+        partition was rebuilt: the client must refetch the seat map. With
+        ``block_ms`` the call waits up to that long for a first delta.
+        """
+        validate_event_id(event_id)
+        validate_partition(partition)
+        after_key = version_key(after)
+        if not 0 < count <= 10_000:
+            raise InvalidInput("count must be 1..10000")
+        key = stream_key(event_id, partition)
+        reply = await self._guard(self._client.xread({key: after}, count=count, block=block_ms))
+        entries: list[tuple[Any, dict[Any, Any]]] = []
+        if isinstance(reply, dict):  # RESP3
+            for value in reply.values():
+                entries = list(value[0])
+        elif reply:
+            entries = list(reply[0][1])
+        deltas = [self._delta_from(event_id, partition, eid, fields) for eid, fields in entries]
+        complete = all(d.status != "reload" for d in deltas)
+        if complete and after_key != (0, 0):
+            complete = await self._gap_kept(key, after_key)
+        return DeltaBatch(
+            deltas=deltas,
+            last_version=deltas[-1].version if deltas else after,
+            complete=complete,
+        )
+
+    async def _gap_kept(self, key: str, after: tuple[int, int]) -> bool:
+        try:
+            info = await self._client.xinfo_stream(key)
+        except RedisError as exc:
+            if "no such key" in str(exc).lower():
+                return False
+            raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
+        fields = {_text(k): v for k, v in dict(info).items()}
+        # Trimming (MAXLEN ~) drops the oldest entries: if the first one left is
+        # newer than ``after``, something in between may be gone.
+        first = fields.get("first-entry")
+        if first and version_key(_text(first[0])) > after:
+            return False
+        deleted = fields.get("max-deleted-entry-id", "0-0")
+        return version_key(_text(deleted)) <= after
+
+    @staticmethod
+    def _delta_from(
+        event_id: int, partition: int, entry_id: Any, fields: dict[Any, Any]
+    ) -> SeatDelta:
+        f = {_text(k): _text(v) for k, v in fields.items()}
+        seats = f.get("seats", "")
+        return SeatDelta(
+            event_id=event_id,
+            partition=partition,
+            version=_text(entry_id),
+            seats=seats.split(",") if seats else [],
+            status=f.get("status", ""),
+            op=f.get("op", ""),
+            hold_id=f.get("hold"),
+            order_id=f.get("order"),
+        )

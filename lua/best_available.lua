@@ -1,0 +1,88 @@
+-- best_available.lua: choose N adjacent seats in one row of a category and hold them.
+--
+-- Rows are tried in catalog order (best first, as given to load). Seats are
+-- adjacent when their numbers are consecutive in the same row and category.
+-- A choice that leaves no single-seat gap in its row is preferred; a choice
+-- that leaves one is taken only when no row allows better. Placement is at the
+-- start of a free run, so it always touches the row's edge or a taken seat.
+-- Cost: expired holds are swept first (up to sweep_limit) so the per-row free
+-- counters are exact; only rows with at least N free seats are read, so the
+-- script reads O(candidate rows), not the whole event.
+--
+-- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
+-- ARGV: hold_id, buyer, ttl_ms, max_lifetime_ms, buyer_limit, category, quantity, sweep_limit
+-- Returns:
+--   {'ok', hold_id, buyer, created_ms, expires_ms, max_expires_ms, version, seat1, cat1, ...}
+--   {'unknown_category'}      the category has no seats in this partition
+--   {'none'}                  no N adjacent free seats in one row
+--   {'limit', used, limit}    the buyer would exceed the per-event limit
+--   {'duplicate'}             hold_id already exists
+--
+-- luacheck: globals KEYS ARGV redis cjson
+-- luacheck: read globals TB
+
+local hold_id, buyer = ARGV[1], ARGV[2]
+local ttl, max_life, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local category, quantity, sweep_limit = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+
+local now = TB.now_ms()
+
+local rows = TB.split(redis.call('HGET', TB.K.catrows, category))
+if #rows == 0 then return {'unknown_category'} end
+
+local used = TB.buyer_usage(buyer, now, true)
+if used + quantity > limit then return {'limit', used, limit} end
+
+if redis.call('HEXISTS', TB.K.holds, hold_id) == 1 then return {'duplicate'} end
+
+TB.sweep(now, sweep_limit)
+
+local fields = {}
+for i, row in ipairs(rows) do fields[i] = category .. '|' .. row end
+local free_counts = TB.hmget(TB.K.avail, fields)
+
+-- Best run in one row: returns start index and whether it is gap-free.
+local function pick(seats, states)
+  local fallback = nil
+  local i, n = 1, #seats
+  while i <= n do
+    if TB.decode(states[i], now) == 'free' then
+      local j = i
+      while j < n and TB.decode(states[j + 1], now) == 'free'
+          and TB.number_of(seats[j + 1]) == TB.number_of(seats[j]) + 1 do
+        j = j + 1
+      end
+      local len = j - i + 1
+      if len == quantity or len - quantity >= 2 then return i, true end
+      if len > quantity and not fallback then fallback = i end
+      i = j + 1
+    else
+      i = i + 1
+    end
+  end
+  return fallback, false
+end
+
+local chosen = nil
+for r, field in ipairs(fields) do
+  if tonumber(free_counts[r] or '0') >= quantity then
+    local seats = TB.split(redis.call('HGET', TB.K.rowseats, field))
+    local states = TB.hmget(TB.K.state, seats)
+    local start, clean = pick(seats, states)
+    if start then
+      local c = {seats = {}, prev = {}}
+      for k = start, start + quantity - 1 do
+        c.seats[#c.seats + 1] = seats[k]
+        c.prev[#c.prev + 1] = states[k]
+      end
+      if clean then chosen = c break end
+      if not chosen then chosen = c end
+    end
+  end
+end
+if not chosen then return {'none'} end
+
+local cats = {}
+for i = 1, quantity do cats[i] = category end
+local version, rec = TB.take(hold_id, buyer, chosen.seats, cats, chosen.prev, now, ttl, max_life)
+return TB.hold_reply(hold_id, rec, version)
