@@ -33,5 +33,13 @@ if [ "$processes" -gt 1 ]; then
   args+=(--processes "$processes")
 fi
 echo "loadtest: $users users, spawn $rate/s, $run_time, $processes process(es) against $host"
-# BREACH rows in the failure table are broken promises (a seat twice, a limit bypassed).
-exec uv run locust "${args[@]}" "$@"
+# BREACH rows in the failure table are broken promises (a seat twice, a limit bypassed):
+# they fail the run. Other failures (429s, slow orders) are reported, not fatal.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+uv run locust "${args[@]}" "$@" 2>&1 | tee "$log"
+if grep -q "BREACH" "$log"; then
+  echo "loadtest: FAILED - a promise was broken (BREACH rows above)" >&2
+  exit 1
+fi
+echo "loadtest: no breach"
