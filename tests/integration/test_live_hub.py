@@ -1,0 +1,143 @@
+"""The live hub against the real Redis Cluster: tailing, coalescing, replay, gaps.
+
+The inventory scripts write the change stream; here the test writes it with XADD in
+the same format (fields ``seats``, ``status``), so the hub is checked on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from api.live.hub import Batch, LiveHub, Outbox, UnknownEvent
+from core.live import CLOSE_SLOW_CONSUMER, Deltas, Resync, stream_key
+from core.settings import LiveSettings, Settings
+from tests.conftest import fresh_event_id
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _client(settings: Settings, **kwargs: Any) -> RedisCluster:
+    nodes = [ClusterNode(h, p) for h, p in settings.redis.startup_nodes()]
+    return RedisCluster(startup_nodes=nodes, decode_responses=False, **kwargs)
+
+
+@pytest.fixture
+async def hub(settings: Settings) -> Any:
+    live = LiveSettings(coalesce_ms=100, block_ms=200, linger_s=0.2, queue_frames=8)
+    redis = _client(settings)
+    tail = _client(settings, socket_timeout=5.0)
+    known: set[int] = set()
+
+    async def partitions(event_id: int) -> int | None:
+        return 1 if event_id in known else None
+
+    h = LiveHub(live, redis, tail, partitions)
+    h.known = known  # type: ignore[attr-defined]
+    await h.start()
+    yield h
+    await h.stop()
+    await redis.aclose()
+    await tail.aclose()
+
+
+async def _xadd(redis: RedisCluster, event_id: int, seats: str, status: str, **kw: Any) -> str:
+    entry = await redis.xadd(stream_key(event_id, 0), {"seats": seats, "status": status}, **kw)
+    return entry.decode() if isinstance(entry, bytes) else str(entry)
+
+
+async def _drain(outbox: Outbox, until_version: str, timeout: float = 5.0) -> list[Any]:
+    got: list[Any] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            item = await outbox.get()
+            assert item is not None, outbox.closed
+            got.append(item)
+            if isinstance(item, Batch) and item.changes[-1].version == until_version:
+                return got
+
+
+async def test_tailer_fans_out_every_change_in_order(hub: LiveHub, redis_cluster: Any) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    await _xadd(redis_cluster, event_id, "A-1-1", "free")  # before anyone watches
+    a, b = Outbox(64), Outbox(64)
+    room, versions = await hub.join_event(event_id, a)
+    _, versions_b = await hub.join_event(event_id, b)
+    assert versions == versions_b and versions[0] != "0-0"
+
+    written = [
+        await _xadd(redis_cluster, event_id, f"A-1-{i}", "held" if i % 2 else "free")
+        for i in range(1, 41)
+    ]
+    for outbox in (a, b):
+        batches = await _drain(outbox, written[-1])
+        seen = [c.version for batch in batches for c in batch.changes]
+        assert seen == written  # every change, once, in stream order
+        # 40 XADDs in a burst arrive in fewer frames (coalesced), not one frame each.
+        assert len(batches) < 40
+    assert batches[0].changes[0].seats == ["A-1-1"]
+    assert batches[0].changes[0].status == "held"
+    hub.leave_event(room, a)
+    hub.leave_event(room, b)
+
+
+async def test_unknown_event_is_refused(hub: LiveHub) -> None:
+    with pytest.raises(UnknownEvent):
+        await hub.join_event(fresh_event_id(), Outbox(4))
+
+
+async def test_replay_gives_the_gap_then_live_continues(hub: LiveHub, redis_cluster: Any) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    first = await _xadd(redis_cluster, event_id, "B-1-1", "held")
+    missed = [await _xadd(redis_cluster, event_id, f"B-1-{i}", "held") for i in range(2, 7)]
+    outbox = Outbox(64)
+    room, versions = await hub.join_event(event_id, outbox)
+    assert versions == [missed[-1]]
+    frames = [f async for f in hub.replay(event_id, 0, first, versions[0])]
+    assert all(isinstance(f, Deltas) for f in frames)
+    assert [c.version for f in frames for c in f.changes] == missed  # type: ignore[union-attr]
+    # Nothing to replay when the client is current.
+    assert [f async for f in hub.replay(event_id, 0, versions[0], versions[0])] == []
+    hub.leave_event(room, outbox)
+
+
+async def test_replay_of_a_trimmed_gap_asks_for_a_resync(hub: LiveHub, redis_cluster: Any) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    old = await _xadd(redis_cluster, event_id, "C-1-1", "held")
+    for i in range(2, 30):
+        await _xadd(redis_cluster, event_id, f"C-1-{i}", "held", maxlen=10, approximate=False)
+    last = await _xadd(redis_cluster, event_id, "C-1-30", "held", maxlen=10, approximate=False)
+    frames = [f async for f in hub.replay(event_id, 0, old, last)]
+    assert len(frames) == 1 and isinstance(frames[0], Resync)
+    assert frames[0].reason == "gap_trimmed" and frames[0].version == last
+    # A client from the future (or a lost stream) is told to resync too.
+    frames = [f async for f in hub.replay(event_id, 0, "99999999999999-0", last)]
+    assert len(frames) == 1 and isinstance(frames[0], Resync)
+    assert frames[0].reason == "unknown_version"
+
+
+async def test_a_slow_subscriber_is_dropped_and_others_keep_flowing(
+    hub: LiveHub, redis_cluster: Any
+) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    slow, fast = Outbox(hub.settings.queue_frames), Outbox(1000)
+    room, _ = await hub.join_event(event_id, slow)
+    await hub.join_event(event_id, fast)
+    last = ""
+    # More coalesced frames than the slow outbox holds (one burst per coalescing window).
+    for i in range(hub.settings.queue_frames + 3):
+        last = await _xadd(redis_cluster, event_id, f"D-1-{i + 1}", "held")
+        await asyncio.sleep(hub.settings.coalesce_ms / 1000 + 0.02)
+    batches = await _drain(fast, last, timeout=10)
+    assert sum(len(b.changes) for b in batches) == hub.settings.queue_frames + 3
+    assert slow.closed is not None and slow.closed[0] == CLOSE_SLOW_CONSUMER
+    assert len(slow) == 0  # its queue was freed at once
+    hub.leave_event(room, slow)
+    hub.leave_event(room, fast)
