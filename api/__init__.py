@@ -1,0 +1,1 @@
+"""TicketBuster HTTP API (Litestar): app factory, auth, rate limits, domain controllers."""

@@ -1,0 +1,54 @@
+"""Serve the API with Granian (ASGI, uvloop): ``uv run python -m api``.
+
+Honours ``TB_API_HOST``, ``TB_API_PORT`` and ``TB_API_WORKERS``. With more
+than one worker, Prometheus metrics are kept per process in
+``PROMETHEUS_MULTIPROC_DIR`` (default ``.tb/prometheus/api-<port>``), wiped
+before the start so counters from a previous run do not leak in.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from granian import Granian
+from granian.constants import Interfaces, Loops
+
+from core.settings import SettingsError, load_settings
+
+
+def _prepare_multiproc_dir(port: int, workers: int) -> None:
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory and workers > 1:
+        directory = str(Path(".tb") / "prometheus" / f"api-{port}")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        sys.exit(f"ticketbuster api: {exc}")
+    api = settings.api
+    _prepare_multiproc_dir(api.port, api.workers)
+    Granian(
+        "api.app:create_app",
+        factory=True,
+        address=api.host,
+        port=api.port,
+        workers=api.workers,
+        interface=Interfaces.ASGI,
+        loop=Loops.uvloop,
+        log_access=False,  # the app writes its own JSON access log with the request id
+        respawn_failed_workers=True,
+        working_dir=Path.cwd(),
+    ).serve()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,351 @@
+"""The Litestar application factory: ``create_app(settings=None)``.
+
+Serve with ``uv run python -m api`` (Granian + uvloop; ``api.app:create_app``
+is the factory).
+
+One lifespan creates and closes the shared clients; handlers reach them
+through dependency injection, never through module globals:
+
+=====================  ==================================================
+dependency             what
+=====================  ==================================================
+``settings``           ``core.settings.Settings``
+``db_pool``            ``asyncpg.Pool``
+``redis``              ``redis.asyncio.RedisCluster`` (bytes, not decoded)
+``inventory``          ``core.inventory.Inventory`` (None until it exists)
+``kafka_producer``     connected ``aiokafka.AIOKafkaProducer`` (else 503)
+``principal``          ``api.auth.Principal`` of a valid bearer token (else 401)
+``optional_principal`` the ``Principal`` or None
+=====================  ==================================================
+
+Adding routes: list your module in ``DOMAIN_ROUTE_MODULES``; it must expose
+``route_handlers`` (a list of controllers, routers or handlers), or
+``create_route_handlers(settings)`` returning one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from types import ModuleType
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaProducer
+from litestar import Controller, Litestar, Router
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware.cors import CORSMiddleware
+from litestar.openapi.config import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme, Tag
+from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import ControllerRouterHandler
+from redis.asyncio import RedisCluster
+from redis.asyncio.cluster import ClusterNode
+
+from api.auth.dev_issuer import DevIssuer, create_dev_issuer_handlers, load_or_create_key
+from api.auth.middleware import AuthMiddleware
+from api.auth.principal import provide_optional_principal, provide_principal
+from api.auth.tokens import JwksCache, TokenVerifier, http_jwks_fetcher
+from api.edge import RequestContextMiddleware, SecurityHeadersMiddleware
+from api.errors import exception_handler
+from api.health import healthz, metrics, readyz
+from api.kafka import KafkaProducerHandle
+from api.logs import configure_logging
+from api.ratelimit import RateLimiter, RateLimitMiddleware
+from core.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("ticketbuster.api")
+
+API_VERSION = "1.0.0"
+
+# Each domain's routes. A module that does not exist yet is skipped (areas land
+# their packages at different times); an import error *inside* one is raised.
+DOMAIN_ROUTE_MODULES: tuple[str, ...] = (
+    "api.catalog.controllers",
+    "api.holds.controllers",
+    "api.orders.controllers",
+    "api.tickets.controllers",
+    "api.checkins.controllers",
+    "api.ws.controllers",
+    "api.live.controllers",
+)
+
+
+def _domain_route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
+    handlers: list[ControllerRouterHandler] = []
+    for name in DOMAIN_ROUTE_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                log.debug("route module %s not present", name)
+                continue
+            raise
+        factory = getattr(module, "create_route_handlers", None)
+        if factory is not None:
+            handlers.extend(factory(settings))
+        elif hasattr(module, "route_handlers"):
+            handlers.extend(module.route_handlers)
+        else:
+            handlers.extend(_defined_handlers(module))
+    return handlers
+
+
+def _defined_handlers(module: ModuleType) -> list[ControllerRouterHandler]:
+    """Controllers, routers and route handlers defined (not imported) in ``module``."""
+    found: list[ControllerRouterHandler] = []
+    for value in vars(module).values():
+        if isinstance(value, type) and issubclass(value, Controller) and value is not Controller:
+            if value.__module__ == module.__name__:
+                found.append(value)
+        elif isinstance(value, Router | BaseRouteHandler):
+            fn = getattr(value, "fn", None)
+            if isinstance(value, Router) or getattr(fn, "__module__", None) == module.__name__:
+                found.append(value)
+    return found
+
+
+def _web_route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
+    """The PWA at ``/``: always last, it claims only its own folders and files."""
+    try:
+        from api.web import create_web_handlers
+    except ModuleNotFoundError:
+        return []
+    return list(create_web_handlers(settings))
+
+
+def route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
+    handlers: list[ControllerRouterHandler] = [healthz, readyz, metrics]
+    if settings.auth.dev_issuer_enabled:
+        handlers.extend(create_dev_issuer_handlers(settings.auth))
+    handlers.extend(_domain_route_handlers(settings))
+    handlers.extend(_web_route_handlers(settings))
+    return handlers
+
+
+# --- lifespan -------------------------------------------------------------------
+
+
+def _create_inventory(redis: RedisCluster, settings: Settings) -> Any:
+    """``core.inventory.Inventory`` over the cluster client (area 1); None until it exists."""
+    try:
+        from core.inventory import Inventory
+    except ModuleNotFoundError as exc:
+        if exc.name == "core.inventory":
+            log.warning("core.inventory is not available yet; holds will answer 503")
+            return None
+        raise
+    return Inventory(redis, settings.holds)
+
+
+async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
+    db = settings.database
+    try:
+        pool: asyncpg.Pool = await asyncpg.create_pool(
+            db.url, min_size=db.min_pool, max_size=db.max_pool, command_timeout=10
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        # Start anyway (browsing from Redis, /readyz says why); connect on first use.
+        log.error("PostgreSQL unavailable at startup: %s: %s", type(exc).__name__, exc)
+        pool = await asyncpg.create_pool(db.url, min_size=0, max_size=db.max_pool)
+    return pool
+
+
+def _create_redis(settings: Settings) -> RedisCluster:
+    rs = settings.redis
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in rs.startup_nodes()],
+        decode_responses=False,
+        max_connections=rs.max_connections,
+        socket_timeout=rs.socket_timeout_s,
+        socket_connect_timeout=rs.socket_timeout_s,
+    )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    """Create the shared clients on startup; close them on shutdown."""
+    state = app.state
+    settings: Settings = state.settings
+    async with contextlib.AsyncExitStack() as stack:
+        redis = _create_redis(settings)
+        stack.push_async_callback(redis.aclose)
+        try:
+            await redis.initialize()
+        except Exception as exc:
+            log.error("Redis Cluster unavailable at startup: %s: %s", type(exc).__name__, exc)
+        state.redis = redis
+
+        state.db_pool = await _create_db_pool(settings)
+        stack.push_async_callback(state.db_pool.close)
+
+        kafka = KafkaProducerHandle(settings.kafka)
+        await kafka.start()
+        stack.push_async_callback(kafka.stop)
+        state.kafka = kafka
+
+        state.inventory = _create_inventory(redis, settings)
+        state.rate_limiter = RateLimiter(redis)
+
+        http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+        stack.push_async_callback(http.aclose)
+        state.dev_issuer = None
+        if settings.auth.dev_issuer_enabled:
+            dev = await DevIssuer.create(settings.auth, redis)
+            state.dev_issuer = dev
+        state.token_verifier = TokenVerifier(settings.auth, _jwks_cache(settings, state, http))
+        yield
+
+
+def _jwks_cache(settings: Settings, state: State, http: httpx.AsyncClient) -> JwksCache:
+    dev: DevIssuer | None = state.dev_issuer
+    if dev is None or settings.auth.jwks_url:
+        return JwksCache(http_jwks_fetcher(settings.auth, http))
+
+    async def dev_keys() -> dict[str, Any]:
+        # Our own key, plus the shared one in case another replica made it.
+        keys = [dev.public_jwk]
+        shared = DevIssuer(settings.auth, await load_or_create_key(state.redis))
+        if shared.kid != dev.kid:
+            keys.append(shared.public_jwk)
+        return {"keys": keys}
+
+    return JwksCache(dev_keys)
+
+
+# --- dependencies ---------------------------------------------------------------
+
+
+async def provide_db_pool(state: State) -> asyncpg.Pool:
+    pool: asyncpg.Pool = state.db_pool
+    return pool
+
+
+async def provide_redis(state: State) -> RedisCluster:
+    redis: RedisCluster = state.redis
+    return redis
+
+
+async def provide_inventory(state: State) -> Any:
+    return state.inventory
+
+
+async def provide_kafka_producer(state: State) -> AIOKafkaProducer:
+    kafka: KafkaProducerHandle = state.kafka
+    return kafka.producer()
+
+
+async def provide_settings(state: State) -> Settings:
+    settings: Settings = state.settings
+    return settings
+
+
+# --- ASGI wrapping ---------------------------------------------------------------
+
+
+def _split(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="TicketBuster API",
+        version=API_VERSION,
+        description=(
+            "Flash-sale ticketing. Errors are RFC 9457 `application/problem+json` with a "
+            "stable `type` (https://ticketbuster.dev/problems/<code>). Authenticated "
+            "endpoints take a bearer JWT."
+        ),
+        path="/schema",
+        render_plugins=[ScalarRenderPlugin(path="/"), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={
+                "BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+            }
+        ),
+        tags=[
+            Tag(name="ops", description="Probes and metrics"),
+            Tag(name="auth", description="The built-in dev issuer (dev only)"),
+        ],
+        use_handler_docstrings=True,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+) -> Litestar:
+    """Build the API. ``settings`` default to ``load_settings()`` (``TB_*`` variables)."""
+    settings = settings or load_settings()
+    if settings.env == "prod" and settings.auth.dev_issuer_enabled:
+        raise SettingsError(
+            "TB_AUTH_DEV_ISSUER_ENABLED: the built-in dev issuer must be off when TB_ENV=prod"
+        )
+    configure_logging()
+    prometheus = PrometheusConfig(
+        app_name="ticketbuster",
+        group_path=True,
+        exclude=["^/metrics$", "^/healthz$", "^/readyz$"],
+        exclude_unhandled_paths=True,
+    )
+    app = Litestar(
+        route_handlers=[*route_handlers(settings), *extra_route_handlers],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        dependencies={
+            "settings": Provide(provide_settings),
+            "db_pool": Provide(provide_db_pool),
+            "redis": Provide(provide_redis),
+            "inventory": Provide(provide_inventory),
+            "kafka_producer": Provide(provide_kafka_producer),
+            "principal": Provide(provide_principal),
+            "optional_principal": Provide(provide_optional_principal),
+        },
+        exception_handlers={Exception: exception_handler},
+        middleware=[prometheus.middleware],
+        openapi_config=_openapi_config(),
+        request_max_body_size=settings.api.max_body_bytes,
+        logging_config=None,
+        debug=False,
+    )
+    # Outer layers wrap the whole handler (router, exception handler), so 404s for
+    # unknown paths and 429s get the request id, CORS and security headers too.
+    cors = CORSConfig(
+        allow_origins=_split(settings.api.cors_origins),
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "If-None-Match",
+            "X-Request-ID",
+        ],
+        expose_headers=[
+            "ETag",
+            "Retry-After",
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "RateLimit-Policy",
+            "X-Request-ID",
+            "Location",
+        ],
+        max_age=600,
+    )
+    state = app.state
+    handler: Any = RateLimitMiddleware(
+        app.asgi_handler, lambda: getattr(state, "rate_limiter", None), settings.api
+    )
+    handler = AuthMiddleware(handler, lambda: getattr(state, "token_verifier", None))
+    handler = CORSMiddleware(app=handler, config=cors)
+    handler = SecurityHeadersMiddleware(handler, hsts=settings.env == "prod")
+    app.asgi_handler = RequestContextMiddleware(handler)
+    return app

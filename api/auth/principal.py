@@ -1,0 +1,111 @@
+"""Who is calling: the ``Principal`` and the guards that check roles and scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.types import Scope
+
+from core.errors import Forbidden, Unauthorized
+
+ROLES = ("buyer", "scanner", "admin")
+DEFAULT_ROLE = "buyer"
+CLIENT_PREFIX = "client:"
+
+# Where the auth middleware leaves its verdict in the ASGI scope state.
+PRINCIPAL_KEY = "principal"
+AUTH_ERROR_KEY = "auth_error"
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """The authenticated caller: a person (roles) or a partner client (``client:<id>``, scopes)."""
+
+    sub: str
+    roles: frozenset[str] = frozenset()
+    scopes: frozenset[str] = frozenset()
+
+    @property
+    def is_client(self) -> bool:
+        return self.sub.startswith(CLIENT_PREFIX)
+
+    def has_role(self, *roles: str) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+    def has_scope(self, *scopes: str) -> bool:
+        return not self.scopes.isdisjoint(scopes)
+
+
+def principal_from_scope(scope: Scope) -> Principal | None:
+    """The verified caller of this connection, or None (anonymous or invalid token)."""
+    value = scope.get("state", {}).get(PRINCIPAL_KEY)
+    return value if isinstance(value, Principal) else None
+
+
+def require_principal(scope: Scope) -> Principal:
+    principal = principal_from_scope(scope)
+    if principal is not None:
+        return principal
+    reason = scope.get("state", {}).get(AUTH_ERROR_KEY)
+    raise Unauthorized(reason if isinstance(reason, str) else "A bearer token is required.")
+
+
+async def provide_principal(scope: Scope) -> Principal:
+    """DI provider ``principal``: the caller, or 401 problem. Works for HTTP and WebSocket."""
+    return require_principal(scope)
+
+
+async def provide_optional_principal(scope: Scope) -> Principal | None:
+    """DI provider ``optional_principal``: the caller if a valid token came, else None."""
+    return principal_from_scope(scope)
+
+
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+
+
+def requires_auth() -> Guard:
+    """Guard: any valid token (401 otherwise)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        require_principal(connection.scope)
+
+    return guard
+
+
+def requires_role(*roles: str) -> Guard:
+    """Guard: the caller has one of ``roles`` (401 without a token, 403 without the role)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = require_principal(connection.scope)
+        if not principal.has_role(*roles):
+            raise Forbidden(f"This operation needs the role {' or '.join(roles)}.")
+
+    return guard
+
+
+def requires_scope(*scopes: str) -> Guard:
+    """Guard: the caller's token carries at least one of ``scopes``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = require_principal(connection.scope)
+        if not principal.has_scope(*scopes):
+            raise Forbidden(f"This operation needs the scope {' or '.join(scopes)}.")
+
+    return guard
+
+
+def requires_role_or_scope(roles: tuple[str, ...], scopes: tuple[str, ...]) -> Guard:
+    """Guard: a person with one of ``roles`` or a partner client with one of ``scopes``."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = require_principal(connection.scope)
+        if not (principal.has_role(*roles) or principal.has_scope(*scopes)):
+            raise Forbidden(
+                f"This operation needs the role {' or '.join(roles)} "
+                f"or the scope {' or '.join(scopes)}."
+            )
+
+    return guard

@@ -1,0 +1,97 @@
+"""Probes and metrics: ``/healthz`` (alive), ``/readyz`` (dependencies), ``/metrics``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import msgspec
+from litestar import Response, get
+from litestar.datastructures import State
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    generate_latest,
+    multiprocess,
+)
+
+from core.errors import Unavailable
+
+CHECK_TIMEOUT_S = 2.0
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    checks: dict[str, str]
+
+
+@get("/healthz", tags=["ops"], summary="Liveness", cache=False)
+async def healthz() -> Health:
+    """The process answers. Touches no dependency (a Redis outage must not restart pods)."""
+    return Health(status="ok")
+
+
+async def _check_redis(state: State) -> None:
+    redis = getattr(state, "redis", None)
+    if redis is None:
+        raise RuntimeError("no client")
+    await redis.ping()
+
+
+async def _check_postgres(state: State) -> None:
+    pool = getattr(state, "db_pool", None)
+    if pool is None:
+        raise RuntimeError("no pool")
+    async with pool.acquire(timeout=CHECK_TIMEOUT_S) as conn:
+        await conn.fetchval("SELECT 1")
+
+
+async def _check_kafka(state: State) -> None:
+    kafka = getattr(state, "kafka", None)
+    if kafka is None or not await kafka.check(timeout_s=CHECK_TIMEOUT_S):
+        raise RuntimeError("brokers unreachable")
+
+
+async def _run(check: Any, state: State) -> str:
+    try:
+        await asyncio.wait_for(check(state), CHECK_TIMEOUT_S)
+    except Exception as exc:
+        return f"down: {type(exc).__name__}"
+    return "ok"
+
+
+@get("/readyz", tags=["ops"], summary="Readiness", cache=False)
+async def readyz(state: State) -> Readiness:
+    """Ready when Redis Cluster, PostgreSQL and Kafka all answer; otherwise a 503 problem
+    naming the failing dependencies."""
+    names = ("redis", "postgres", "kafka")
+    results = await asyncio.gather(
+        _run(_check_redis, state), _run(_check_postgres, state), _run(_check_kafka, state)
+    )
+    checks = dict(zip(names, results, strict=True))
+    failing = [name for name, result in checks.items() if result != "ok"]
+    if failing:
+        raise Unavailable(
+            f"Not ready: {', '.join(failing)} unavailable.",
+            retry_after_s=5,
+            failing=failing,
+            checks=checks,
+        )
+    return Readiness(status="ok", checks=checks)
+
+
+@get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response[bytes]:
+    """Prometheus text format; aggregates all worker processes when
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (Granian with several workers)."""
+    registry: CollectorRegistry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST, status_code=200)

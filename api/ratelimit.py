@@ -1,0 +1,196 @@
+"""Per-IP and per-user rate limits kept in Redis Cluster, shared by every API replica.
+
+One GCRA script (``api/ratelimit.lua``) per check, on one key, so it runs in
+one slot and atomically; time comes from Redis, not from the replicas' clocks.
+Only ``/api/`` is limited (static PWA files and probes are not). Responses
+carry ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` and
+``RateLimit-Policy`` (IETF draft) for the tightest of the applicable limits; a
+refusal is a 429 problem with ``Retry-After``.
+
+``X-Forwarded-For`` is honoured only when the peer is one of
+``TB_API_TRUSTED_PROXIES`` (IPs or CIDRs): the client is the right-most address
+that is not a trusted proxy. If Redis is unreachable the limiter fails open
+(and logs): a broken limiter must not take the sale down; ``/readyz`` reports
+Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+from litestar.enums import ScopeType
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from redis.asyncio import RedisCluster
+
+from api.auth.principal import principal_from_scope
+from api.errors import send_problem
+from core.errors import RateLimited
+from core.settings import ApiSettings
+
+log = logging.getLogger("ticketbuster.api.ratelimit")
+
+SCRIPT = (Path(__file__).parent / "ratelimit.lua").read_text()
+
+
+class Decision(msgspec.Struct, frozen=True):
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after_s: int
+    reset_s: int
+    window_s: int
+    scope: str  # "ip" or "user"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"ratelimit-limit", str(self.limit).encode()),
+            (b"ratelimit-remaining", str(self.remaining).encode()),
+            (b"ratelimit-reset", str(self.reset_s).encode()),
+            (b"ratelimit-policy", f"{self.limit};w={self.window_s}".encode()),
+        ]
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_trusted_proxies(spec: str) -> list[Network]:
+    return [ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip()]
+
+
+def _is_trusted(addr: str, trusted: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def client_ip(scope: Scope, trusted: list[Network]) -> str:
+    """The peer address, or the client named by X-Forwarded-For if the peer is trusted."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded: list[str] = []
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            forwarded += [p.strip() for p in value.decode("latin-1").split(",") if p.strip()]
+    for addr in reversed(forwarded):
+        if not _is_trusted(addr, trusted):
+            try:
+                return str(ipaddress.ip_address(addr))
+            except ValueError:
+                return peer  # garbage from a trusted proxy's client: count the proxy
+    return forwarded[0] if forwarded else peer
+
+
+class RateLimiter:
+    """GCRA limits in Redis: ``hit(key, limit, window_s)``."""
+
+    def __init__(self, redis: RedisCluster, namespace: str = "tb:rl") -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self._script = redis.register_script(SCRIPT)
+        self._last_error_log = 0.0
+
+    async def hit(self, scope: str, ident: str, limit: int, window_s: int) -> Decision:
+        key = f"{self.namespace}:{scope}:{ident}"
+        allowed, remaining, retry_ms, reset_ms = await self._script(
+            keys=[key], args=[limit, window_s * 1000]
+        )
+        return Decision(
+            allowed=bool(allowed),
+            limit=limit,
+            remaining=int(remaining),
+            retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else 0,
+            reset_s=math.ceil(int(reset_ms) / 1000),
+            window_s=window_s,
+            scope=scope,
+        )
+
+    def log_failure(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log > 10:
+            self._last_error_log = now
+            log.warning("rate limiter unavailable, failing open: %s: %s", type(exc).__name__, exc)
+
+
+class RateLimitMiddleware:
+    """Checks the per-IP (always) and per-user (with a valid token) limits for ``/api/``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        limiter: Callable[[], RateLimiter | None],
+        settings: ApiSettings,
+        path_prefix: str = "/api/",
+    ) -> None:
+        self.app = app
+        self.limiter = limiter
+        self.settings = settings
+        self.trusted = parse_trusted_proxies(settings.trusted_proxies)
+        self.path_prefix = path_prefix
+
+    async def _decide(self, limiter: RateLimiter, scope: Scope) -> list[Decision]:
+        s = self.settings
+        checks = [
+            limiter.hit(
+                "ip", client_ip(scope, self.trusted), s.rate_limit_per_ip, s.rate_limit_window_s
+            )
+        ]
+        principal = principal_from_scope(scope)
+        if principal is not None:
+            checks.append(
+                limiter.hit("user", principal.sub, s.rate_limit_per_user, s.rate_limit_window_s)
+            )
+        return list(await asyncio.gather(*checks))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.limiter()
+        if (
+            limiter is None
+            or not self.settings.rate_limit_enabled
+            or scope["type"] != ScopeType.HTTP
+            or not scope.get("path", "").startswith(self.path_prefix)
+            or scope.get("method") == "OPTIONS"
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            decisions = await self._decide(limiter, scope)
+        except Exception as exc:  # fail open; /readyz reports Redis
+            limiter.log_failure(exc)
+            await self.app(scope, receive, send)
+            return
+        denied = [d for d in decisions if not d.allowed]
+        if denied:
+            worst = max(denied, key=lambda d: d.retry_after_s)
+            headers = {k.decode(): v.decode() for k, v in worst.headers()}
+            await send_problem(
+                send,
+                RateLimited(
+                    f"Too many requests for this {'user' if worst.scope == 'user' else 'client'};"
+                    f" retry in {worst.retry_after_s}s.",
+                    retry_after_s=worst.retry_after_s,
+                ),
+                instance=scope.get("path"),
+                request_id=scope.get("state", {}).get("request_id"),
+                extra_headers=headers,
+            )
+            return
+        tightest = min(decisions, key=lambda d: d.remaining)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.extend(tightest.headers())
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
