@@ -17,7 +17,6 @@ seat, so an 80,000-seat stadium is ~100 KB of JSON (a few KB gzipped).
 from __future__ import annotations
 
 import math
-import re
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Final, Literal
@@ -28,17 +27,11 @@ from core.errors import InvalidInput
 
 CURRENCY: Final = "PEN"
 
-SeatStatus = Literal["free", "held", "pending", "sold"]
 EventStatus = Literal["draft", "published", "cancelled"]
 
-# One character per seat status in SeatRow.status.
+# One character per seat status (core.seats.SEAT_STATUSES) in SeatRow.status.
 SEAT_STATUS_CODES: Final[dict[str, str]] = {"free": "f", "held": "h", "pending": "p", "sold": "s"}
 SEAT_STATUS_LEGEND: Final[dict[str, str]] = {v: k for k, v in SEAT_STATUS_CODES.items()}
-
-# "<section>-<row>-<number>", e.g. "101-C-14".
-SEAT_ID_RE: Final = re.compile(
-    r"^(?P<section>[A-Za-z0-9]{1,8})-(?P<row>[A-Za-z0-9]{1,4})-(?P<number>[0-9]{1,4})$"
-)
 
 
 class PriceTier(msgspec.Struct, frozen=True):
@@ -217,19 +210,6 @@ def seats_per_category(capacity: int) -> dict[str, int]:
             counts[donor] -= 1
             counts[i] = 1
     return {t.code: n for t, n in zip(PRICE_TIERS, counts, strict=True)}
-
-
-def seat_id(section: str, row: str, number: int) -> str:
-    """The wire id of a seat: ``"<section>-<row>-<number>"``."""
-    return f"{section}-{row}-{number}"
-
-
-def parse_seat_id(value: str) -> tuple[str, str, int]:
-    """``"101-C-14"`` -> ``("101", "C", 14)``; InvalidInput if it is not a seat id."""
-    match = SEAT_ID_RE.match(value)
-    if match is None:
-        raise InvalidInput(f"{value!r} is not a seat id (<section>-<row>-<number>)", field="seats")
-    return match["section"], match["row"], int(match["number"])
 
 
 # -- seat map layout ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ ORDER BY sec.position, r.position, st.number
 """
 
 _SOLD_SQL = """
-SELECT seat_id, order_id::text AS order_id FROM orders.tickets WHERE event_id = $1
+SELECT seat_id, order_id::text AS order_id, holder FROM orders.tickets WHERE event_id = $1
 """
 
 
@@ -39,7 +39,7 @@ class InventoryLoader(Protocol):
         event_id: int,
         partition: int,
         seats: list[tuple[str, str]],
-        sold: dict[str, str],
+        sold: dict[str, tuple[str, str]],
     ) -> Any: ...
 
 
@@ -57,8 +57,9 @@ class PartitionInventory(msgspec.Struct):
     # (seat_id, price category) in layout order: section, row, number — so neighbours in
     # the list are neighbours in the venue (best-available picks adjacent runs).
     seats: list[tuple[str, str]] = msgspec.field(default_factory=list)
-    # seat_id -> order_id of every ticket already persisted.
-    sold: dict[str, str] = msgspec.field(default_factory=dict)
+    # seat_id -> (order_id, buyer) of every ticket already persisted; the buyer lets the
+    # inventory count the seat against the buyer's per-event limit.
+    sold: dict[str, tuple[str, str]] = msgspec.field(default_factory=dict)
 
 
 class RebuildReport(msgspec.Struct, frozen=True):
@@ -81,7 +82,7 @@ async def read_inventory(db: Queryable, event_id: int) -> dict[int, PartitionInv
         for record in await db.fetch(_SOLD_SQL, event_id):
             partition = where.get(record["seat_id"])
             if partition is not None:
-                parts[partition].sold[record["seat_id"]] = record["order_id"]
+                parts[partition].sold[record["seat_id"]] = (record["order_id"], record["holder"])
     return parts
 
 
@@ -91,8 +92,11 @@ async def rebuild_inventory(
     """Load ``event_id``'s seats and sold seats from PostgreSQL into Redis.
 
     Calls ``inventory.load(event_id, partition, seats, sold)`` for every partition of the
-    event's seat map. What ``load`` does with seats already in Redis (holds, pending
-    orders) is the inventory's contract; see core/inventory.py.
+    event's seat map (``catalog.sections.partition``). ``load`` replaces the partition:
+    live holds and pending orders there are dropped (core/inventory.py), so call this on
+    a cold start or after a Redis failover, not on a healthy inventory. The Inventory's
+    partition plan must agree with ``catalog.sections.partition`` (one partition each
+    for the seeded events).
     """
     parts = await read_inventory(db, event_id)
     for partition, part in sorted(parts.items()):

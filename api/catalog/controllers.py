@@ -1,0 +1,118 @@
+"""Catalog endpoints: thin handlers over ``api.catalog.service.Catalog``.
+
+Browsing is public. ``GET /events/{id}/seats`` answers ``If-None-Match`` with 304: its
+ETag changes with the event's inventory version (every seat change) and its layout.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from litestar import Controller, Request, Response, get
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from api.catalog.deps import CATALOG_DEPENDENCY
+from api.catalog.schemas import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, list_filters
+from api.catalog.service import MAX_EVENT_ID, Catalog
+from core.events import Category, Event, EventPage, SeatMap
+
+EventId = Annotated[int, Parameter(ge=1, le=MAX_EVENT_ID, description="The event's id.")]
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 weak comparison of an ``If-None-Match`` header against ``etag``."""
+    if not if_none_match:
+        return False
+    bare = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == bare:
+            return True
+    return False
+
+
+class CatalogController(Controller):
+    path = "/api/v1"
+    tags = ["catalog"]
+    dependencies = {"catalog": CATALOG_DEPENDENCY}
+
+    @get("/categories", summary="Event categories", cache_control=None)
+    async def list_categories(self, catalog: Catalog) -> list[Category]:
+        """Every event category (CONCERT, SPORTS...), in display order."""
+        return await catalog.categories()
+
+    @get("/events", summary="Search events")
+    async def list_events(
+        self,
+        catalog: Catalog,
+        category: Annotated[
+            str | None, Parameter(max_length=32, description="A category code.")
+        ] = None,
+        q: Annotated[
+            str | None,
+            Parameter(
+                min_length=1,
+                max_length=MAX_QUERY_LENGTH,
+                description="Text in the title or the venue's name (case and accents ignored).",
+            ),
+        ] = None,
+        starts_after: Annotated[
+            datetime | None,
+            Parameter(description="Only events starting after this time (default: now)."),
+        ] = None,
+        starts_before: Annotated[
+            datetime | None, Parameter(description="Only events starting before this time.")
+        ] = None,
+        limit: Annotated[
+            int, Parameter(ge=1, le=MAX_LIMIT, description="Page size.")
+        ] = DEFAULT_LIMIT,
+        cursor: Annotated[
+            str | None,
+            Parameter(max_length=64, description="`next_cursor` of the previous page."),
+        ] = None,
+    ) -> EventPage:
+        """Published events by start time, with the seats still free per price category.
+
+        Pages follow `next_cursor` (null on the last page).
+        """
+        filters = list_filters(
+            category=category,
+            q=q,
+            starts_after=starts_after,
+            starts_before=starts_before,
+            cursor=cursor,
+        )
+        return await catalog.list_events(filters, limit)
+
+    @get("/events/{event_id:int}", summary="One event")
+    async def get_event(self, catalog: Catalog, event_id: EventId) -> Event:
+        """An event with its price categories and the seats still free in each."""
+        return await catalog.event(event_id)
+
+    @get(
+        "/events/{event_id:int}/seats",
+        summary="Seat map with live statuses",
+        responses={
+            200: ResponseSpec(data_container=SeatMap, description="The seat map"),
+            304: ResponseSpec(data_container=None, description="Not modified (ETag matched)"),
+        },
+    )
+    async def get_seat_map(
+        self, request: Request[Any, Any, Any], catalog: Catalog, event_id: EventId
+    ) -> Response[bytes]:
+        """Every seat of the event: sections -> rows of runs, one status letter per seat.
+
+        `version` is the change-stream id the map includes; follow the live deltas after
+        it. Send the `ETag` back in `If-None-Match` to get 304 when nothing changed.
+        """
+        rendered = await catalog.seat_map(event_id)
+        headers = {"ETag": rendered.etag, "Cache-Control": "no-cache"}
+        if etag_matches(request.headers.get("if-none-match"), rendered.etag):
+            return Response(content=b"", status_code=304, headers=headers)
+        return Response(content=rendered.body, media_type="application/json", headers=headers)
+
+
+# Collected by api/app.py (DOMAIN_ROUTE_MODULES).
+route_handlers = [CatalogController]

@@ -1,0 +1,398 @@
+"""The catalog as the API serves it: PostgreSQL facts merged with the live inventory.
+
+One ``Catalog`` per process (``api/catalog/deps.py``) keeps small caches:
+
+- price categories per event (TTL ``PRICE_TTL_S``): ``price_minor(event_id, category)``
+  answers the hold and order paths without a PostgreSQL query per request;
+- seat-map layouts (TTL ``LAYOUT_TTL_S``): the static part of ``GET .../seats``;
+- the last rendered seat map per event, reused while the inventory version is unchanged;
+- one in-flight load per key, so a burst of requests for one stadium makes one query.
+
+A layout or price change reaches every process within its TTL; nothing else changes
+them at runtime (the catalog is written by the seed / back office).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar, cast
+
+import msgspec
+
+from api.catalog.repository import CatalogRepository, EventRecord, LayoutSection, ListFilters
+from core.errors import InvalidInput, NotFound
+from core.events import (
+    SEAT_STATUS_CODES,
+    SEAT_STATUS_LEGEND,
+    Category,
+    CategoryAvailability,
+    Event,
+    EventPage,
+    EventSummary,
+    PriceCategory,
+    SeatMap,
+    SeatRow,
+    SeatSection,
+)
+
+log = logging.getLogger("ticketbuster.api.catalog")
+
+PRICE_TTL_S = 60.0
+LAYOUT_TTL_S = 300.0
+CATEGORIES_TTL_S = 300.0
+# Largest event id PostgreSQL's bigint holds; larger ids cannot exist.
+MAX_EVENT_ID = 2**63 - 1
+
+T = TypeVar("T")
+
+
+class InventoryView(Protocol):
+    """The read side of ``core.inventory.Inventory`` the catalog uses."""
+
+    async def availability(self, event_id: int) -> dict[str, int]: ...
+
+    async def seat_statuses(self, event_id: int) -> tuple[str, dict[str, str]]: ...
+
+
+class RenderedSeatMap(msgspec.Struct, frozen=True):
+    """A seat map encoded once, with its ETag."""
+
+    etag: str
+    version: str
+    body: bytes
+
+
+class _CompiledLayout(msgspec.Struct, frozen=True):
+    sections: list[LayoutSection]
+    # "<section>-<row>" -> [(run index, first number, count)], to place a seat id.
+    rows: dict[str, list[tuple[int, int, int]]]
+    run_count: int
+    digest: str  # changes when the layout does; part of the ETag
+
+
+def _compile(sections: list[LayoutSection]) -> _CompiledLayout:
+    rows: dict[str, list[tuple[int, int, int]]] = {}
+    h = hashlib.blake2b(digest_size=6)
+    index = 0
+    for section in sections:
+        h.update(f"{section.code}|{section.name}|".encode())
+        for run in section.runs:
+            rows.setdefault(f"{section.code}-{run.row}", []).append((index, run.first, run.count))
+            h.update(f"{run.row},{run.first},{run.count},{run.category};".encode())
+            index += 1
+    return _CompiledLayout(sections, rows, index, h.hexdigest())
+
+
+class _Cached(msgspec.Struct):
+    expires: float
+    value: Any
+
+
+class Catalog:
+    """Catalog queries with caches; see the module docstring."""
+
+    def __init__(
+        self,
+        repository: CatalogRepository,
+        inventory: InventoryView,
+        *,
+        price_ttl_s: float = PRICE_TTL_S,
+        layout_ttl_s: float = LAYOUT_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.repository = repository
+        self.inventory = inventory
+        self._price_ttl_s = price_ttl_s
+        self._layout_ttl_s = layout_ttl_s
+        self._clock = clock
+        self._cache: dict[tuple[str, int], _Cached] = {}
+        self._inflight: dict[tuple[str, int], asyncio.Future[Any]] = {}
+        self._rendered: dict[int, RenderedSeatMap] = {}
+
+    # -- caching --------------------------------------------------------------------------
+
+    async def _cached(
+        self, kind: str, key: int, ttl_s: float, load: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``load()`` at most once per ``ttl_s`` and once at a time per (kind, key)."""
+        now = self._clock()
+        hit = self._cache.get((kind, key))
+        if hit is not None and hit.expires > now:
+            return cast(T, hit.value)
+        return await self._single_flight((kind, key), ttl_s, load)
+
+    async def _single_flight(
+        self, key: tuple[str, int], ttl_s: float, load: Callable[[], Awaitable[T]]
+    ) -> T:
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return cast(T, await asyncio.shield(pending))
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) re-raise it
+            raise
+        else:
+            future.set_result(value)
+            if ttl_s > 0:
+                self._cache[key] = _Cached(self._clock() + ttl_s, value)
+            return value
+        finally:
+            del self._inflight[key]
+
+    def invalidate(self, event_id: int) -> None:
+        """Forget everything cached about ``event_id`` (after a catalog change)."""
+        for kind in ("prices", "layout", "event"):
+            self._cache.pop((kind, event_id), None)
+        self._rendered.pop(event_id, None)
+
+    # -- categories and prices -------------------------------------------------------------
+
+    async def categories(self) -> list[Category]:
+        return await self._cached("categories", 0, CATEGORIES_TTL_S, self.repository.categories)
+
+    async def category_codes(self) -> set[str]:
+        return {c.code for c in await self.categories()}
+
+    async def prices(self, event_id: int) -> dict[str, PriceCategory]:
+        """The price categories of ``event_id`` by code (cached); NotFound if none."""
+
+        async def load() -> dict[str, PriceCategory]:
+            found = await self.repository.price_categories([event_id])
+            return {p.code: p for p in found.get(event_id, [])}
+
+        if not 0 < event_id <= MAX_EVENT_ID:
+            raise NotFound(f"event {event_id} not found")
+        prices = await self._cached("prices", event_id, self._price_ttl_s, load)
+        if not prices:
+            raise NotFound(f"event {event_id} not found")
+        return prices
+
+    async def price_minor(self, event_id: int, category: str) -> int:
+        """Price of one seat of ``category`` at ``event_id``, in minor units (cached).
+
+        For the hold and order paths: no PostgreSQL query while the cache is warm.
+        Raises NotFound for an unknown event, InvalidInput for an unknown category.
+        """
+        prices = await self.prices(event_id)
+        price = prices.get(category)
+        if price is None:
+            raise InvalidInput(
+                f"event {event_id} has no price category {category!r}", field="category"
+            )
+        return price.price_minor
+
+    async def _prices_for(self, event_ids: list[int]) -> dict[int, list[PriceCategory]]:
+        """Price lists for a page of events: cache hits, then one query for the misses."""
+        now = self._clock()
+        out: dict[int, list[PriceCategory]] = {}
+        missing: list[int] = []
+        for event_id in event_ids:
+            hit = self._cache.get(("prices", event_id))
+            if hit is not None and hit.expires > now:
+                out[event_id] = list(hit.value.values())
+            else:
+                missing.append(event_id)
+        if missing:
+            loaded = await self.repository.price_categories(missing)
+            for event_id, prices in loaded.items():
+                self._cache[("prices", event_id)] = _Cached(
+                    now + self._price_ttl_s, {p.code: p for p in prices}
+                )
+                out[event_id] = prices
+        return out
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _availability(self, event_id: int) -> dict[str, int] | None:
+        """Free seats per category, or None when the inventory cannot tell.
+
+        Browsing degrades instead of failing: a Redis outage shows "availability
+        unknown", it does not take the catalog down.
+        """
+        try:
+            free = await self.inventory.availability(event_id)
+        except Exception:
+            log.warning("availability of event %s unavailable", event_id, exc_info=True)
+            return None
+        return free or None
+
+    @staticmethod
+    def _merge(
+        prices: list[PriceCategory], free: dict[str, int] | None
+    ) -> list[CategoryAvailability]:
+        return [
+            CategoryAvailability(
+                code=p.code,
+                name=p.name,
+                price_minor=p.price_minor,
+                currency=p.currency,
+                available=None if free is None else free.get(p.code, 0),
+            )
+            for p in prices
+        ]
+
+    async def list_events(self, filters: ListFilters, limit: int) -> EventPage:
+        """A page of published events, each with live availability per price category."""
+        if filters.category is not None and filters.category not in await self.category_codes():
+            raise InvalidInput(f"unknown category {filters.category!r}", field="category")
+        if filters.after is None and filters.starts_after is None:
+            # Buyers browse what is still to come.
+            filters = msgspec.structs.replace(filters, starts_after=datetime.now(UTC))
+        records = await self.repository.list_events(filters, limit + 1)
+        page, more = records[:limit], len(records) > limit
+        ids = [r.id for r in page]
+        prices = await self._prices_for(ids)
+        free = await asyncio.gather(*(self._availability(i) for i in ids))
+        items = [
+            EventSummary(
+                id=r.id,
+                title=r.title,
+                category=r.category,
+                venue=r.venue,
+                starts_at=r.starts_at,
+                sale_opens_at=r.sale_opens_at,
+                sale_closes_at=r.sale_closes_at,
+                status=r.status,
+                capacity=r.capacity,
+                prices=self._merge(prices.get(r.id, []), f),
+            )
+            for r, f in zip(page, free, strict=True)
+        ]
+        cursor = encode_cursor(page[-1].starts_at, page[-1].id) if more and page else None
+        return EventPage(items=items, next_cursor=cursor)
+
+    async def _record(self, event_id: int) -> EventRecord:
+        if not 0 < event_id <= MAX_EVENT_ID:
+            raise NotFound(f"event {event_id} not found")
+        record = await self.repository.event(event_id)
+        if record is None:
+            raise NotFound(f"event {event_id} not found")
+        return record
+
+    async def event(self, event_id: int) -> Event:
+        record = await self._record(event_id)
+        prices, free = await asyncio.gather(
+            self._prices_for([event_id]), self._availability(event_id)
+        )
+        return Event(
+            id=record.id,
+            title=record.title,
+            category=record.category,
+            venue=record.venue,
+            starts_at=record.starts_at,
+            sale_opens_at=record.sale_opens_at,
+            sale_closes_at=record.sale_closes_at,
+            status=record.status,
+            capacity=record.capacity,
+            partitions=record.partitions,
+            prices=self._merge(prices.get(event_id, []), free),
+        )
+
+    # -- seat map -------------------------------------------------------------------------
+
+    async def _layout(self, event_id: int) -> _CompiledLayout:
+        async def load() -> _CompiledLayout:
+            await self._record(event_id)  # 404 for unknown or draft events
+            return _compile(await self.repository.layout(event_id))
+
+        if not 0 < event_id <= MAX_EVENT_ID:
+            raise NotFound(f"event {event_id} not found")
+        return await self._cached("layout", event_id, self._layout_ttl_s, load)
+
+    async def seat_map(self, event_id: int) -> RenderedSeatMap:
+        """The layout with the live status of every seat, encoded, with its ETag."""
+        layout = await self._layout(event_id)
+        version, statuses = await self._single_flight(
+            ("statuses", event_id), 0, lambda: self.inventory.seat_statuses(event_id)
+        )
+        etag = f'"{event_id}-{layout.digest}-{version}"'
+        last = self._rendered.get(event_id)
+        if last is not None and last.etag == etag:
+            return last
+        rendered = RenderedSeatMap(
+            etag=etag,
+            version=version,
+            body=msgspec.json.encode(
+                await self._build_seat_map(event_id, layout, version, statuses)
+            ),
+        )
+        self._rendered[event_id] = rendered
+        return rendered
+
+    async def _build_seat_map(
+        self, event_id: int, layout: _CompiledLayout, version: str, statuses: dict[str, str]
+    ) -> SeatMap:
+        free = SEAT_STATUS_CODES["free"].encode()
+        runs: list[bytearray] = []
+        for section in layout.sections:
+            runs.extend(bytearray(free * run.count) for run in section.runs)
+        for seat, status in statuses.items():
+            row_id, _, number_text = seat.rpartition("-")
+            code = SEAT_STATUS_CODES.get(status)
+            if code is None or not number_text.isdigit():
+                continue
+            number = int(number_text)
+            for index, first, count in layout.rows.get(row_id, ()):
+                if first <= number < first + count:
+                    runs[index][number - first] = ord(code)
+                    break
+        prices = await self.prices(event_id)
+        sections: list[SeatSection] = []
+        index = 0
+        for section in layout.sections:
+            rows: list[SeatRow] = []
+            for run in section.runs:
+                rows.append(SeatRow(run.row, run.first, run.category, runs[index].decode()))
+                index += 1
+            sections.append(SeatSection(section.code, section.name, rows))
+        return SeatMap(
+            event_id=event_id,
+            version=version,
+            legend=dict(SEAT_STATUS_LEGEND),
+            categories=list(prices.values()),
+            sections=sections,
+        )
+
+
+# -- cursors ----------------------------------------------------------------------------------
+
+
+class _Cursor(msgspec.Struct, array_like=True, frozen=True):
+    starts_at_us: int  # microseconds since the epoch
+    event_id: int
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_cursor(starts_at: datetime, event_id: int) -> str:
+    """Opaque keyset cursor for the position after (starts_at, event_id)."""
+    micros = (starts_at - _EPOCH) // timedelta(microseconds=1)
+    raw = msgspec.json.encode(_Cursor(micros, event_id))
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, int]:
+    """Inverse of ``encode_cursor``; InvalidInput naming ``cursor`` if it is not one."""
+    try:
+        if len(cursor) > 64:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        parsed = msgspec.json.decode(raw, type=_Cursor)
+        if not 0 < parsed.event_id <= MAX_EVENT_ID:
+            raise ValueError("bad id")
+        when = _EPOCH + timedelta(microseconds=parsed.starts_at_us)
+    except (ValueError, binascii.Error, msgspec.DecodeError, OverflowError, OSError):
+        raise InvalidInput("cursor is not valid; start again without one", field="cursor") from None
+    return when, parsed.event_id
