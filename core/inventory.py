@@ -31,7 +31,7 @@ from typing import Any, Final, Literal, cast
 import msgspec
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from core.errors import (
     Conflict,
@@ -107,6 +107,8 @@ SCRIPT_NAMES: Final = (
 # Holds expired inline by best_available / one sweep call.
 SWEEP_BATCH: Final = 500
 _HOLD_ID_ATTEMPTS: Final = 3
+# Everything a Redis call can raise; all of it becomes Unavailable.
+_REDIS_FAILURES: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
 
 
 def partition_tag(event_id: int, partition: int) -> str:
@@ -224,7 +226,7 @@ class Inventory:
     async def _guard(self, call: Awaitable[Any]) -> Any:
         try:
             return await call
-        except (RedisError, OSError, TimeoutError) as exc:
+        except _REDIS_FAILURES as exc:
             raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
 
     async def _run(self, name: str, event_id: int, partition: int, args: Sequence[Any]) -> Any:
@@ -610,7 +612,7 @@ class Inventory:
             if "no such key" in str(exc).lower():
                 return False
             raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
-        except (OSError, TimeoutError) as exc:
+        except _REDIS_FAILURES as exc:
             raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
         fields = {_text(k): v for k, v in dict(info).items()}
         # Trimming (MAXLEN ~) drops the oldest entries: if the first one left is
