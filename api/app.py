@@ -220,6 +220,13 @@ def _jwks_cache(settings: Settings, state: State, http: httpx.AsyncClient) -> Jw
     return JwksCache(dev_keys)
 
 
+def _domain_lifespans() -> list[Any]:
+    """Lifespans of domain modules that run inside the main one (after its clients exist)."""
+    from api.live.lifespan import live_lifespan  # the live hub (area 7)
+
+    return [live_lifespan]
+
+
 # --- dependencies ---------------------------------------------------------------
 
 
@@ -298,7 +305,7 @@ def create_app(
     )
     app = Litestar(
         route_handlers=[*route_handlers(settings), *extra_route_handlers],
-        lifespan=[lifespan],
+        lifespan=[lifespan, *_domain_lifespans()],
         state=State({"settings": settings}),
         dependencies={
             "settings": Provide(provide_settings),

@@ -1,0 +1,86 @@
+"""The full demo seed (20 events, ~550,000 seats), run once per test process.
+
+Import ``seeded_catalog`` into a test module to use it. The session database is the
+``pg_dsn`` one; event ids start at a random large base (the identity is restarted
+before seeding), so the Redis inventory never collides with ``make dev`` or with a
+concurrent test run on the same cluster. The Redis keys of the seeded events are
+deleted when the last module using the fixture finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+from core.inventory import Inventory, partition_keys
+from migrations.seed import SeedEvent, SeedReport, read_csv, seed
+
+
+@dataclass
+class SeededCatalog:
+    dsn: str
+    report: SeedReport
+    events: list[SeedEvent]  # CSV order
+    ids: dict[str, int]  # slug -> event id
+    seconds: float
+
+
+_state: dict[str, object] = {"users": 0}
+_lock = asyncio.Lock()
+
+
+def cluster_client(nodes: str) -> RedisCluster:
+    startup = [ClusterNode(h, int(p)) for h, _, p in (n.rpartition(":") for n in nodes.split(","))]
+    return RedisCluster(startup_nodes=startup, decode_responses=False)
+
+
+async def restart_event_ids(dsn: str) -> int:
+    """Make the next event id a fresh random large number; returns it."""
+    base = secrets.randbelow(2**40) + 10**12
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ALTER TABLE catalog.events ALTER COLUMN id RESTART WITH {base}")
+    finally:
+        await conn.close()
+    return base
+
+
+async def drop_inventory(client: RedisCluster, event_ids: list[int]) -> None:
+    for event_id in event_ids:
+        for key in partition_keys(event_id, 0):
+            await client.delete(key)
+
+
+@pytest.fixture(scope="session")
+async def seeded_catalog(pg_dsn: str, services: dict[str, str]) -> AsyncIterator[SeededCatalog]:
+    async with _lock:
+        if "catalog" not in _state:
+            loop = asyncio.get_running_loop()
+            await restart_event_ids(pg_dsn)
+            client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+            await client.initialize()
+            _state["client"] = client
+            events = read_csv()
+            started = loop.time()
+            report = await seed(pg_dsn, Inventory(client), events)
+            seconds = loop.time() - started
+            ids = {slug: event_id for event_id, slug, _ in report.created}
+            _state["catalog"] = SeededCatalog(pg_dsn, report, events, ids, seconds)
+        _state["users"] = int(str(_state["users"])) + 1
+    catalog = _state["catalog"]
+    assert isinstance(catalog, SeededCatalog)
+    yield catalog
+    async with _lock:
+        _state["users"] = int(str(_state["users"])) - 1
+        if _state["users"] == 0:
+            client = _state.pop("client")
+            assert isinstance(client, RedisCluster)
+            await drop_inventory(client, list(catalog.ids.values()))
+            await client.aclose()
+            _state.pop("catalog")
