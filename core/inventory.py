@@ -190,7 +190,8 @@ class Inventory:
 
     ``plans`` gives an event's partition plan (from a cached catalog); by default
     every event is one partition. Holds take their defaults and limits from
-    ``settings``.
+    ``settings``. At most ``max_in_flight`` calls (default: the client's
+    ``max_connections``) run at once; more wait for a free connection.
     """
 
     def __init__(
@@ -198,8 +199,14 @@ class Inventory:
         client: RedisCluster,
         settings: HoldSettings | None = None,
         plans: PlanLookup | None = None,
+        max_in_flight: int | None = None,
     ) -> None:
         self._client = client
+        # redis-py's cluster client fails (MaxConnectionsError) rather than waits
+        # when a node's pool is exhausted: queue here instead, so a burst waits
+        # its turn rather than turning into 503s.
+        limit = max_in_flight or int(getattr(client, "max_connections", 0) or 64)
+        self._in_flight = asyncio.Semaphore(limit)
         self._settings = settings or HoldSettings()
         self._plans = plans or (lambda _event_id: SINGLE_PARTITION)
         self._scripts: dict[str, AsyncScript] = {
@@ -225,7 +232,8 @@ class Inventory:
 
     async def _guard(self, call: Awaitable[Any]) -> Any:
         try:
-            return await call
+            async with self._in_flight:
+                return await call
         except _REDIS_FAILURES as exc:
             raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
 
@@ -607,7 +615,8 @@ class Inventory:
 
     async def _gap_kept(self, key: str, after: tuple[int, int]) -> bool:
         try:
-            info = await self._client.xinfo_stream(key)
+            async with self._in_flight:
+                info = await self._client.xinfo_stream(key)
         except RedisError as exc:
             if "no such key" in str(exc).lower():
                 return False
