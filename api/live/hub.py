@@ -63,17 +63,6 @@ log = logging.getLogger("ticketbuster.api.live")
 
 Channel = Literal["event", "user"]
 
-WS_CONNECTIONS: Final = Gauge(
-    "ticketbuster_ws_connections",
-    "Open WebSocket connections on this replica, per channel.",
-    ["channel"],
-    multiprocess_mode="livesum",
-)
-WS_FRAMES: Final = Counter(
-    "ticketbuster_ws_frames",
-    "WebSocket frames sent to clients, per channel.",
-    ["channel"],
-)
 WS_CLOSED: Final = Counter(
     "ticketbuster_ws_closed",
     "WebSocket connections the server closed, per channel and close code.",
