@@ -18,9 +18,13 @@ dependency             what
 ``optional_principal`` the ``Principal`` or None
 =====================  ==================================================
 
-Adding routes: list your module in ``DOMAIN_ROUTE_MODULES``; it must expose
-``route_handlers`` (a list of controllers, routers or handlers), or
-``create_route_handlers(settings)`` returning one.
+Declare them explicitly (Litestar 2.23+ deprecates inferred injection), e.g.
+``principal: NamedDependency[Principal]`` with ``from litestar.di import NamedDependency``.
+
+Adding routes: list your module in ``DOMAIN_ROUTE_MODULES``. It may expose
+``create_route_handlers(settings)`` or ``route_handlers`` (a list of
+controllers, routers or handlers); otherwise every Controller, Router and
+route handler *defined* in the module is registered.
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ from litestar.types import ControllerRouterHandler
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode
 
+import api.metrics  # noqa: F401 - registers the domain metrics for /metrics
 from api.auth.dev_issuer import DevIssuer, create_dev_issuer_handlers, load_or_create_key
 from api.auth.middleware import AuthMiddleware
 from api.auth.principal import provide_optional_principal, provide_principal
+from api.auth.routes import me
 from api.auth.tokens import JwksCache, TokenVerifier, http_jwks_fetcher
 from api.edge import RequestContextMiddleware, SecurityHeadersMiddleware
 from api.errors import exception_handler
@@ -122,7 +128,7 @@ def _web_route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
 
 
 def route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
-    handlers: list[ControllerRouterHandler] = [healthz, readyz, metrics]
+    handlers: list[ControllerRouterHandler] = [healthz, readyz, metrics, me]
     if settings.auth.dev_issuer_enabled:
         handlers.extend(create_dev_issuer_handlers(settings.auth))
     handlers.extend(_domain_route_handlers(settings))

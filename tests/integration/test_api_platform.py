@@ -1,0 +1,318 @@
+"""The API platform over HTTP against real Redis Cluster, PostgreSQL and Kafka:
+probes, problem+json errors, DI, security headers, CORS, metrics, schema, Granian."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from litestar import get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath
+from redis.asyncio import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from api.app import create_app
+from core.errors import SeatUnavailable, Unavailable
+from core.settings import Settings, SettingsError
+from tests.integration.api_servers import api_client, granian_server, with_overrides
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture(scope="module")
+def api_settings(pg_dsn: str, settings: Settings) -> Settings:
+    return with_overrides(settings, database={"url": pg_dsn})
+
+
+# Handlers only these tests register, to drive the error paths a user can meet.
+class Body(msgspec.Struct, forbid_unknown_fields=True):
+    quantity: int
+    category: str
+
+
+@post("/api/v1/test-platform/echo", status_code=200)
+async def echo(data: Body) -> Body:
+    return data
+
+
+@get("/api/v1/test-platform/items/{item_id:int}")
+async def item(item_id: FromPath[int], limit: int = 10) -> dict[str, int]:
+    return {"item_id": item_id, "limit": limit}
+
+
+@get("/api/v1/test-platform/boom")
+async def boom() -> None:
+    raise RuntimeError("secret internals: password=hunter2")
+
+
+@get("/api/v1/test-platform/taken")
+async def taken() -> None:
+    raise SeatUnavailable("Seats are taken.", seats=["101-A-1"])
+
+
+@get("/api/v1/test-platform/overloaded")
+async def overloaded() -> None:
+    raise Unavailable("Try later.", retry_after_s=4)
+
+
+@get("/api/v1/test-platform/redis-down")
+async def redis_down() -> None:
+    raise RedisConnectionError("Error 111 connecting to 10.0.0.1:7101")
+
+
+@get("/api/v1/test-platform/deps")
+async def deps(
+    settings: NamedDependency[Settings],
+    redis: NamedDependency[RedisCluster],
+    db_pool: NamedDependency[Any],
+    inventory: NamedDependency[Any],
+) -> dict[str, object]:
+    pong = await redis.ping()
+    async with db_pool.acquire() as conn:  # type: ignore[attr-defined]
+        one = await conn.fetchval("SELECT 1")
+    return {
+        "env": settings.env,
+        "redis": bool(pong),
+        "postgres": one,
+        "inventory": type(inventory).__name__,
+    }
+
+
+TEST_HANDLERS = [echo, item, boom, taken, overloaded, redis_down, deps]
+
+
+def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith(PROBLEM)
+    body: dict[str, object] = response.json()
+    assert body["type"] == f"https://ticketbuster.dev/problems/{code}"
+    assert body["status"] == status
+    assert "Traceback" not in response.text
+    return body
+
+
+async def test_healthz_and_readyz_with_all_dependencies_up(api_settings: Settings) -> None:
+    async with api_client(api_settings) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"redis": "ok", "postgres": "ok", "kafka": "ok"}
+
+
+async def test_readyz_names_the_failing_dependencies(
+    api_settings: Settings, free_tcp_port: int
+) -> None:
+    broken = with_overrides(
+        api_settings,
+        kafka={"bootstrap": f"127.0.0.1:{free_tcp_port}", "request_timeout_s": 1.0},
+        database={"url": f"postgresql://postgres@127.0.0.1:{free_tcp_port}/nope"},
+    )
+    async with api_client(broken) as client:
+        assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
+        response = await client.get("/readyz")
+        body = assert_problem(response, 503, "unavailable")
+        assert body["failing"] == ["postgres", "kafka"]
+        assert body["checks"]["redis"] == "ok"  # type: ignore[index]
+        assert int(response.headers["retry-after"]) > 0
+
+
+@pytest.fixture
+def free_tcp_port() -> int:
+    from tests.integration.api_servers import free_port
+
+    return free_port()
+
+
+async def test_dependencies_are_injected(api_settings: Settings) -> None:
+    async with api_client(api_settings, TEST_HANDLERS) as client:
+        response = await client.get("/api/v1/test-platform/deps")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["env"] == "test" and body["redis"] is True and body["postgres"] == 1
+        assert body["inventory"] == "Inventory"
+
+
+async def test_errors_are_problem_json(api_settings: Settings) -> None:
+    async with api_client(api_settings, TEST_HANDLERS) as client:
+        body = assert_problem(await client.get("/api/v1/no-such-thing"), 404, "not_found")
+        assert body["instance"] == "/api/v1/no-such-thing"
+
+        response = await client.delete("/healthz")
+        assert_problem(response, 405, "method_not_allowed")
+        assert "GET" in response.headers["allow"]
+
+        body = assert_problem(
+            await client.post(
+                "/api/v1/test-platform/echo", json={"quantity": "two", "category": "VIP"}
+            ),
+            422,
+            "invalid_input",
+        )
+        assert body["field"] == "quantity"
+        body = assert_problem(
+            await client.post(
+                "/api/v1/test-platform/echo", json={"quantity": 2, "category": "VIP", "price": 1}
+            ),
+            422,
+            "invalid_input",
+        )
+        assert body["field"] == "price"
+        body = assert_problem(
+            await client.get("/api/v1/test-platform/items/1?limit=abc"), 422, "invalid_input"
+        )
+        assert body["field"] == "limit"
+        # A path segment of the wrong type matches no route.
+        assert_problem(await client.get("/api/v1/test-platform/items/abc"), 404, "not_found")
+        assert_problem(
+            await client.post(
+                "/api/v1/test-platform/echo",
+                content=b"{nope",
+                headers={"content-type": "application/json"},
+            ),
+            400,
+            "bad_request",
+        )
+        too_big = (
+            b'{"quantity": 1, "category": "' + b"x" * (api_settings.api.max_body_bytes + 10) + b'"}'
+        )
+        assert_problem(
+            await client.post(
+                "/api/v1/test-platform/echo",
+                content=too_big,
+                headers={"content-type": "application/json"},
+            ),
+            413,
+            "payload_too_large",
+        )
+
+        body = assert_problem(
+            await client.get("/api/v1/test-platform/taken"), 409, "seat_unavailable"
+        )
+        assert body["seats"] == ["101-A-1"]
+
+        response = await client.get("/api/v1/test-platform/overloaded")
+        assert_problem(response, 503, "unavailable")
+        assert response.headers["retry-after"] == "4"
+
+        response = await client.get("/api/v1/test-platform/redis-down")
+        body = assert_problem(response, 503, "unavailable")
+        assert "10.0.0.1" not in response.text and int(response.headers["retry-after"]) > 0
+
+
+async def test_unexpected_exception_is_500_without_details(
+    api_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with api_client(api_settings, TEST_HANDLERS) as client:
+        response = await client.get(
+            "/api/v1/test-platform/boom", headers={"X-Request-ID": "req-boom-1"}
+        )
+    body = assert_problem(response, 500, "internal_error")
+    assert "hunter2" not in response.text and "detail" not in body
+    assert body["request_id"] == "req-boom-1"
+    logged = [r for r in caplog.records if r.name == "ticketbuster.api.errors"]
+    assert logged and logged[0].exc_info is not None  # the traceback goes to the log
+
+
+async def test_request_id_and_security_headers(api_settings: Settings) -> None:
+    async with api_client(api_settings) as client:
+        response = await client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+        assert response.headers["x-request-id"] == "abc-123"
+        generated = (await client.get("/healthz", headers={"X-Request-ID": "bad id\x7f"})).headers
+        assert re.fullmatch(r"[0-9a-f]{32}", generated["x-request-id"])
+        headers = (await client.get("/nope")).headers  # unknown paths too
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "strict-origin-when-cross-origin"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "strict-transport-security" not in headers  # only in prod
+
+
+async def test_hsts_in_prod_and_dev_issuer_refused_in_prod(api_settings: Settings) -> None:
+    prod = with_overrides(
+        msgspec.structs.replace(api_settings, env="prod"),
+        auth={"dev_issuer_enabled": False, "jwks_url": "http://127.0.0.1:9/jwks.json"},
+    )
+    async with api_client(prod) as client:
+        response = await client.get("/healthz")
+        assert "max-age=" in response.headers["strict-transport-security"]
+        assert (await client.post("/api/v1/auth/dev-token", json={"sub": "x"})).status_code in (
+            404,
+            405,
+        )
+    with pytest.raises(SettingsError, match="TB_AUTH_DEV_ISSUER_ENABLED"):
+        create_app(msgspec.structs.replace(api_settings, env="prod"))
+
+
+async def test_cors_allows_only_configured_origins(api_settings: Settings) -> None:
+    s = with_overrides(api_settings, api={"cors_origins": "https://shop.example"})
+    async with api_client(s) as client:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        ok = await client.options(
+            "/api/v1/me", headers={"Origin": "https://shop.example", **preflight}
+        )
+        assert ok.headers.get("access-control-allow-origin") == "https://shop.example"
+        bad = await client.options(
+            "/api/v1/me", headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert bad.headers.get("access-control-allow-origin") is None
+        simple = await client.get("/healthz", headers={"Origin": "https://shop.example"})
+        assert simple.headers.get("access-control-allow-origin") == "https://shop.example"
+
+
+async def test_metrics_group_paths_and_list_domain_metrics(api_settings: Settings) -> None:
+    async with api_client(api_settings, TEST_HANDLERS) as client:
+        for item_id in (101, 202, 303):
+            assert (await client.get(f"/api/v1/test-platform/items/{item_id}")).status_code == 200
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    text = response.text
+    assert 'app_name="ticketbuster"' in text
+    assert 'path="/api/v1/test-platform/items/{item_id}"' in text
+    assert "/api/v1/test-platform/items/101" not in text  # ids never become series
+    for name in (
+        "ticketbuster_holds_total",
+        "ticketbuster_hold_duration_seconds",
+        "ticketbuster_ws_connections",
+    ):
+        assert name in text
+
+
+async def test_openapi_31_schema_and_interactive_ui(api_settings: Settings) -> None:
+    async with api_client(api_settings) as client:
+        schema = (await client.get("/schema/openapi.json")).json()
+        assert schema["openapi"].startswith("3.1")
+        assert "/healthz" in schema["paths"] and "/api/v1/auth/dev-token" in schema["paths"]
+        ui = await client.get("/schema")
+        assert ui.status_code == 200 and "<html" in ui.text.lower()
+        assert "cdn.jsdelivr.net" in ui.headers["content-security-policy"]
+
+
+def test_served_by_granian(api_settings: Settings, tmp_path: Path) -> None:
+    """The real server: ``python -m api`` (Granian + uvloop) over a loopback socket."""
+    with (
+        granian_server(api_settings, tmp_path / "granian.log") as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        missing = http.get("/api/v1/nope")
+        assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith(PROBLEM)
+        assert missing.headers["x-request-id"]
+        token = http.post("/api/v1/auth/dev-token", json={"sub": "granian-user"}).json()[
+            "access_token"
+        ]
+        me = http.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert me.json() == {"sub": "granian-user", "roles": ["buyer"], "scopes": []}
+        assert "ratelimit-remaining" in me.headers
+        assert "litestar_requests_total" in http.get("/metrics").text
+    log = (tmp_path / "granian.log").read_text()
+    assert '"logger":"ticketbuster.access"' in log  # structured JSON access log
