@@ -100,7 +100,9 @@ class RateLimiter:
         self._last_error_log = 0.0
 
     async def hit(self, scope: str, ident: str, limit: int, window_s: int) -> Decision:
-        key = f"{self.namespace}:{scope}:{ident}"
+        # The policy is part of the key: GCRA state only makes sense for one (limit, window),
+        # and apps with different policies (tests, canaries) must not disturb each other.
+        key = f"{self.namespace}:{scope}:{limit}/{window_s}:{ident}"
         allowed, remaining, retry_ms, reset_ms = await self._script(
             keys=[key], args=[limit, window_s * 1000]
         )
