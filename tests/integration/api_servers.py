@@ -68,8 +68,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class GranianServer:
     """``python -m api`` (Granian + uvloop) on a free port, stopped by its own pid."""
 
-    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None):
-        self.port = free_port()
+    def __init__(
+        self,
+        settings: Settings,
+        log_path: Path,
+        extra_env: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
         env.update(settings_env(settings))
@@ -114,9 +120,12 @@ class GranianServer:
 
 @contextlib.contextmanager
 def granian_server(
-    settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[GranianServer]:
-    server = GranianServer(settings, log_path, extra_env)
+    server = GranianServer(settings, log_path, extra_env, port)
     try:
         server.wait_ready()
         yield server
