@@ -1,0 +1,1379 @@
+"""``make bench``: TicketBuster side by side with a naive baseline and the ceilings.
+
+    uv run python -m loadtest.bench            # the whole run (~10 minutes max), writes
+                                               # docs/BENCHMARKS.md
+    uv run python -m loadtest.bench --quick    # short runs, a small sell-out; for trying
+
+One run measures, on this machine, with the same connection count everywhere:
+
+1. hold throughput and latency through HTTP for TicketBuster, the naive PostgreSQL
+   baseline (loadtest/naive_baseline.py) and an empty endpoint (the framework ceiling),
+   plus the raw Redis ceiling (redis-benchmark running EVALSHA of the hold script);
+2. a sell-out of a copy of the seed's 80,000-seat Final Copa Libertadores;
+3. the persister's throughput against inserting order by order;
+4. WebSocket delivery latency (area 7's loadtest/ws_latency.py, when present);
+plus the pytest-benchmark wire micro-benchmarks and a py-spy profile of the hold path.
+
+Isolation (docs/decisions/0801-benchmark-method.md): its own database, dropped at the
+end; event ids far above the dev ones; its own Kafka topic prefix; its own servers on
+free loopback ports. Every step is bounded in time and count and stops by itself.
+Only measured figures are written; a step that could not run says why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_DIR = ROOT / "loadtest" / "wrk"
+OUT = ROOT / "docs" / "BENCHMARKS.md"
+HOST = "127.0.0.1"
+SELLOUT_TITLE = "Final Copa Libertadores"
+
+
+# -- configuration -----------------------------------------------------------------------
+
+
+@dataclass
+class Config:
+    connections: int = 64  # the same for every hold-throughput target
+    duration_s: int = 10
+    warmup_s: int = 2
+    sellout_connections: int = 64  # K concurrent buyers
+    sellout_chunk: int = 4  # seats per buyer
+    sellout_seats: int | None = None  # None: the whole 80,000-seat event
+    sellout_cap_s: int = 150
+    drain_cap_s: int = 150
+    redis_requests: int = 100_000
+    redis_keyspace: int = 300_000
+    persister_orders: int = 10_000
+    one_by_one_cap_s: float = 15.0
+    profile_s: int = 8
+    work: Path = ROOT / ".tb" / "bench"
+    keep: bool = False
+    only: set[str] = field(default_factory=set)
+
+    def wants(self, step: str) -> bool:
+        return not self.only or step in self.only
+
+
+def quick(config: Config) -> Config:
+    config.duration_s = 3
+    config.warmup_s = 1
+    config.sellout_seats = 8_000
+    config.redis_requests = 30_000
+    config.persister_orders = 2_000
+    config.one_by_one_cap_s = 5.0
+    config.profile_s = 3
+    return config
+
+
+# -- small tools -------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # loopback only
+            return 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait_until(check: Any, what: str, timeout: float, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def ensure_wrk() -> str | None:
+    """wrk from Debian; installed with apt when we are root and it is missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        log("wrk is missing: apt-get install -y wrk")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "install", "-y", "-qq", "wrk"], ["apt-get", "update", "-qq"]):
+            subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
+            if cmd[1] == "update":
+                subprocess.run(
+                    ["apt-get", "install", "-y", "-qq", "wrk"],
+                    env=env,
+                    capture_output=True,
+                    timeout=300,
+                    check=False,
+                )
+            found = shutil.which("wrk")
+            if found:
+                return found
+    return None
+
+
+class Proc:
+    """A server this harness started: its own process group, stopped by its pid."""
+
+    def __init__(self, name: str, cmd: list[str], env: dict[str, str], logdir: Path) -> None:
+        self.name = name
+        self.cmd = cmd
+        logdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = logdir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(
+            cmd, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        self.ps = psutil.Process(self.popen.pid)
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.ps, *self.ps.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def cpu_s(self) -> float:
+        total = 0.0
+        for p in self.tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = p.cpu_times()
+                total += t.user + t.system
+        return total
+
+    def worker_pids(self) -> list[int]:
+        return [p.pid for p in self.tree()]
+
+    def stop(self) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(timeout=5)
+        self._log.close()
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def granian_cmd(target: str, port: int) -> list[str]:
+    """The server command, the same for the real API, the baseline and the empty endpoint.
+
+    Mirrors how the API is served (Granian, ASGI factory, uvloop, one worker).
+    """
+    return [
+        sys.executable, "-m", "granian", "--interface", "asgi", "--factory",
+        "--loop", "uvloop", "--host", HOST, "--port", str(port), "--workers", "1",
+        "--no-access-log", target,
+    ]  # fmt: skip
+
+
+def start_server(
+    name: str, target: str, env: dict[str, str], logdir: Path, health: str = "/healthz"
+) -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc(name, granian_cmd(target, port), env, logdir)
+    base = f"http://{HOST}:{port}"
+    try:
+        wait_until(lambda: (not proc.alive()) or http_ok(base + health), f"{name} on {base}", 60)
+    except RuntimeError:
+        proc.stop()
+        raise
+    if not proc.alive():
+        raise RuntimeError(f"{name} exited at start:\n{proc.tail()}")
+    return proc, base
+
+
+# -- wrk ---------------------------------------------------------------------------------
+
+
+@dataclass
+class HttpRun:
+    """One wrk run against one target."""
+
+    target: str
+    connections: int
+    duration_s: float
+    requests: int
+    statuses: dict[str, int]
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    generator_cpu_s: float
+    server_cpu_s: float
+    pace_ms: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+    def ok_per_s(self, status: str = "201") -> float:
+        return self.statuses.get(status, 0) / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def generator_cpu_pct(self) -> float:
+        return 100 * self.generator_cpu_s / self.duration_s if self.duration_s else 0.0
+
+    @property
+    def server_cpu_pct(self) -> float:
+        return 100 * self.server_cpu_s / self.duration_s if self.duration_s else 0.0
+
+
+def run_wrk(
+    wrk: str,
+    base: str,
+    script: str,
+    args: Sequence[str],
+    *,
+    connections: int,
+    duration_s: int,
+    threads: int = 1,
+    server: Proc | None = None,
+    target: str = "",
+    timeout: str = "5s",
+) -> HttpRun:
+    cmd = [
+        wrk, f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", timeout,
+        "-s", str(WRK_DIR / script), base, "--", *args,
+    ]  # fmt: skip
+    cpu0 = children_cpu_s()
+    server0 = server.cpu_s() if server else 0.0
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=duration_s + 120, check=False
+    )
+    server_cpu = (server.cpu_s() - server0) if server else 0.0
+    gen_cpu = children_cpu_s() - cpu0
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result ({done.returncode}): {done.stderr[-2000:]}")
+    data = json.loads(line[len("WRK_JSON ") :])
+    duration = data["duration_us"] / 1e6
+    errors = sum(data.get(k, 0) for k in ("connect_errors", "read_errors", "write_errors"))
+    return HttpRun(
+        target=target,
+        connections=connections,
+        duration_s=duration,
+        requests=data["requests"],
+        statuses={k: int(v) for k, v in data.get("statuses", {}).items()},
+        p50_ms=data["p50_us"] / 1000,
+        p90_ms=data.get("p90_us", 0) / 1000,
+        p99_ms=data["p99_us"] / 1000,
+        max_ms=data["max_us"] / 1000,
+        errors=errors + data.get("timeouts", 0),
+        generator_cpu_s=gen_cpu,
+        server_cpu_s=server_cpu,
+        extra={k: v for k, v in data.items() if k in ("counts",)},
+    )
+
+
+def hold_runs(
+    wrk: str,
+    config: Config,
+    name: str,
+    base: str,
+    server: Proc,
+    event_id: int,
+    files: tuple[Path, Path],
+    reset: Any,
+    *,
+    paced: bool,
+) -> dict[str, HttpRun]:
+    """Warm-up, a peak run and (if ``paced``) a run at about half the peak rate."""
+    tokens, seats = files
+    runs: dict[str, HttpRun] = {}
+
+    def once(duration: int, pace_ms: float, label: str) -> HttpRun:
+        reset()
+        run = run_wrk(
+            wrk, base, "holds.lua", [str(event_id), str(tokens), str(seats), f"{pace_ms:.3f}"],
+            connections=config.connections, duration_s=duration, server=server, target=name,
+        )  # fmt: skip
+        run.pace_ms = pace_ms
+        log(
+            f"{name} {label}: {run.rps:,.0f} req/s, {run.ok_per_s():,.0f} holds/s, "
+            f"p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, {run.statuses}"
+        )
+        return run
+
+    once(config.warmup_s, 0, "warm-up")
+    runs["peak"] = once(config.duration_s, 0, "peak")
+    if paced and runs["peak"].ok_per_s() > 0:
+        target = runs["peak"].ok_per_s() / 2
+        c = config.connections
+        # rate = c / (pace + latency): calibrate the latency once, briefly.
+        pace = max(0.0, 1000 * c / target - runs["peak"].p50_ms / 2)
+        probe = once(max(2, config.warmup_s), pace, "calibration")
+        latency = max(0.0, 1000 * c / max(probe.rps, 1) - pace)
+        pace = max(0.0, 1000 * c / target - latency)
+        half = once(config.duration_s, pace, "half of peak")
+        half.extra["target_rps"] = target
+        runs["half"] = half
+    return runs
+
+
+# -- the bench database and events -------------------------------------------------------
+
+
+def bench_dsn(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    db = parts.path.lstrip("/") or "ticketbuster"
+    return urlunsplit(parts._replace(path=f"/{db}_bench"))
+
+
+async def recreate_database(dsn: str) -> None:
+    import asyncpg
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+async def drop_database(dsn: str) -> None:
+    import asyncpg
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/")
+    admin = await asyncpg.connect(urlunsplit(parts._replace(path="/postgres")))
+    try:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+        )
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    finally:
+        await admin.close()
+
+
+def redis_client(settings: Any) -> Any:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in settings.redis.startup_nodes()],
+        decode_responses=False,
+    )
+
+
+@dataclass
+class BenchEvents:
+    ids: dict[str, int]
+    seats: dict[int, list[tuple[str, str]]]
+
+
+async def seed_bench_events(dsn: str, settings: Any, capacity_override: int | None) -> BenchEvents:
+    """Copies of the seed's 80,000-seat event in the bench database, inventory in Redis."""
+    import dataclasses
+
+    import asyncpg
+
+    from core.inventory import Inventory
+    from migrations import runner, seed
+
+    await runner.migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        # Far above any dev id, different for every run: Redis keys never meet dev ones.
+        base = 8_000_000_000 + (int(time.time()) % 1_000_000) * 10
+        await conn.execute(f"ALTER TABLE catalog.events ALTER COLUMN id RESTART WITH {base}")
+    finally:
+        await conn.close()
+    source = next(e for e in seed.read_csv() if e.title.startswith(SELLOUT_TITLE))
+    tag = secrets.token_hex(3)
+    roles = ("holds", "sellout", "persister")
+    events = []
+    for role in roles:
+        capacity = source.capacity
+        if capacity_override and role != "holds":
+            capacity = capacity_override
+        events.append(dataclasses.replace(source, slug=f"bench-{tag}-{role}", capacity=capacity))
+    client = redis_client(settings)
+    try:
+        inventory = Inventory(client, settings.holds)
+        report = await seed.seed(dsn, inventory, events, reload_inventory=True)
+    finally:
+        await client.aclose()
+    created = [event_id for event_id, _slug, _n in report.created]
+    ids = dict(zip(roles, created, strict=True))
+    conn = await asyncpg.connect(dsn)
+    try:
+        seats: dict[int, list[tuple[str, str]]] = {}
+        for event_id in ids.values():
+            rows = await conn.fetch(
+                """
+                SELECT s.seat_id, s.category
+                  FROM catalog.seats s
+                  JOIN catalog.sections sec ON sec.event_id = s.event_id AND sec.code = s.section
+                  JOIN catalog.rows r ON r.event_id = s.event_id AND r.section = s.section
+                                     AND r.label = s.row_label
+                 WHERE s.event_id = $1
+                 ORDER BY sec.position, r.position, s.number
+                """,
+                event_id,
+            )
+            seats[event_id] = [(r["seat_id"], r["category"]) for r in rows]
+    finally:
+        await conn.close()
+    return BenchEvents(ids=ids, seats=seats)
+
+
+async def reset_inventory(settings: Any, event_id: int, seats: list[tuple[str, str]]) -> None:
+    """Every seat free again: the partition is rebuilt (holds and buyer counts dropped)."""
+    from core.inventory import Inventory
+
+    client = redis_client(settings)
+    try:
+        await Inventory(client, settings.holds).load(event_id, 0, seats)
+    finally:
+        await client.aclose()
+
+
+async def drop_inventory(settings: Any, event_ids: Sequence[int]) -> None:
+    from core.inventory import partition_keys
+
+    client = redis_client(settings)
+    try:
+        for event_id in event_ids:
+            for key in partition_keys(event_id, 0):
+                await client.unlink(key)
+    finally:
+        await client.aclose()
+
+
+async def mint_tokens(settings: Any, prefix: str, n: int) -> tuple[list[str], dict[str, Any]]:
+    """``n`` buyer tokens signed with the shared dev issuer key, and its public JWK."""
+    from api.auth.dev_issuer import DevIssuer, load_or_create_key
+
+    client = redis_client(settings)
+    try:
+        issuer = DevIssuer(settings.auth, await load_or_create_key(client))
+    finally:
+        await client.aclose()
+    tokens = [issuer.issue(f"{prefix}{i}", roles=["buyer"])[0] for i in range(n)]
+    return tokens, issuer.public_jwk
+
+
+def write_lines(path: Path, lines: Sequence[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+# -- the raw Redis ceiling ---------------------------------------------------------------
+
+
+@dataclass
+class RedisCeiling:
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ok_fraction: float
+    clients: int
+    generator_cpu_s: float
+    server_cpu_s: float
+    duration_s: float
+    command: str
+
+
+def redis_ceiling(config: Config) -> RedisCeiling:
+    """redis-benchmark: EVALSHA of prelude + hold.lua on a standalone redis-server."""
+    import redis
+
+    from core.inventory import partition_keys, script_source
+
+    port = free_port()
+    workdir = config.work / "redis-ceiling"
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = Proc(
+        "redis-ceiling",
+        ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
+         "no", "--dir", str(workdir), "--protected-mode", "yes"],
+        dict(os.environ),
+        config.work / "logs",
+    )  # fmt: skip
+    try:
+        client = redis.Redis(host=HOST, port=port)
+        wait_until(lambda: _ping(client), "redis-server", 20)
+        keys = partition_keys(1, 0)
+        load_sha = client.script_load(script_source("load"))
+        hold_sha = client.script_load(script_source("hold"))
+        n = config.redis_keyspace
+        # Seat ids match redis-benchmark's 12-digit __rand_int__.
+        args: list[str | int] = ["", n]
+        for i in range(n):
+            args += (f"1-A-{i:012d}", "GENERAL")
+        client.evalsha(load_sha, len(keys), *keys, *args)
+        cmd = [
+            "redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(config.connections),
+            "-n", str(config.redis_requests), "-r", str(n), "-P", "1", "--csv",
+            "EVALSHA", hold_sha, str(len(keys)), *keys,
+            "h1.0.__rand_int__", "b__rand_int__", "600000", "1200000", "6", "1-A-__rand_int__",
+        ]  # fmt: skip
+        cpu0, server0 = children_cpu_s(), server.cpu_s()
+        started = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+        elapsed = time.perf_counter() - started
+        gen_cpu, server_cpu = children_cpu_s() - cpu0, server.cpu_s() - server0
+        rows = [ln for ln in done.stdout.splitlines() if ln.startswith('"EVALSHA')]
+        if not rows:
+            raise RuntimeError(f"redis-benchmark gave no result: {done.stdout}{done.stderr}")
+        cells = [c.strip('"') for c in rows[-1].split(",")]
+        # "test","rps","avg","min","p50","p95","p99","max"
+        held = int(client.hlen(keys[6]))
+        shown = " ".join(cmd[:15]) + (
+            " <13 keys> h1.0.__rand_int__ b__rand_int__ 600000 1200000 6 1-A-__rand_int__"
+        )
+        return RedisCeiling(
+            requests=config.redis_requests,
+            rps=float(cells[1]),
+            p50_ms=float(cells[4]),
+            p99_ms=float(cells[6]),
+            ok_fraction=held / config.redis_requests,
+            clients=config.connections,
+            generator_cpu_s=gen_cpu,
+            server_cpu_s=server_cpu,
+            duration_s=elapsed,
+            command=shown.replace(str(port), "PORT").replace(hold_sha, "<sha of hold>"),
+        )
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _ping(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+
+
+# -- sell-out ----------------------------------------------------------------------------
+
+
+@dataclass
+class Sellout:
+    event_id: int
+    seats: int
+    buyers: int
+    connections: int
+    chunk: int
+    wrk: HttpRun
+    sold_out_s: float
+    in_postgres_s: float | None
+    redis_counts: dict[str, int]
+    tickets: int
+    accepted: int
+    decided: dict[str, int]
+    missing_orders: int
+    oversold: int
+    confirmed_seats: int
+    confirmed_distinct_seats: int
+    api_cpu_s: float
+    persister_cpu_s: float
+    command: str
+
+
+async def seat_status_counts(settings: Any, event_id: int) -> dict[str, int]:
+    from core.inventory import Inventory
+
+    client = redis_client(settings)
+    try:
+        _version, statuses = await Inventory(client, settings.holds).seat_statuses(event_id)
+    finally:
+        await client.aclose()
+    return dict(Counter(statuses.values()))
+
+
+async def count_tickets(dsn: str, event_id: int) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM orders.tickets WHERE event_id = $1", event_id)
+        )
+    finally:
+        await conn.close()
+
+
+async def wait_for_tickets(
+    dsn: str, event_id: int, expected: int, cap_s: float, started: float
+) -> tuple[float | None, int, list[tuple[float, int]]]:
+    """Poll until ``expected`` tickets are in PostgreSQL; (seconds since started, count, trace)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    trace: list[tuple[float, int]] = []
+    try:
+        deadline = time.monotonic() + cap_s
+        while True:
+            n = int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM orders.tickets WHERE event_id = $1", event_id
+                )
+            )
+            now = time.monotonic()
+            trace.append((now - started, n))
+            if n >= expected:
+                return now - started, n, trace
+            if now > deadline:
+                return None, n, trace
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+async def sellout_checks(dsn: str, event_id: int, order_ids: list[str]) -> dict[str, Any]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        decided = {
+            r["status"]: int(r["n"])
+            for r in await conn.fetch(
+                "SELECT status, count(*) AS n FROM orders.orders"
+                " WHERE order_id = ANY($1::uuid[]) GROUP BY status",
+                order_ids,
+            )
+        }
+        # A seat promised to two confirmed orders would show as seats > distinct seats.
+        row = await conn.fetchrow(
+            """
+            SELECT count(*) AS seats, count(DISTINCT s->>'seat_id') AS distinct_seats
+              FROM orders.orders o, jsonb_array_elements(o.seats) s
+             WHERE o.event_id = $1 AND o.status = 'confirmed'
+            """,
+            event_id,
+        )
+        dup_tickets = int(
+            await conn.fetchval(
+                "SELECT count(*) - count(DISTINCT seat_id) FROM orders.tickets WHERE event_id = $1",
+                event_id,
+            )
+        )
+        tickets = int(
+            await conn.fetchval("SELECT count(*) FROM orders.tickets WHERE event_id = $1", event_id)
+        )
+    finally:
+        await conn.close()
+    assert row is not None
+    return {
+        "decided": decided,
+        "confirmed_seats": int(row["seats"]),
+        "confirmed_distinct_seats": int(row["distinct_seats"]),
+        "oversold": dup_tickets + int(row["seats"]) - int(row["distinct_seats"]),
+        "tickets": tickets,
+    }
+
+
+# -- persister ---------------------------------------------------------------------------
+
+
+@dataclass
+class PersisterFigures:
+    orders: int
+    tickets: int
+    worker_s: float | None
+    worker_steady_tps: float | None
+    batched_tps: float | None
+    one_by_one_tps: float | None
+    one_by_one_orders: int
+    worker_cpu_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+async def event_prices(dsn: str, event_id: int) -> dict[str, int]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT code, price_minor FROM catalog.price_categories WHERE event_id = $1", event_id
+        )
+    finally:
+        await conn.close()
+    return {r["code"]: int(r["price_minor"]) for r in rows}
+
+
+def synthetic_orders(
+    event_id: int, seats: list[tuple[str, str]], prices: dict[str, int], chunk: int, n: int
+) -> list[Any]:
+    """OrderPlaced for ``n`` orders of ``chunk`` seats each, as the API would publish them."""
+    import uuid
+
+    from core.orders import build_order
+
+    out = []
+    now = int(time.time() * 1000)
+    for i in range(min(n, len(seats) // chunk)):
+        part = seats[i * chunk : (i + 1) * chunk]
+        out.append(
+            build_order(
+                order_id=str(uuid.uuid4()),
+                event_id=event_id,
+                partition=0,
+                hold_id=f"h{event_id}.0.{i:016x}",
+                buyer=f"bench-p{i}",
+                seats=[s for s, _ in part],
+                categories=[c for _, c in part],
+                prices=prices,
+                placed_at=now,
+                idempotency_key=str(uuid.uuid4()),
+                fingerprint="bench",
+            )
+        )
+    return out
+
+
+async def delete_orders(dsn: str, event_id: int) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("DELETE FROM orders.tickets WHERE event_id = $1", event_id)
+            await conn.execute(
+                "DELETE FROM orders.idempotency_keys k USING orders.orders o"
+                " WHERE k.order_id = o.order_id AND o.event_id = $1",
+                event_id,
+            )
+            await conn.execute("DELETE FROM orders.orders WHERE event_id = $1", event_id)
+    finally:
+        await conn.close()
+
+
+async def write_in_batches(dsn: str, orders: list[Any], batch: int) -> float:
+    """The persister's own write (decide_and_write), ``batch`` orders per transaction."""
+    import asyncpg
+
+    from workers.persister import decide_and_write
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        for i in range(0, len(orders), batch):
+            async with conn.transaction():
+                await decide_and_write(conn, orders[i : i + batch])
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def write_one_by_one(dsn: str, orders: list[Any], cap_s: float) -> tuple[int, float]:
+    """Order by order: one transaction per order, as a naive consumer commits each message."""
+    import asyncpg
+
+    from workers.persister import decide_and_write
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        done = 0
+        for order in orders:
+            async with conn.transaction():
+                await decide_and_write(conn, [order])
+            done += 1
+            if time.perf_counter() - started > cap_s:
+                break
+        return done, time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def produce_orders(settings: Any, orders: list[Any]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    from core.orders import TOPIC_PLACED, encode, event_key, topic
+    from workers.runtime import ensure_topics
+
+    await ensure_topics(settings)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=5,
+        max_batch_size=1 << 20,
+    )  # fmt: skip
+    await producer.start()
+    try:
+        name = topic(settings.kafka.topic_prefix, TOPIC_PLACED)
+        futures = [await producer.send(name, encode(o), key=event_key(o.event_id)) for o in orders]
+        await producer.flush()
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def delete_topics(settings: Any) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from workers.runtime import ALL_TOPICS
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        names = [f"{settings.kafka.topic_prefix}{t}" for t in ALL_TOPICS]
+        existing = set(await admin.list_topics())
+        gone = [n for n in names if n in existing]
+        if gone:
+            await admin.delete_topics(gone)
+    finally:
+        await admin.close()
+
+
+# -- profile -----------------------------------------------------------------------------
+
+
+def fold_profile(raw: Path, top: int = 15) -> dict[str, Any]:
+    """Collapsed stacks from py-spy -> self time per function and per layer."""
+    self_time: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count_s = line.rpartition(" ")
+        if not stack or not count_s.isdigit():
+            continue
+        count = int(count_s)
+        frames = stack.split(";")
+        total += count
+        self_time[frames[-1]] += count
+        layers[_layer(frames)] += count
+    return {
+        "samples": total,
+        "self": [(f, n / total) for f, n in self_time.most_common(top)] if total else [],
+        "layers": [(k, n / total) for k, n in layers.most_common()] if total else [],
+    }
+
+
+# Innermost frame's file decides the layer; the order matters (first match wins).
+_LAYERS: tuple[tuple[str, str], ...] = (
+    ("/api/", "api/ (our handlers, auth, rate limit, middleware)"),
+    ("core/inventory", "core/inventory.py (the gateway)"),
+    ("/core/", "core/ (domain)"),
+    ("/redis/", "redis-py (cluster client, parsing)"),
+    ("hiredis", "redis-py (cluster client, parsing)"),
+    ("/jwt/", "pyjwt + cryptography (token check)"),
+    ("/cryptography/", "pyjwt + cryptography (token check)"),
+    ("/litestar/", "litestar (routing, DI, middleware)"),
+    ("/msgspec/", "msgspec"),
+    ("/prometheus_client/", "prometheus_client"),
+    ("/logging/", "logging"),
+    ("/asyncio/", "asyncio / uvloop"),
+    ("uvloop", "asyncio / uvloop"),
+    ("/granian/", "granian (server)"),
+)
+
+
+def _layer(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for needle, name in _LAYERS:
+            if needle in frame:
+                return name
+    return "other (interpreter, idle)"
+
+
+def profile_hold_path(
+    wrk: str, config: Config, base: str, server: Proc, event_id: int, files: tuple[Path, Path]
+) -> dict[str, Any] | None:
+    """py-spy on the API's process tree while wrk drives holds (a run of its own)."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return None
+    raw = config.work / "profile.txt"
+    cmd = [
+        spy, "record", "--pid", str(server.popen.pid), "--subprocesses", "--duration",
+        str(config.profile_s), "--rate", "250", "--format", "raw", "--nolineno",
+        "--output", str(raw),
+    ]  # fmt: skip
+    spy_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    tokens, seats = files
+    run_wrk(
+        wrk, base, "holds.lua", [str(event_id), str(tokens), str(seats), "0"],
+        connections=config.connections, duration_s=config.profile_s, server=server,
+        target="profile",
+    )  # fmt: skip
+    try:
+        spy_proc.wait(timeout=config.profile_s + 30)
+    except subprocess.TimeoutExpired:
+        spy_proc.kill()
+    if not raw.exists():
+        err = spy_proc.stderr.read().decode(errors="replace") if spy_proc.stderr else ""
+        log(f"py-spy gave no profile: {err[-500:]}")
+        return None
+    folded = fold_profile(raw)
+    folded["command"] = " ".join(["py-spy", "record", "--pid", "<api>", *cmd[4:]]).replace(
+        str(config.work), ".tb/bench"
+    )
+    return folded
+
+
+# -- WebSocket latency (area 7) and wire micro-benchmarks --------------------------------
+
+
+def ws_latency(config: Config, base: str, event_id: int, env: dict[str, str]) -> dict[str, Any]:
+    """Area 7's benchmark, if it is there: ``python -m loadtest.ws_latency --json OUT``."""
+    if not (ROOT / "loadtest" / "ws_latency.py").exists():
+        return {"skipped": "loadtest/ws_latency.py is not in the tree yet"}
+    out = config.work / "ws_latency.json"
+    out.unlink(missing_ok=True)
+    cmd = [
+        sys.executable, "-m", "loadtest.ws_latency", "--base-url", base,
+        "--event-id", str(event_id), "--json", str(out),
+    ]  # fmt: skip
+    if config.duration_s < 10:
+        cmd.append("--quick")
+    done = subprocess.run(
+        cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False
+    )
+    if done.returncode != 0 or not out.exists():
+        return {"skipped": f"ws_latency failed ({done.returncode}): {done.stderr[-600:]}"}
+    data: dict[str, Any] = json.loads(out.read_text())
+    data.setdefault("command", " ".join(["python", *cmd[1:]]).replace(str(out), "OUT.json"))
+    return data
+
+
+def wire_benchmarks(config: Config) -> dict[str, Any]:
+    out = config.work / "wire.json"
+    cmd = [
+        sys.executable, "-m", "pytest", "tests/benchmarks/test_wire_bench.py", "-q",
+        "--benchmark-enable", "--benchmark-min-rounds=20", "--benchmark-max-time=0.2",
+        f"--benchmark-json={out}", "-p", "no:cacheprovider",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0 or not out.exists():
+        return {"skipped": f"pytest failed ({done.returncode}): {done.stdout[-600:]}"}
+    data = json.loads(out.read_text())
+    rows = [
+        (b["name"], b["stats"]["median"] * 1e6, b["stats"]["ops"])
+        for b in sorted(data["benchmarks"], key=lambda b: b["stats"]["median"])
+    ]
+    return {"rows": rows, "command": "uv run pytest tests/benchmarks/test_wire_bench.py "
+            "--benchmark-enable"}  # fmt: skip
+
+
+# -- machine -----------------------------------------------------------------------------
+
+
+def _version(cmd: list[str]) -> str:
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "missing"
+    text = (done.stdout or done.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def machine_info(dsn: str) -> dict[str, str]:
+    from importlib.metadata import version
+
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    pg = "unknown"
+    with contextlib.suppress(Exception):
+        import asyncpg
+
+        async def _pg() -> str:
+            conn = await asyncpg.connect(dsn)
+            try:
+                return str(await conn.fetchval("SHOW server_version"))
+            finally:
+                await conn.close()
+
+        pg = asyncio.run(_pg())
+    libs = ", ".join(
+        f"{name} {version(name)}"
+        for name in ("litestar", "granian", "redis", "msgspec", "asyncpg", "aiokafka")
+    )
+    return {
+        "cpu": f"{cpu}, {psutil.cpu_count()} cores",
+        "memory": f"{psutil.virtual_memory().total / 2**30:.0f} GiB",
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "redis": _version(["redis-server", "--version"]),
+        "postgres": pg,
+        "wrk": _version(["wrk", "-v"]),
+        "libraries": libs,
+    }
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+@dataclass
+class Results:
+    config: Config
+    machine: dict[str, str] = field(default_factory=dict)
+    started: str = ""
+    elapsed_s: float = 0.0
+    holds: dict[str, dict[str, HttpRun]] = field(default_factory=dict)
+    redis: RedisCeiling | None = None
+    sellout: Sellout | None = None
+    persister: PersisterFigures | None = None
+    ws: dict[str, Any] = field(default_factory=dict)
+    wire: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def start_api(
+    env: dict[str, str], logdir: Path, name: str = "ticketbuster-api"
+) -> tuple[Proc, str]:
+    """The real API, started the real way (``python -m api``) on a free port."""
+    port = free_port()
+    proc = Proc(name, [sys.executable, "-m", "api"], {**env, "TB_API_PORT": str(port)}, logdir)
+    base = f"http://{HOST}:{port}"
+    try:
+        wait_until(lambda: (not proc.alive()) or http_ok(base + "/healthz"), "the API", 90)
+    except RuntimeError:
+        proc.stop()
+        raise
+    if not proc.alive():
+        raise RuntimeError(f"the API exited at start:\n{proc.tail()}")
+    return proc, base
+
+
+def start_persister(env: dict[str, str], logdir: Path) -> Proc:
+    proc = Proc(
+        "persister",
+        [sys.executable, "-m", "workers.persister"],
+        {**env, "TB_WORKERS_PERSISTER_PORT": str(free_port())},
+        logdir,
+    )
+    return proc
+
+
+def run_sellout(
+    wrk: str,
+    config: Config,
+    env: dict[str, str],
+    settings: Any,
+    events: BenchEvents,
+    api: Proc,
+    base: str,
+    tokens: list[str],
+) -> Sellout:
+    event_id = events.ids["sellout"]
+    seats = events.seats[event_id]
+    chunk = config.sellout_chunk
+    buyers = -(-len(seats) // chunk)
+    work = config.work
+    tokens_file = write_lines(work / "sellout-tokens.txt", tokens[:buyers])
+    seats_file = write_lines(work / "sellout-seats.txt", [s for s, _ in seats])
+    orders_file = work / "sellout-orders.txt"
+    for f in (orders_file, Path(f"{orders_file}.finished")):
+        f.unlink(missing_ok=True)
+    persister = start_persister(env, work / "logs")
+    time.sleep(3)  # let it join its group before the orders come
+    try:
+        api_cpu0, p_cpu0 = api.cpu_s(), persister.cpu_s()
+        started = time.monotonic()
+        run = run_wrk(
+            wrk, base, "sellout.lua",
+            [str(event_id), str(tokens_file), str(seats_file), str(chunk), str(orders_file), "2"],
+            connections=config.sellout_connections, duration_s=config.sellout_cap_s, threads=2,
+            server=api, target="sell-out", timeout="10s",
+        )  # fmt: skip
+        sold_out_s = time.monotonic() - started
+        counts = asyncio.run(seat_status_counts(settings, event_id))
+        sold = counts.get("sold", 0) + counts.get("pending", 0)
+        log(f"sell-out: wrk done in {sold_out_s:.1f}s; Redis {counts}")
+        in_pg_s, _tickets, _trace = asyncio.run(
+            wait_for_tickets(env["TB_DATABASE_URL"], event_id, sold, config.drain_cap_s, started)
+        )
+        api_cpu, p_cpu = api.cpu_s() - api_cpu0, persister.cpu_s() - p_cpu0
+    finally:
+        persister.stop()
+    order_ids = []
+    if orders_file.exists():
+        order_ids = [ln for ln in orders_file.read_text().splitlines() if ln]
+    checks = asyncio.run(sellout_checks(env["TB_DATABASE_URL"], event_id, order_ids))
+    counts = asyncio.run(seat_status_counts(settings, event_id))
+    decided = checks["decided"]
+    return Sellout(
+        event_id=event_id,
+        seats=len(seats),
+        buyers=buyers,
+        connections=config.sellout_connections,
+        chunk=chunk,
+        wrk=run,
+        sold_out_s=run.duration_s,
+        in_postgres_s=in_pg_s,
+        redis_counts=counts,
+        tickets=checks["tickets"],
+        accepted=len(order_ids),
+        decided=decided,
+        missing_orders=len(order_ids) - sum(decided.values()),
+        oversold=checks["oversold"],
+        confirmed_seats=checks["confirmed_seats"],
+        confirmed_distinct_seats=checks["confirmed_distinct_seats"],
+        api_cpu_s=api_cpu,
+        persister_cpu_s=p_cpu,
+        command=(
+            f"wrk -t2 -c{config.sellout_connections} -d{config.sellout_cap_s}s --timeout 10s "
+            f"-s loadtest/wrk/sellout.lua API -- EVENT TOKENS SEATS {chunk} OUT 2"
+        ),
+    )
+
+
+def run_persister(
+    config: Config, env: dict[str, str], settings: Any, events: BenchEvents
+) -> PersisterFigures:
+    dsn = env["TB_DATABASE_URL"]
+    event_id = events.ids["persister"]
+    seats = events.seats[event_id]
+    prices = asyncio.run(event_prices(dsn, event_id))
+    chunk = config.sellout_chunk
+    orders = synthetic_orders(event_id, seats, prices, chunk, len(seats) // chunk)
+    figures = PersisterFigures(
+        orders=len(orders), tickets=len(orders) * chunk, worker_s=None,
+        worker_steady_tps=None, batched_tps=None, one_by_one_tps=None,
+        one_by_one_orders=0, worker_cpu_s=0.0,
+    )  # fmt: skip
+    subset = orders[: config.persister_orders]
+    n, elapsed = asyncio.run(write_one_by_one(dsn, subset, config.one_by_one_cap_s))
+    figures.one_by_one_orders = n
+    figures.one_by_one_tps = n * chunk / elapsed
+    log(f"persister order by order: {n} orders in {elapsed:.1f}s")
+    asyncio.run(delete_orders(dsn, event_id))
+    elapsed = asyncio.run(write_in_batches(dsn, orders, settings.workers.batch_max_records))
+    figures.batched_tps = len(orders) * chunk / elapsed
+    log(f"persister batched write: {len(orders)} orders in {elapsed:.1f}s")
+    asyncio.run(delete_orders(dsn, event_id))
+    # The worker, end to end: a backlog in Kafka, then start it and time the drain.
+    asyncio.run(produce_orders(settings, orders))
+    persister = start_persister(env, config.work / "logs")
+    started = time.monotonic()
+    try:
+        drained_s, tickets, trace = asyncio.run(
+            wait_for_tickets(dsn, event_id, figures.tickets, config.drain_cap_s, started)
+        )
+        figures.worker_cpu_s = persister.cpu_s()
+    finally:
+        persister.stop()
+    figures.worker_s = drained_s
+    # Steady rate: from the first ticket row to the last (excludes start-up and group join).
+    moving = [(t, n) for t, n in trace if n > 0]
+    if len(moving) >= 2 and moving[-1][1] > moving[0][1]:
+        (t0, n0), (t1, n1) = moving[0], moving[-1]
+        figures.worker_steady_tps = (n1 - n0) / (t1 - t0) if t1 > t0 else None
+    if drained_s is None:
+        figures.notes.append(f"the worker wrote {tickets} of {figures.tickets} tickets in time")
+    log(f"persister worker: {tickets} tickets, drained in {drained_s}s")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short runs, a small sell-out")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma list of steps: empty,naive,ticketbuster,profile,sellout,persister,ws,"
+        "redis,wire",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the bench database")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args(argv)
+    config = quick(Config()) if args.quick else Config()
+    config.keep = args.keep
+    config.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    config.work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    results = Results(config=config, started=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+
+    from core import devservices
+    from core.settings import load_settings
+
+    log("servers: python -m core.devservices up")
+    dev_env = devservices.up()
+    base_env = {**os.environ, **dev_env}
+    base_settings = load_settings(base_env)
+    dsn = bench_dsn(base_settings.database.url)
+    tag = secrets.token_hex(3)
+    env = {
+        **base_env,
+        "TB_ENV": "dev",
+        "TB_DATABASE_URL": dsn,
+        "TB_KAFKA_TOPIC_PREFIX": f"bench{tag}.",
+        # Every request comes from 127.0.0.1: lift the per-IP limit, keep the limiter.
+        "TB_API_RATE_LIMIT_PER_IP": "1000000000",
+        "TB_API_WORKERS": "1",
+    }
+    for worker in ("persister", "issuer", "notifier", "expirer"):
+        env[f"TB_WORKERS_{worker.upper()}_PORT"] = str(free_port())
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    settings = load_settings(env)
+    results.machine = machine_info(base_settings.database.url)
+    wrk = ensure_wrk()
+    if wrk is None:
+        results.notes.append("wrk is missing (not root, or apt failed): HTTP runs skipped")
+
+    log(f"bench database {urlsplit(dsn).path.lstrip('/')}; seeding copies of {SELLOUT_TITLE}")
+    asyncio.run(recreate_database(dsn))
+    events = asyncio.run(seed_bench_events(dsn, settings, config.sellout_seats))
+    log(f"bench events: {events.ids}")
+    logdir = config.work / "logs"
+    try:
+        hold_event = events.ids["holds"]
+        hold_seats = events.seats[hold_event]
+        sellout_buyers = -(-len(events.seats[events.ids["sellout"]]) // config.sellout_chunk)
+        n_hold_tokens = 5_000 if args.quick else 20_000
+        minted = time.perf_counter()
+        tokens, public_jwk = asyncio.run(
+            mint_tokens(settings, f"bench-{tag}-", n_hold_tokens + sellout_buyers)
+        )
+        log(f"minted {len(tokens)} tokens in {time.perf_counter() - minted:.1f}s")
+        files = (
+            write_lines(config.work / "hold-tokens.txt", tokens[:n_hold_tokens]),
+            write_lines(config.work / "hold-seats.txt", [s for s, _ in hold_seats]),
+        )
+        sellout_tokens = tokens[n_hold_tokens:]
+
+        if wrk and config.wants("empty"):
+            proc, base = start_server(
+                "framework-ceiling", "loadtest.framework_ceiling:create_app", env, logdir
+            )
+            try:
+                results.holds["empty"] = hold_runs(
+                    wrk, config, "empty endpoint", base, proc, hold_event, files,
+                    lambda: None, paced=False,
+                )  # fmt: skip
+            finally:
+                proc.stop()
+
+        if wrk and config.wants("naive"):
+            from loadtest.naive_baseline import prepare_event
+
+            def reset_naive() -> None:
+                asyncio.run(prepare_event(dsn, hold_event, hold_seats))
+
+            reset_naive()
+            naive_env = {**env, "TB_NAIVE_JWK": json.dumps(public_jwk)}
+            proc, base = start_server(
+                "naive-baseline", "loadtest.naive_baseline:create_app", naive_env, logdir
+            )
+            try:
+                results.holds["naive"] = hold_runs(
+                    wrk, config, "naive baseline", base, proc, hold_event, files, reset_naive,
+                    paced=True,
+                )  # fmt: skip
+            finally:
+                proc.stop()
+
+        need_api = {"ticketbuster", "profile", "sellout", "ws"}
+        if wrk and (not config.only or config.only & need_api):
+            api, base = start_api(env, logdir)
+            try:
+
+                def reset_tb() -> None:
+                    asyncio.run(reset_inventory(settings, hold_event, hold_seats))
+
+                if config.wants("ticketbuster"):
+                    results.holds["ticketbuster"] = hold_runs(
+                        wrk, config, "TicketBuster", base, api, hold_event, files, reset_tb,
+                        paced=True,
+                    )  # fmt: skip
+                if config.wants("profile"):
+                    reset_tb()
+                    results.profile = profile_hold_path(wrk, config, base, api, hold_event, files)
+                if config.wants("sellout"):
+                    results.sellout = run_sellout(
+                        wrk, config, env, settings, events, api, base, sellout_tokens
+                    )
+                if config.wants("ws"):
+                    reset_tb()
+                    results.ws = ws_latency(config, base, hold_event, env)
+            finally:
+                api.stop()
+
+        if config.wants("persister"):
+            results.persister = run_persister(config, env, settings, events)
+        if config.wants("redis"):
+            results.redis = redis_ceiling(config)
+            log(f"redis ceiling: {results.redis.rps:,.0f} EVALSHA/s")
+        if config.wants("wire"):
+            results.wire = wire_benchmarks(config)
+    finally:
+        log("cleaning up: bench inventory, topics" + ("" if config.keep else ", database"))
+        with contextlib.suppress(Exception):
+            asyncio.run(drop_inventory(settings, list(events.ids.values())))
+        with contextlib.suppress(Exception):
+            asyncio.run(delete_topics(settings))
+        if not config.keep:
+            with contextlib.suppress(Exception):
+                asyncio.run(drop_database(dsn))
+        results.elapsed_s = time.monotonic() - t0
+        if not config.only:
+            from loadtest.bench_report import write_report
+
+            write_report(results, args.out)
+            log(f"wrote {args.out}")
+        else:
+            log("--only: docs/BENCHMARKS.md left as it is (a partial run is not the record)")
+    log(f"done in {results.elapsed_s:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

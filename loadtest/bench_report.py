@@ -1,0 +1,408 @@
+"""Writes docs/BENCHMARKS.md from one run of ``loadtest.bench``.
+
+Every figure comes from the run's results. The hand-written reading of the figures
+lives between the ``notes`` markers and is carried over from the previous file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from loadtest.bench import HttpRun, Results
+
+NOTES_START = "<!-- notes:start (hand-written, kept by make bench) -->"
+NOTES_END = "<!-- notes:end -->"
+DEFAULT_NOTES = "_No reading written yet._"
+
+
+def _n(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None, digits: int = 1) -> str:
+    if not a or not b:
+        return "—"
+    return f"{a / b:.{digits}f}x"
+
+
+def _pct(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "—"
+    return f"{100 * a / b:.0f}%"
+
+
+def _met(ok: bool | None) -> str:
+    return {True: "met", False: "**not met**", None: "not measured"}[ok]
+
+
+def _old_notes(out: Path) -> str:
+    if not out.exists():
+        return DEFAULT_NOTES
+    text = out.read_text()
+    m = re.search(re.escape(NOTES_START) + r"\n(.*?)\n" + re.escape(NOTES_END), text, re.S)
+    return m.group(1).strip() if m else DEFAULT_NOTES
+
+
+def _hold_row(label: str, run: HttpRun | None, ref: float | None, ok: str = "201") -> str:
+    if run is None:
+        return f"| {label} | not run | | | | | | |"
+    other = {k: v for k, v in run.statuses.items() if k != ok}
+    odd = f" ({', '.join(f'{v:,} × {k}' for k, v in sorted(other.items()))})" if other else ""
+    return (
+        f"| {label} | {_n(run.ok_per_s(ok))}{odd} | {_n(run.rps)} | {run.p50_ms:.2f} | "
+        f"{run.p99_ms:.2f} | {run.server_cpu_pct:.0f}% | {run.generator_cpu_pct:.0f}% | "
+        f"{_ratio(ref, run.ok_per_s(ok)) if ref else '—'} |"
+    )
+
+
+def write_report(results: Results, out: Path) -> None:
+    c = results.config
+    lines: list[str] = []
+    add = lines.append
+    tb = results.holds.get("ticketbuster", {})
+    naive = results.holds.get("naive", {})
+    empty = results.holds.get("empty", {})
+    tb_peak = tb.get("peak")
+    tb_half = tb.get("half")
+    tb_rate = tb_peak.ok_per_s() if tb_peak else None
+    naive_rate = naive["peak"].ok_per_s() if "peak" in naive else None
+    empty_rate = empty["peak"].ok_per_s() if "peak" in empty else None
+
+    add("# Benchmarks")
+    add("")
+    add(
+        f"Written by `make bench` (`uv run python -m loadtest.bench`"
+        f"{' --quick' if c.duration_s < 10 else ''}) on {results.started}; the run took "
+        f"{results.elapsed_s:.0f} s. Every figure below was measured in that one run, on the "
+        "machine below, with the load generator on the same 2 cores. Nothing here is typed "
+        "by hand except the section *Reading the figures*, which `make bench` keeps."
+    )
+    add("")
+    add("## Machine")
+    add("")
+    add("| | |")
+    add("|---|---|")
+    for key, value in results.machine.items():
+        add(f"| {key} | {value} |")
+    add("")
+    for note in results.notes:
+        add(f"> {note}")
+    if results.notes:
+        add("")
+
+    # -- targets
+    sell = results.sellout
+    per = results.persister
+    half_p99 = tb_half.p99_ms if tb_half else None
+    share = (tb_rate / empty_rate) if tb_rate and empty_rate else None
+    oversold = sell.oversold if sell else None
+    add("## Targets (issue 7)")
+    add("")
+    add("| target | goal | measured | |")
+    add("|---|---|---|---|")
+    add(
+        f"| hold throughput vs the naive baseline | ≥ 10x | {_ratio(tb_rate, naive_rate)} | "
+        f"{_met(None if not (tb_rate and naive_rate) else tb_rate >= 10 * naive_rate)} |"
+    )
+    add(
+        f"| hold p99 at half of peak | ≤ 25 ms | {_n(half_p99, 2)} ms | "
+        f"{_met(None if half_p99 is None else half_p99 <= 25)} |"
+    )
+    add(
+        f"| hold path vs the empty endpoint | ≥ 40% | {_pct(tb_rate, empty_rate)} | "
+        f"{_met(None if share is None else share >= 0.40)} |"
+    )
+    best_tps = None
+    if per:
+        best_tps = per.worker_steady_tps
+    add(
+        f"| persister | ≥ 20,000 tickets/s | {_n(best_tps)} tickets/s (worker, steady) | "
+        f"{_met(None if best_tps is None else best_tps >= 20_000)} |"
+    )
+    add(
+        f"| oversold | 0 in every run | {_n(oversold)} | "
+        f"{_met(None if oversold is None else oversold == 0)} |"
+    )
+    add("")
+
+    # -- 1. holds
+    add("## 1. Hold throughput through the HTTP API")
+    add("")
+    add(
+        f"Same {c.connections} connections for every target, {c.duration_s} s per run after a "
+        f"{c.warmup_s} s warm-up; each request holds one seat for a buyer of its own "
+        "(round-robin over 20,000 dev-issuer tokens), so every answer is the success path. "
+        "The inventory (or the baseline's table) is reset before each run. Servers are "
+        "Granian + uvloop, 1 worker, started the same way (`python -m api` for TicketBuster; "
+        "the same Granian settings for the other two)."
+    )
+    add("")
+    add("```")
+    add(
+        f"wrk -t1 -c{c.connections} -d{c.duration_s}s --timeout 5s -s loadtest/wrk/holds.lua "
+        "http://127.0.0.1:PORT -- EVENT_ID TOKENS_FILE SEATS_FILE [PACE_MS]"
+    )
+    add("```")
+    add("")
+    add(
+        "| target | holds/s (201) | requests/s | p50 ms | p99 ms | server CPU | wrk CPU | "
+        "TicketBuster ÷ this |"
+    )
+    add("|---|---|---|---|---|---|---|---|")
+    add(_hold_row("**TicketBuster** (Redis Lua, peak)", tb_peak, None))
+    add(_hold_row("naive baseline (PostgreSQL row locks, peak)", naive.get("peak"), tb_rate))
+    add(_hold_row("empty endpoint (framework ceiling)", empty.get("peak"), tb_rate))
+    add("")
+    add(
+        "CPU is a share of one core over the run (the machine has two): the server's whole "
+        "process tree, and wrk's own use."
+    )
+    add("")
+    add("**At about half of the peak rate** (wrk's `delay()` paces each connection):")
+    add("")
+    add("| target | offered (target) req/s | holds/s | p50 ms | p90 ms | p99 ms | max ms |")
+    add("|---|---|---|---|---|---|---|")
+    for label, runs in (("TicketBuster", tb), ("naive baseline", naive)):
+        half = runs.get("half")
+        if half is None:
+            add(f"| {label} | not run | | | | | |")
+            continue
+        add(
+            f"| {label} | {_n(half.extra.get('target_rps'))} | {_n(half.ok_per_s())} | "
+            f"{half.p50_ms:.2f} | {half.p90_ms:.2f} | {half.p99_ms:.2f} | {half.max_ms:.1f} |"
+        )
+    add("")
+    r = results.redis
+    add("**The raw Redis ceiling**: `redis-benchmark` running `EVALSHA` of the real hold")
+    add(
+        "script (`lua/lib/prelude.lua` + `lua/hold.lua`, as `core/inventory.py` loads it) on a "
+        "standalone `redis-server` the harness starts on a free loopback port, with the same "
+        "client count, no pipelining; random seats among a loaded keyspace and random buyers "
+        "(some replies are `taken`, the cheaper path: the share of holds that succeeded is shown)."
+    )
+    add("")
+    if r is None:
+        add("Not run.")
+    else:
+        add("```")
+        add(r.command)
+        add("```")
+        add("")
+        add(
+            "| EVALSHA hold/s | p50 ms | p99 ms | holds that succeeded | redis-server CPU | "
+            "redis-benchmark CPU | TicketBuster ÷ this |"
+        )
+        add("|---|---|---|---|---|---|---|")
+        add(
+            f"| {_n(r.rps)} | {r.p50_ms:.3f} | {r.p99_ms:.3f} | {100 * r.ok_fraction:.0f}% | "
+            f"{100 * r.server_cpu_s / r.duration_s:.0f}% | "
+            f"{100 * r.generator_cpu_s / r.duration_s:.0f}% | {_pct(tb_rate, r.rps)} |"
+        )
+    add("")
+
+    # -- 2. sell-out
+    add(f"## 2. Sell-out of the {SELLOUT_NAME}")
+    add("")
+    if sell is None:
+        add(f"Not run{_why(results, 'sellout')}.")
+    else:
+        add(
+            f"A copy of the seed's event ({sell.seats:,} seats) in the bench database. "
+            f"{sell.connections} connections are the concurrent buyers: each holds "
+            f"{sell.chunk} seats with a token of its own ({sell.buyers:,} buyers), then buys the "
+            "hold (`POST /api/v1/orders`, `Idempotency-Key`). Two wrk threads walk the seat "
+            "list from both ends, so they race for the same seats where they meet. The API "
+            "and one persister worker run; the ticket issuer and notifier do not (they do not "
+            "gate a ticket row)."
+        )
+        add("")
+        add("```")
+        add(sell.command)
+        add("```")
+        add("")
+        counts = ", ".join(f"{k} {v:,}" for k, v in sorted(sell.redis_counts.items()))
+        decided = ", ".join(f"{k} {v:,}" for k, v in sorted(sell.decided.items())) or "none"
+        ok_all = (
+            sell.oversold == 0
+            and sell.missing_orders == 0
+            and sell.tickets == sell.redis_counts.get("sold", 0)
+        )
+        add("| | |")
+        add("|---|---|")
+        add(f"| time to sell out (first hold to last 202) | {sell.sold_out_s:.1f} s |")
+        add(
+            f"| time until every ticket is in PostgreSQL | "
+            f"{_n(sell.in_postgres_s, 1)} s{'' if sell.in_postgres_s else ' (not reached)'} |"
+        )
+        add(f"| requests | {sell.wrk.requests:,} ({_n(sell.wrk.rps)}/s) |")
+        add(f"| HTTP statuses | {_statuses(sell.wrk.statuses)} |")
+        add(f"| latency p50 / p99 | {sell.wrk.p50_ms:.1f} ms / {sell.wrk.p99_ms:.1f} ms |")
+        add(f"| accepted orders (202) | {sell.accepted:,} |")
+        add(f"| their outcome in PostgreSQL | {decided}; never decided: {sell.missing_orders:,} |")
+        add(f"| seats in Redis afterwards | {counts} |")
+        add(f"| tickets in PostgreSQL | {sell.tickets:,} |")
+        add(
+            f"| seats in confirmed orders / distinct | {sell.confirmed_seats:,} / "
+            f"{sell.confirmed_distinct_seats:,} |"
+        )
+        add(f"| **oversold** | **{sell.oversold}** |")
+        add(
+            f"| CPU: API / persister / wrk | {sell.api_cpu_s:.0f} s / {sell.persister_cpu_s:.0f} s"
+            f" / {sell.wrk.generator_cpu_s:.0f} s |"
+        )
+        add(
+            f"| checks (0 oversold, tickets = seats sold, every 202 decided) | "
+            f"{'pass' if ok_all else '**FAIL**'} |"
+        )
+    add("")
+
+    # -- 3. persister
+    add("## 3. Persister throughput")
+    add("")
+    if per is None:
+        add(f"Not run{_why(results, 'persister')}.")
+    else:
+        add(
+            f"{per.orders:,} orders of {c.sellout_chunk} seats ({per.tickets:,} tickets) of "
+            "another copy of the event, as the API publishes them (`core.orders.build_order`). "
+            "Three ways into PostgreSQL, the same SQL (`workers.persister.decide_and_write`) "
+            "each time, the table emptied in between:"
+        )
+        add("")
+        add("| how | tickets/s | vs order by order |")
+        add("|---|---|---|")
+        add(
+            f"| persister worker: Kafka backlog → batches of ≤ "
+            f"{results.config and 500} → PostgreSQL, outcomes published, Redis told (steady "
+            f"rate, first to last row) | {_n(per.worker_steady_tps)} | "
+            f"{_ratio(per.worker_steady_tps, per.one_by_one_tps)} |"
+        )
+        add(
+            f"| the same write in-process, 500 orders per transaction (no Kafka) | "
+            f"{_n(per.batched_tps)} | {_ratio(per.batched_tps, per.one_by_one_tps)} |"
+        )
+        add(
+            f"| order by order: one transaction per order ({per.one_by_one_orders:,} orders, "
+            f"capped at {c.one_by_one_cap_s:.0f} s) | {_n(per.one_by_one_tps)} | 1.0x |"
+        )
+        add("")
+        if per.worker_s is not None:
+            add(
+                f"The worker drained all {per.tickets:,} tickets {per.worker_s:.1f} s after it "
+                f"was started (start-up and group join included; CPU {per.worker_cpu_s:.1f} s)."
+            )
+        for note in per.notes:
+            add(f"> {note}")
+    add("")
+
+    # -- 4. WS
+    add("## 4. WebSocket delivery latency (area 7, `loadtest/ws_latency.py`)")
+    add("")
+    ws = results.ws
+    if not ws or "skipped" in ws:
+        add(f"Not measured in this run: {ws.get('skipped', 'not run') if ws else 'not run'}.")
+    else:
+        if "command" in ws:
+            add("```")
+            add(str(ws["command"]))
+            add("```")
+            add("")
+        add("| figure | value |")
+        add("|---|---|")
+        for key, value in ws.items():
+            if key != "command" and not isinstance(value, list | dict):
+                add(f"| {key} | {value} |")
+        for key, value in ws.items():
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                add("")
+                cols = list(value[0])
+                add("| " + " | ".join(cols) + " |")
+                add("|" + "---|" * len(cols))
+                for row in value:
+                    add("| " + " | ".join(str(row.get(k, "")) for k in cols) + " |")
+    add("")
+
+    # -- profile
+    add("## Where the hold path's time goes (py-spy)")
+    add("")
+    prof = results.profile
+    if not prof:
+        add(f"Not profiled in this run{_why(results, 'profile')}.")
+    else:
+        add(
+            f"py-spy sampled the API's process tree during a separate {c.profile_s} s wrk run "
+            f"at peak ({prof['samples']:,} samples; idle time not sampled)."
+        )
+        add("")
+        add("```")
+        add(prof["command"])
+        add("```")
+        add("")
+        add("| layer (innermost frame) | share of samples |")
+        add("|---|---|")
+        for name, share in prof["layers"]:
+            add(f"| {name} | {100 * share:.1f}% |")
+        add("")
+        add("| function (self time) | share |")
+        add("|---|---|")
+        for name, share in prof["self"]:
+            add(f"| `{_short(name)}` | {100 * share:.1f}% |")
+    add("")
+
+    # -- wire
+    add("## Wire micro-benchmarks (pytest-benchmark, msgspec)")
+    add("")
+    wire = results.wire
+    if not wire or "rows" not in wire:
+        add(f"Not run: {wire.get('skipped', 'not run') if wire else 'not run'}.")
+    else:
+        add("```")
+        add(wire["command"])
+        add("```")
+        add("")
+        add("| benchmark | median µs | ops/s |")
+        add("|---|---|---|")
+        for name, median_us, ops in wire["rows"]:
+            add(f"| `{name}` | {median_us:.2f} | {ops:,.0f} |")
+    add("")
+
+    add("## Reading the figures")
+    add("")
+    add(NOTES_START)
+    add(_old_notes(out))
+    add(NOTES_END)
+    add("")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))
+
+
+SELLOUT_NAME = "80,000-seat Final Copa Libertadores"
+
+
+def _why(results: Any, step: str) -> str:
+    reason = results.skipped.get(step)
+    return f": {reason}" if reason else ""
+
+
+def _statuses(statuses: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v:,}" for k, v in sorted(statuses.items()))
+
+
+def _short(frame: str) -> str:
+    # "function (path/to/module.py)" -> "function (module.py)"; keep the package for ours.
+    m = re.match(r"^(.*) \((.*)\)$", frame)
+    if not m:
+        return frame
+    func, path = m.groups()
+    for root in ("/api/", "/core/", "/workers/", "site-packages/"):
+        if root in path:
+            path = path.split(root, 1)[1]
+            if root != "site-packages/":
+                path = root.strip("/") + "/" + path
+            break
+    return f"{func} ({path})"
