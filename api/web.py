@@ -1,0 +1,209 @@
+"""Serve the PWA in ``web/`` at ``/``.
+
+A small ASGI mount rather than a generic static router, because the PWA needs
+cache headers per kind of file and real revalidation:
+
+- Every response carries a strong ``ETag`` (a hash of the bytes) and answers
+  ``If-None-Match`` with ``304``, so a phone on a poor connection pays a few
+  hundred bytes to learn its cached copy is current.
+- ``index.html``, ``sw.js``, the manifest, scripts and styles are ``no-cache``
+  (always revalidated): file names carry no content hash, and the service
+  worker keeps the offline copy. Icons are immutable enough for a week.
+- ``/config.json`` tells the PWA how to log in (the dev issuer's form, or
+  Authorization Code + PKCE against the configured OIDC issuer).
+
+Register the handlers LAST in the app's route list. They only claim the
+folders and root files of ``web/``, never ``/api``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+import msgspec
+from litestar import asgi
+from litestar.handlers.asgi_handlers import ASGIRouteHandler
+from litestar.types import Receive, Scope, Send
+
+from core.settings import Settings, load_settings
+
+WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
+
+# OAuth client id of the PWA at a real OIDC provider (a public client, PKCE).
+PWA_CLIENT_ID = "ticketbuster-pwa"
+
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".webmanifest": "application/manifest+json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".txt": "text/plain; charset=utf-8",
+    ".woff2": "font/woff2",
+}
+_LONG_LIVED = {".png", ".ico", ".woff2"}
+
+
+class WebConfig(msgspec.Struct, frozen=True):
+    """What the PWA needs to know before its first API call."""
+
+    auth_mode: str  # "dev" (form against the dev issuer) or "oidc" (PKCE)
+    issuer: str
+    client_id: str
+    audience: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Asset:
+    body: bytes
+    etag: str
+    content_type: str
+    cache_control: str
+    mtime_ns: int
+
+
+class _Assets:
+    """Reads files under ``root`` on demand; remembers bytes and hash per mtime."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._cache: dict[Path, _Asset] = {}
+
+    def resolve(self, url_path: str) -> Path | None:
+        rel = url_path.lstrip("/") or "index.html"
+        if "\x00" in rel or "\\" in rel:
+            return None
+        candidate = (self.root / rel).resolve()
+        if candidate != self.root and self.root not in candidate.parents:
+            return None  # "..": outside web/
+        if candidate.is_dir():
+            candidate = candidate / "index.html"
+        if not candidate.is_file():
+            return None
+        return candidate
+
+    def get(self, path: Path) -> _Asset:
+        mtime_ns = path.stat().st_mtime_ns
+        cached = self._cache.get(path)
+        if cached is not None and cached.mtime_ns == mtime_ns:
+            return cached
+        body = path.read_bytes()
+        suffix = path.suffix.lower()
+        content_type = _TYPES.get(suffix) or mimetypes.guess_type(path.name)[0]
+        asset = _Asset(
+            body=body,
+            etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+            content_type=content_type or "application/octet-stream",
+            cache_control=("public, max-age=604800" if suffix in _LONG_LIVED else "no-cache"),
+            mtime_ns=mtime_ns,
+        )
+        self._cache[path] = asset
+        return asset
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _etag_matches(if_none_match: bytes | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in if_none_match.decode("latin-1").split(",")]
+    return "*" in tags or etag in tags
+
+
+async def _send(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+# Folders of web/ served under their own prefix (mounts at these prefixes never
+# shadow /api), and the few files that must live at the root: the shell, the
+# service worker (its scope is its folder), the manifest and the favicon.
+WEB_FOLDERS = ("js", "css", "i18n", "icons", "vendor")
+ROOT_FILES = ("/", "/index.html", "/sw.js", "/manifest.webmanifest", "/favicon.ico", "/robots.txt")
+
+
+def create_web_handlers(
+    settings: Settings | None = None, root: Path | None = None
+) -> list[ASGIRouteHandler]:
+    """Route handlers serving the PWA; add them last to the app's route handlers.
+
+    Not one mount at ``/``: Litestar resolves a root mount before any path with
+    parameters, so it would shadow ``/api/v1/events/{event_id}``.
+    """
+    settings = settings or load_settings()
+    assets = _Assets(root or Path(os.environ.get("TB_WEB_ROOT", WEB_ROOT)))
+    config = msgspec.json.encode(
+        WebConfig(
+            auth_mode="dev" if settings.auth.dev_issuer_enabled else "oidc",
+            issuer=settings.auth.issuer,
+            client_id=PWA_CLIENT_ID,
+            audience=settings.auth.audience,
+        )
+    )
+
+    async def serve_web(scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method", "GET")
+        # A mount sees its path relative to the prefix; raw_path is the full one.
+        raw = scope.get("raw_path") or scope.get("path", "/").encode()
+        path = unquote(bytes(raw).decode("latin-1").split("?", 1)[0])
+        if method not in ("GET", "HEAD"):
+            await _send(send, 405, [(b"allow", b"GET, HEAD"), (b"content-length", b"0")])
+            return
+        if path == "/config.json":
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"cache-control", b"no-cache"),
+                (b"content-length", str(len(config)).encode()),
+            ]
+            await _send(send, 200, headers, b"" if method == "HEAD" else config)
+            return
+        file_path = assets.resolve(path)
+        if file_path is None:
+            body = b"Not found"
+            headers = [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ]
+            await _send(send, 404, headers, body)
+            return
+        asset = assets.get(file_path)
+        headers = [
+            (b"etag", asset.etag.encode()),
+            (b"cache-control", asset.cache_control.encode()),
+            (b"x-content-type-options", b"nosniff"),
+        ]
+        if _etag_matches(_header(scope, b"if-none-match"), asset.etag):
+            await _send(send, 304, headers)
+            return
+        headers += [
+            (b"content-type", asset.content_type.encode()),
+            (b"content-length", str(len(asset.body)).encode()),
+        ]
+        await _send(send, 200, headers, b"" if method == "HEAD" else asset.body)
+
+    handlers: list[ASGIRouteHandler] = [
+        asgi(f"/{folder}", is_mount=True, name=f"web-{folder}", include_in_schema=False)(serve_web)
+        for folder in WEB_FOLDERS
+    ]
+    handlers.append(
+        asgi(path=[*ROOT_FILES, "/config.json"], name="web-root", include_in_schema=False)(
+            serve_web
+        )
+    )
+    return handlers

@@ -1,0 +1,87 @@
+// Gate scanner support: the ticket-signing public keys (JWKS), cached for
+// offline use, and signature checks with WebCrypto (EdDSA/Ed25519 or ES256).
+import { db } from './db.js';
+
+// Where the API publishes the ticket-signing keys; the first that answers wins.
+const JWKS_URLS = ['/api/v1/tickets/jwks.json', '/api/v1/tickets/.well-known/jwks.json', '/.well-known/ticket-jwks.json', '/api/v1/.well-known/jwks.json'];
+
+function b64url(str) {
+  const b64 = str.replace(/-/g, '+').replace(/_/g, '/');
+  const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
+}
+
+export async function cachedJwks() {
+  return (await db.get('kv', 'jwks')) || null;
+}
+
+/** Fetch the JWKS (online) and keep it; fall back to the cached copy. */
+export async function refreshJwks() {
+  if (navigator.onLine !== false) {
+    for (const url of JWKS_URLS) {
+      try {
+        const res = await fetch(url, { headers: { Accept: 'application/json' } });
+        if (!res.ok) continue;
+        const body = await res.json();
+        if (Array.isArray(body.keys)) {
+          const value = { keys: body.keys, fetched_at: Date.now(), url };
+          await db.put('kv', value, 'jwks');
+          return value;
+        }
+      } catch {
+        break; // offline after all
+      }
+    }
+  }
+  return cachedJwks();
+}
+
+function importParams(jwk, alg) {
+  if (alg === 'ES256' || (jwk.kty === 'EC' && jwk.crv === 'P-256')) {
+    return [{ name: 'ECDSA', namedCurve: 'P-256' }, { name: 'ECDSA', hash: 'SHA-256' }];
+  }
+  if (alg === 'EdDSA' || alg === 'Ed25519' || (jwk.kty === 'OKP' && jwk.crv === 'Ed25519')) {
+    return [{ name: 'Ed25519' }, { name: 'Ed25519' }];
+  }
+  return null;
+}
+
+/**
+ * Verify a ticket JWT against the JWKS. Returns {valid, claims, reason}.
+ * Only the signature (and exp/nbf if present) is checked here; the gate's
+ * online check-in is what marks a ticket used.
+ */
+export async function verifyTicket(token, jwks) {
+  const parts = String(token || '').trim().split('.');
+  if (parts.length !== 3) return { valid: false, reason: 'malformed' };
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(new TextDecoder().decode(b64url(parts[0])));
+    claims = JSON.parse(new TextDecoder().decode(b64url(parts[1])));
+  } catch {
+    return { valid: false, reason: 'malformed' };
+  }
+  if (!jwks?.keys?.length) return { valid: null, claims, reason: 'no_keys' };
+  const candidates = jwks.keys.filter((k) => !header.kid || k.kid === header.kid);
+  if (!candidates.length) return { valid: false, claims, reason: 'unknown_kid' };
+  const data = new TextEncoder().encode(`${parts[0]}.${parts[1]}`);
+  const sig = b64url(parts[2]);
+  for (const jwk of candidates) {
+    const params = importParams(jwk, header.alg);
+    if (!params) continue;
+    try {
+      const { kid, alg, use, key_ops: ops, ...material } = jwk; // eslint-disable-line no-unused-vars
+      const key = await crypto.subtle.importKey('jwk', material, params[0], false, ['verify']);
+      if (await crypto.subtle.verify(params[1], key, sig, data)) {
+        const now = Date.now() / 1000;
+        if (claims.exp && claims.exp < now) return { valid: false, claims, reason: 'expired' };
+        if (claims.nbf && claims.nbf > now + 60) return { valid: false, claims, reason: 'not_yet_valid' };
+        return { valid: true, claims };
+      }
+    } catch {
+      // Unsupported algorithm in this browser, or a bad key: try the next.
+    }
+  }
+  return { valid: false, claims, reason: 'bad_signature' };
+}

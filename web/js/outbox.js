@@ -1,0 +1,121 @@
+// Purchases made without a connection wait here, in IndexedDB, with the
+// Idempotency-Key they were given when the buyer pressed "Buy". Every attempt
+// (now, on reconnect, after a reload) sends the same key, so the API answers
+// every retry with the same order: one purchase, one order.
+import { api, ApiError, OfflineError } from './api.js';
+import { db } from './db.js';
+import { newKey } from './dom.js';
+
+const RETRYABLE = new Set([408, 425, 429, 500, 502, 503, 504]);
+let retryTimer = null;
+
+function emit(name, detail) {
+  window.dispatchEvent(new CustomEvent(name, { detail }));
+}
+
+/** Queue an order for holdId (once per hold) and try to send it now. */
+export async function queueOrder(hold) {
+  const existing = (await db.all('outbox')).find((e) => e.kind === 'order' && e.holdId === hold.id);
+  const entry = existing || {
+    key: newKey(),
+    kind: 'order',
+    holdId: hold.id,
+    eventId: hold.eventId,
+    seats: hold.seats.map((s) => s.id),
+    total: hold.total,
+    currency: hold.currency,
+    createdAt: Date.now(),
+    offline: navigator.onLine === false,
+  };
+  if (!existing) await db.put('outbox', entry);
+  await flush();
+  return entry;
+}
+
+export async function pending() {
+  return db.all('outbox');
+}
+
+/** Queue a gate check-in scanned while offline (the signature already verified). */
+export async function queueCheckin(token, claims) {
+  const entry = { key: newKey(), kind: 'checkin', token, claims, createdAt: Date.now(), offline: true };
+  await db.put('outbox', entry);
+  return entry;
+}
+
+async function sendCheckin(entry) {
+  try {
+    const result = await api.checkin(entry.token);
+    await db.delete('outbox', entry.key);
+    emit('tb:checkin-synced', { entry, result });
+    return 'sent';
+  } catch (err) {
+    if (err instanceof OfflineError) return 'offline';
+    if (err instanceof ApiError && RETRYABLE.has(err.status)) return { retryAfter: err.retryAfter || 5 };
+    await db.delete('outbox', entry.key);
+    emit('tb:checkin-synced', { entry, error: err });
+    return 'failed';
+  }
+}
+
+async function sendOne(entry) {
+  if (entry.kind === 'checkin') return sendCheckin(entry);
+  try {
+    const res = await api.placeOrder(entry.holdId, entry.key);
+    const order = res.data || {};
+    await db.delete('outbox', entry.key);
+    const record = { order_id: String(order.order_id || order.id), status: order.status || 'pending', hold_id: entry.holdId, event_id: entry.eventId, seats: entry.seats, total: entry.total, currency: entry.currency, key: entry.key, queued: Boolean(entry.offline || entry.attempts), placed_at: Date.now() };
+    await db.put('kv', record, `order:${record.order_id}`);
+    emit('tb:order-placed', { entry, order: record, wasQueued: entry.offline || entry.attempts > 0 });
+    return 'sent';
+  } catch (err) {
+    if (err instanceof OfflineError) {
+      entry.attempts = (entry.attempts || 0) + 1;
+      entry.offline = true;
+      await db.put('outbox', entry);
+      emit('tb:order-queued', { entry });
+      return 'offline';
+    }
+    if (err instanceof ApiError && (RETRYABLE.has(err.status) || err.status === 401)) {
+      entry.attempts = (entry.attempts || 0) + 1;
+      await db.put('outbox', entry);
+      emit('tb:order-queued', { entry, error: err });
+      return { retryAfter: err.retryAfter || Math.min(30, 2 ** entry.attempts) };
+    }
+    // A definite answer (hold expired, seats gone...): the purchase failed.
+    await db.delete('outbox', entry.key);
+    emit('tb:order-failed', { entry, error: err });
+    return 'failed';
+  }
+}
+
+async function flushNow() {
+  const entries = (await db.all('outbox')).sort((a, b) => a.createdAt - b.createdAt);
+  let wait = null;
+  for (const entry of entries) {
+    const outcome = await sendOne(entry);
+    if (outcome === 'offline') return;
+    if (outcome && outcome.retryAfter) wait = Math.max(wait || 0, outcome.retryAfter);
+  }
+  if (wait) {
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(flush, wait * 1000);
+  }
+}
+
+let flushing = null;
+/** Send everything queued. One flush at a time, across tabs too (Web Locks). */
+export function flush() {
+  if (navigator.onLine === false) return Promise.resolve();
+  if (flushing) return flushing;
+  const run = navigator.locks ? navigator.locks.request('tb-outbox', flushNow) : flushNow();
+  flushing = Promise.resolve(run).finally(() => {
+    flushing = null;
+  });
+  return flushing;
+}
+
+export function startOutbox() {
+  window.addEventListener('online', () => flush());
+  flush();
+}
