@@ -215,6 +215,10 @@ def seats_per_category(capacity: int) -> dict[str, int]:
 # -- seat map layout ------------------------------------------------------------------------
 
 
+# Section codes are <level><01..99> with up to 1,000 seats each; GENERAL (60%) must fit.
+MAX_GENERATED_CAPACITY: Final = 150_000
+
+
 class RowPlan(msgspec.Struct, frozen=True):
     label: str
     seats: int  # numbered 1..seats
@@ -252,6 +256,10 @@ def plan_seat_map(capacity: int) -> list[SectionPlan]:
     80,000 seats has 80 sections of 1,000. Counts are spread evenly, so rows of one
     section differ by at most one seat.
     """
+    if not 0 < capacity <= MAX_GENERATED_CAPACITY:
+        raise InvalidInput(
+            f"capacity must be 1..{MAX_GENERATED_CAPACITY} for a generated map", field="capacity"
+        )
     if capacity <= 1500:
         per_row, rows_per_section = 20, 10
     elif capacity <= 10_000:
@@ -265,10 +273,7 @@ def plan_seat_map(capacity: int) -> list[SectionPlan]:
         if count == 0:
             continue
         n_sections = math.ceil(count / section_size)
-        if n_sections > 99:
-            raise InvalidInput(
-                f"capacity {capacity} is too large for a generated map", field="capacity"
-            )
+        assert n_sections <= 99  # section codes <level><2 digits>; MAX_GENERATED_CAPACITY
         for s, in_section in enumerate(_even_split(count, n_sections), start=1):
             section = f"{level}{s:02d}"
             n_rows = math.ceil(in_section / per_row)
