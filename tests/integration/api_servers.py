@@ -36,10 +36,24 @@ def with_overrides(settings: Settings, **sections: dict[str, Any]) -> Settings:
 
 @contextlib.asynccontextmanager
 async def api_client(
-    settings: Settings, extra_route_handlers: Sequence[ControllerRouterHandler] = ()
+    settings: Settings,
+    extra_route_handlers: Sequence[ControllerRouterHandler] = (),
+    peer: tuple[str, int] | None = ("127.0.0.1", 50000),
 ) -> AsyncIterator[AsyncTestClient[Any]]:
-    """The app in this process with its real lifespan (Redis Cluster, Postgres, Kafka)."""
+    """The app in this process with its real lifespan (Redis Cluster, Postgres, Kafka).
+
+    ``peer`` is the socket address the app sees (Litestar's test client says "testclient",
+    which is not an address).
+    """
     app = create_app(settings, extra_route_handlers=extra_route_handlers)
+    if peer is not None:
+        inner = app.asgi_handler
+
+        async def with_peer(scope: Any, receive: Any, send: Any) -> None:
+            scope["client"] = peer
+            await inner(scope, receive, send)
+
+        app.asgi_handler = with_peer
     async with AsyncTestClient(app, base_url="http://127.0.0.1:8000") as client:
         yield client
 

@@ -1,0 +1,161 @@
+"""Rate limits in Redis Cluster hold across API replicas; refusals are 429 problem+json with
+Retry-After; X-Forwarded-For counts only from trusted proxies."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import RedisCluster
+
+from api.ratelimit import RateLimiter
+from core.settings import Settings
+from tests.integration.api_servers import api_client, free_port, granian_server, with_overrides
+
+
+def random_ip() -> str:
+    """A documentation-range address no other test uses."""
+    return f"198.18.{random.randint(0, 255)}.{random.randint(1, 254)}"
+
+
+@pytest.fixture(scope="module")
+def limited(settings: Settings) -> Settings:
+    # Trust the in-process test client's peer, so each test can pick its own client address.
+    return with_overrides(
+        settings,
+        api={
+            "rate_limit_per_ip": 7,
+            "rate_limit_per_user": 5,
+            "rate_limit_window_s": 60,
+            "trusted_proxies": "127.0.0.0/8",
+        },
+    )
+
+
+async def _token(client: httpx.AsyncClient, sub: str, ip: str) -> str:
+    response = await client.post(
+        "/api/v1/auth/dev-token", json={"sub": sub}, headers={"X-Forwarded-For": ip}
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+async def test_user_limit_holds_across_two_instances(limited: Settings) -> None:
+    sub = f"rl-{uuid.uuid4().hex[:12]}"
+    async with api_client(limited) as first, api_client(limited) as second:
+        token = await _token(first, sub, random_ip())
+        remaining = []
+        for i in range(5):  # alternate replicas; each request from a different IP
+            client = first if i % 2 == 0 else second
+            response = await client.get(
+                "/api/v1/me",
+                headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": random_ip()},
+            )
+            assert response.status_code == 200, response.text
+            assert response.headers["ratelimit-limit"] == "5"
+            remaining.append(int(response.headers["ratelimit-remaining"]))
+        assert remaining == [4, 3, 2, 1, 0]
+        refused = await second.get(
+            "/api/v1/me",
+            headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": random_ip()},
+        )
+        assert refused.status_code == 429
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        assert refused.json()["type"] == "https://ticketbuster.dev/problems/rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 12
+        assert refused.headers["ratelimit-remaining"] == "0"
+        # Another user from the same replicas is not affected.
+        other = await _token(first, f"rl-{uuid.uuid4().hex[:12]}", random_ip())
+        ok = await first.get("/api/v1/me", headers={"Authorization": f"Bearer {other}"})
+        assert ok.status_code == 200
+
+
+async def test_ip_limit_counts_the_forwarded_client_across_instances(limited: Settings) -> None:
+    ip = random_ip()
+    async with api_client(limited) as first, api_client(limited) as second:
+        statuses = []
+        for i in range(9):
+            client = first if i % 2 == 0 else second
+            response = await client.get("/api/v1/no-such-route", headers={"X-Forwarded-For": ip})
+            statuses.append(response.status_code)
+        assert statuses == [404] * 7 + [429] * 2
+        # A different client behind the same proxy still gets through.
+        response = await first.get(
+            "/api/v1/no-such-route", headers={"X-Forwarded-For": random_ip()}
+        )
+        assert response.status_code == 404
+        # Probes and the PWA are never limited.
+        assert (await first.get("/healthz", headers={"X-Forwarded-For": ip})).status_code == 200
+
+
+async def test_forwarded_for_is_ignored_without_trusted_proxies(settings: Settings) -> None:
+    untrusted = with_overrides(
+        settings, api={"rate_limit_per_ip": 3, "rate_limit_window_s": 3600, "trusted_proxies": ""}
+    )
+    # The peer is the test client; rotating X-Forwarded-For must not escape the limit.
+    # Window of an hour with limit 3: a unique policy key, so no other test shares it.
+    async with api_client(untrusted) as client:
+        statuses = [
+            (
+                await client.get("/api/v1/nothing", headers={"X-Forwarded-For": random_ip()})
+            ).status_code
+            for _ in range(4)
+        ]
+    assert 429 in statuses
+
+
+async def test_limiter_fails_open_when_redis_is_down(settings: Settings) -> None:
+    port = free_port()  # nothing listens there
+    broken = with_overrides(
+        settings,
+        redis={"cluster_nodes": f"127.0.0.1:{port}", "socket_timeout_s": 0.5},
+        api={"rate_limit_per_ip": 1},
+        kafka={"request_timeout_s": 1.0},
+    )
+    async with api_client(broken) as client:
+        for _ in range(3):
+            response = await client.get("/api/v1/nothing")
+            assert response.status_code == 404  # served, not 429 and not 500
+            assert "ratelimit-limit" not in response.headers
+
+
+async def test_gcra_refills_smoothly(redis_cluster: RedisCluster) -> None:
+    limiter = RateLimiter(redis_cluster, namespace=f"tb:rl:test:{uuid.uuid4().hex}")
+    ident = uuid.uuid4().hex
+    decisions = [await limiter.hit("ip", ident, 4, 2) for _ in range(5)]
+    assert [d.allowed for d in decisions] == [True, True, True, True, False]
+    assert decisions[-1].retry_after_s == 1  # one request every 0.5 s comes back
+    await asyncio.sleep(0.6)
+    assert (await limiter.hit("ip", ident, 4, 2)).allowed
+    assert not (await limiter.hit("ip", ident, 4, 2)).allowed
+
+
+async def test_concurrent_requests_never_exceed_the_limit(redis_cluster: RedisCluster) -> None:
+    limiter = RateLimiter(redis_cluster, namespace=f"tb:rl:test:{uuid.uuid4().hex}")
+    ident = uuid.uuid4().hex
+    decisions = await asyncio.gather(*(limiter.hit("user", ident, 10, 60) for _ in range(40)))
+    assert sum(d.allowed for d in decisions) == 10
+
+
+def test_limit_holds_across_two_granian_processes(limited: Settings, tmp_path: Path) -> None:
+    """Two real servers (Granian), one Redis Cluster: the user's budget is shared."""
+    # Both servers see the peer 127.0.0.1: a generous IP limit, so only the user limit bites.
+    s = with_overrides(limited, api={"trusted_proxies": "", "rate_limit_per_ip": 997})
+    with (
+        granian_server(s, tmp_path / "a.log") as a,
+        granian_server(s, tmp_path / "b.log") as b,
+        httpx.Client(timeout=10) as http,
+    ):
+        token = http.post(
+            a.base_url + "/api/v1/auth/dev-token", json={"sub": f"rl-{uuid.uuid4().hex}"}
+        ).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        statuses = [
+            http.get((a if i % 2 else b).base_url + "/api/v1/me", headers=headers).status_code
+            for i in range(7)
+        ]
+    assert statuses == [200] * 5 + [429] * 2
