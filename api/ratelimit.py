@@ -1,5 +1,10 @@
 """Per-IP and per-user rate limits kept in Redis Cluster, shared by every API replica.
 
+A request with a valid bearer token spends its user's budget; any other request
+spends its client address's budget. So a request costs one Redis round trip,
+and thousands of buyers behind one carrier NAT are not throttled as one
+client, while anonymous floods and token guessing are.
+
 One GCRA script (``api/ratelimit.lua``) per check, on one key, so it runs in
 one slot and atomically; time comes from Redis, not from the replicas' clocks.
 Only ``/api/`` is limited (static PWA files and probes are not). Responses
@@ -16,7 +21,6 @@ Redis.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import math
@@ -140,18 +144,18 @@ class RateLimitMiddleware:
         self.path_prefix = path_prefix
 
     async def _decide(self, limiter: RateLimiter, scope: Scope) -> list[Decision]:
+        """One check, so one Redis round trip: the user's budget when the token is valid,
+        else the client address's."""
         s = self.settings
-        checks = [
-            limiter.hit(
-                "ip", client_ip(scope, self.trusted), s.rate_limit_per_ip, s.rate_limit_window_s
-            )
-        ]
         principal = principal_from_scope(scope)
         if principal is not None:
-            checks.append(
-                limiter.hit("user", principal.sub, s.rate_limit_per_user, s.rate_limit_window_s)
-            )
-        return list(await asyncio.gather(*checks))
+            return [
+                await limiter.hit(
+                    "user", principal.sub, s.rate_limit_per_user, s.rate_limit_window_s
+                )
+            ]
+        ip = client_ip(scope, self.trusted)
+        return [await limiter.hit("ip", ip, s.rate_limit_per_ip, s.rate_limit_window_s)]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.limiter()

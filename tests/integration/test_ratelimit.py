@@ -88,6 +88,13 @@ async def test_ip_limit_counts_the_forwarded_client_across_instances(limited: Se
             "/api/v1/no-such-route", headers={"X-Forwarded-For": random_ip()}
         )
         assert response.status_code == 404
+        # A signed-in buyer behind that address spends their own budget, not the address's
+        # (thousands of buyers share a carrier NAT in a flash sale).
+        token = await _token(second, f"rl-{uuid.uuid4().hex[:12]}", random_ip())
+        me = await first.get(
+            "/api/v1/me", headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": ip}
+        )
+        assert me.status_code == 200 and me.headers["ratelimit-limit"] == "5"
         # Probes and the PWA are never limited.
         assert (await first.get("/healthz", headers={"X-Forwarded-For": ip})).status_code == 200
 
