@@ -9,6 +9,7 @@ Times are ms since the epoch, from Redis server time (never the client's).
 
 from __future__ import annotations
 
+import math
 import re
 import secrets
 import uuid
@@ -85,7 +86,7 @@ def new_hold_id(event_id: int, partition: int) -> str:
 
 def parse_hold_id(hold_id: object) -> tuple[int, int]:
     """The (event_id, partition) a hold id routes to; InvalidInput if malformed."""
-    match = HOLD_ID_RE.match(hold_id) if isinstance(hold_id, str) else None
+    match = HOLD_ID_RE.fullmatch(hold_id) if isinstance(hold_id, str) else None
     if match is None or int(match["event"]) > MAX_EVENT_ID:
         raise InvalidInput(f"{hold_id!r} is not a hold id", field="hold_id")
     return int(match["event"]), validate_partition(int(match["partition"]))
@@ -125,7 +126,7 @@ def hold_ttl_ms(ttl_s: float | None, settings: HoldSettings) -> int:
     """
     if ttl_s is None:
         return settings.ttl_s * 1000
-    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s != ttl_s:
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s):
         raise InvalidInput("ttl must be a number of seconds", field="ttl_s")
     ttl_ms = round(ttl_s * 1000)
     if not MIN_TTL_MS <= ttl_ms <= settings.ttl_s * 1000:

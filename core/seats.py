@@ -47,7 +47,7 @@ def parse_seat_id(value: object) -> SeatRef:
 
     The number must be written without leading zeros, so one seat has one id.
     """
-    match = SEAT_ID_RE.match(value) if isinstance(value, str) else None
+    match = SEAT_ID_RE.fullmatch(value) if isinstance(value, str) else None
     if match is None or (len(match["number"]) > 1 and match["number"].startswith("0")):
         raise InvalidInput(f"{value!r} is not a seat id (<section>-<row>-<number>)", field="seats")
     return SeatRef(match["section"], match["row"], int(match["number"]))
@@ -68,7 +68,7 @@ def validate_seat_ids(seats: Iterable[object], max_seats: int) -> list[str]:
 
 
 def validate_category(value: object) -> str:
-    if not isinstance(value, str) or CATEGORY_RE.match(value) is None:
+    if not isinstance(value, str) or CATEGORY_RE.fullmatch(value) is None:
         raise InvalidInput(f"{value!r} is not a price category code", field="category")
     return value
 
