@@ -22,14 +22,33 @@ EventId = Annotated[int, Parameter(ge=1, le=MAX_EVENT_ID, description="The event
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """RFC 9110 weak comparison of an ``If-None-Match`` header against ``etag``."""
+    """RFC 9110 weak comparison of an ``If-None-Match`` header against ``etag``.
+
+    The gzip variant's tag (``"...-gz"``) matches too: same content, other coding.
+    """
     if not if_none_match:
         return False
-    bare = etag.removeprefix("W/")
+    bare = etag.strip('"')
     for candidate in if_none_match.split(","):
         candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == bare:
+        if candidate == "*":
             return True
+        tag = candidate.removeprefix("W/").strip('"').removesuffix("-gz")
+        if tag == bare:
+            return True
+    return False
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """True if ``Accept-Encoding`` allows gzip (``q=0`` refuses it)."""
+    for item in (accept_encoding or "").split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().removeprefix("q=").strip() if "q=" in params else "1"
+            try:
+                return float(q) > 0
+            except ValueError:
+                return False
     return False
 
 
@@ -108,9 +127,17 @@ class CatalogController(Controller):
         it. Send the `ETag` back in `If-None-Match` to get 304 when nothing changed.
         """
         rendered = await catalog.seat_map(event_id)
-        headers = {"ETag": rendered.etag, "Cache-Control": "no-cache"}
+        gzipped = bool(rendered.gzipped) and accepts_gzip(request.headers.get("accept-encoding"))
+        # The gzip variant has its own strong tag (RFC 9110 8.8.3); both revalidate.
+        etag = rendered.etag[:-1] + '-gz"' if gzipped else rendered.etag
+        headers = {"ETag": etag, "Cache-Control": "no-cache", "Vary": "Accept-Encoding"}
         if etag_matches(request.headers.get("if-none-match"), rendered.etag):
             return Response(content=b"", status_code=304, headers=headers)
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+            return Response(
+                content=rendered.gzipped, media_type="application/json", headers=headers
+            )
         return Response(content=rendered.body, media_type="application/json", headers=headers)
 
 

@@ -30,7 +30,8 @@ def catalog_from_state(state: State) -> Catalog:
     inventory = getattr(state, "inventory", None)
     if pool is None or inventory is None:
         raise RuntimeError("app.state needs db_pool and inventory (see api/app.py lifespan)")
-    catalog = Catalog(CatalogRepository(pool), inventory)
+    # The cluster client lets seat-map requests check the inventory version cheaply.
+    catalog = Catalog(CatalogRepository(pool), inventory, streams=getattr(state, "redis", None))
     state.catalog = catalog
     return catalog
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import gzip
 import hashlib
 import logging
 import time
@@ -41,10 +42,14 @@ from core.events import (
     SeatRow,
     SeatSection,
 )
+from core.inventory import stream_key
 
 log = logging.getLogger("ticketbuster.api.catalog")
 
 PRICE_TTL_S = 60.0
+# A rendered seat map is reused while the inventory version is unchanged, for at most this
+# long: a hold that expired lazily (no delta until the sweep) shows as free after it.
+SEAT_MAP_MAX_AGE_S = 5.0
 LAYOUT_TTL_S = 300.0
 CATEGORIES_TTL_S = 300.0
 # Largest event id PostgreSQL's bigint holds; larger ids cannot exist.
@@ -61,12 +66,24 @@ class InventoryView(Protocol):
     async def seat_statuses(self, event_id: int) -> tuple[str, dict[str, str]]: ...
 
 
+class StreamReader(Protocol):
+    """The one Redis command the catalog issues itself (a ``RedisCluster`` has it)."""
+
+    async def xrevrange(
+        self, name: str, max: str = "+", min: str = "-", count: int | None = None
+    ) -> Any: ...
+
+
 class RenderedSeatMap(msgspec.Struct, frozen=True):
     """A seat map encoded once, with its ETag."""
 
     etag: str
     version: str
     body: bytes
+    layout_digest: str = ""
+    rendered_at: float = 0.0
+    # gzip of ``body``, made once per version (~95% smaller for a stadium).
+    gzipped: bytes = b""
 
 
 class _CompiledLayout(msgspec.Struct, frozen=True):
@@ -103,12 +120,14 @@ class Catalog:
         repository: CatalogRepository,
         inventory: InventoryView,
         *,
+        streams: StreamReader | None = None,
         price_ttl_s: float = PRICE_TTL_S,
         layout_ttl_s: float = LAYOUT_TTL_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.repository = repository
         self.inventory = inventory
+        self._streams = streams
         self._price_ttl_s = price_ttl_s
         self._layout_ttl_s = layout_ttl_s
         self._clock = clock
@@ -310,23 +329,62 @@ class Catalog:
             raise NotFound(f"event {event_id} not found")
         return await self._cached("layout", event_id, self._layout_ttl_s, load)
 
+    async def _stream_version(self, event_id: int) -> str | None:
+        """The inventory version from the change streams' last ids (cheap: one XREVRANGE
+        per partition), in ``Inventory.seat_statuses``' format; None if unknown."""
+        if self._streams is None:
+            return None
+        plan = getattr(self.inventory, "plan", None)
+        count = int(plan(event_id).count) if plan is not None else 1
+        versions: list[str] = []
+        for partition in range(count):
+            last = await self._streams.xrevrange(stream_key(event_id, partition), count=1)
+            raw = last[0][0] if last else b"0-0"
+            versions.append(raw.decode() if isinstance(raw, bytes) else str(raw))
+        return ",".join(versions)
+
     async def seat_map(self, event_id: int) -> RenderedSeatMap:
-        """The layout with the live status of every seat, encoded, with its ETag."""
+        """The layout with the live status of every seat, encoded, with its ETag.
+
+        While the inventory version is the one last rendered (and the rendering is younger
+        than ``SEAT_MAP_MAX_AGE_S``), the cached bytes are served after one cheap
+        XREVRANGE: a crowd polling a stadium's map costs one full read per change.
+        """
         layout = await self._layout(event_id)
-        version, statuses = await self._single_flight(
-            ("statuses", event_id), 0, lambda: self.inventory.seat_statuses(event_id)
+        last = self._rendered.get(event_id)
+        if (
+            last is not None
+            and last.layout_digest == layout.digest
+            and self._clock() - last.rendered_at < SEAT_MAP_MAX_AGE_S
+        ):
+            try:
+                current = await self._stream_version(event_id)
+            except Exception:
+                log.warning("stream version of event %s unavailable", event_id, exc_info=True)
+                current = None
+            if current == last.version:
+                return last
+        return await self._single_flight(
+            ("seat_map", event_id), 0, lambda: self._render(event_id, layout)
         )
+
+    async def _render(self, event_id: int, layout: _CompiledLayout) -> RenderedSeatMap:
+        version, statuses = await self.inventory.seat_statuses(event_id)
         etag = f'"{event_id}-{layout.digest}-{version}"'
         last = self._rendered.get(event_id)
         if last is not None and last.etag == etag:
-            return last
-        rendered = RenderedSeatMap(
-            etag=etag,
-            version=version,
-            body=msgspec.json.encode(
-                await self._build_seat_map(event_id, layout, version, statuses)
-            ),
-        )
+            rendered = msgspec.structs.replace(last, rendered_at=self._clock())
+        else:
+            seat_map = await self._build_seat_map(event_id, layout, version, statuses)
+            body = msgspec.json.encode(seat_map)
+            rendered = RenderedSeatMap(
+                etag=etag,
+                version=version,
+                body=body,
+                gzipped=gzip.compress(body, compresslevel=5, mtime=0),
+                layout_digest=layout.digest,
+                rendered_at=self._clock(),
+            )
         self._rendered[event_id] = rendered
         return rendered
 

@@ -3,6 +3,7 @@ full seed, and the real Redis Cluster inventory."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import socket
 import subprocess
@@ -354,6 +355,25 @@ async def test_seat_map_etag_304_and_live_change(
         await inventory.release(hold.hold_id, "catalog-test-buyer")
     released = await http.get(f"/api/v1/events/{event_id}/seats")
     assert _seat_status(released.json(), seat) == "f"
+
+
+async def test_seat_map_is_gzipped_for_clients_that_accept_it(
+    http: httpx.AsyncClient, seeded_catalog: SeededCatalog
+) -> None:
+    event_id = seeded_catalog.ids["final-copa-libertadores-2026"]
+    path = f"/api/v1/events/{event_id}/seats"
+    plain = await http.get(path, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200
+    assert "content-encoding" not in plain.headers
+    async with http.stream("GET", path, headers={"Accept-Encoding": "gzip"}) as zipped:
+        assert zipped.headers["content-encoding"] == "gzip"
+        assert zipped.headers["vary"] == "Accept-Encoding"
+        raw = b"".join([chunk async for chunk in zipped.aiter_raw()])
+    assert len(raw) < len(plain.content) // 10
+    assert gzip.decompress(raw) == plain.content
+    # Either tag revalidates the other representation.
+    for tag in (plain.headers["etag"], zipped.headers["etag"]):
+        assert (await http.get(path, headers={"If-None-Match": tag})).status_code == 304
 
 
 async def test_openapi_documents_the_catalog(http: httpx.AsyncClient) -> None:
