@@ -57,7 +57,8 @@ def named(docs: list[Doc], kind: str, name: str) -> Doc:
 def config_data(docs: list[Doc]) -> dict[str, str]:
     """The TB_* ConfigMap (its name carries a kustomize hash suffix)."""
     maps = [
-        d for d in of_kind(docs, "ConfigMap")
+        d
+        for d in of_kind(docs, "ConfigMap")
         if d["metadata"]["name"].startswith("ticketbuster-config")
     ]
     assert len(maps) == 1, [m["metadata"]["name"] for m in maps]

@@ -42,7 +42,8 @@ TOPICS = (
 
 def app_workloads(docs: list[Doc]) -> list[Doc]:
     return [
-        d for d in docs
+        d
+        for d in docs
         if d["kind"] in ("Deployment", "Job")
         and d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "ticketbuster"
     ]
@@ -138,9 +139,7 @@ def test_commands_run_modules_that_exist(rendered: dict[str, list[Doc]], overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_configmap_is_settings_the_code_reads(
-    rendered: dict[str, list[Doc]], overlay: str
-) -> None:
+def test_configmap_is_settings_the_code_reads(rendered: dict[str, list[Doc]], overlay: str) -> None:
     data = config_data(rendered[overlay])
     fields = {"TB_ENV", "TB_DATABASE_URL", "TB_REDIS_NODES"}
     for section in msgspec.structs.fields(Settings):
@@ -215,24 +214,33 @@ def test_every_app_pod_has_pdb_and_network_policy(
 
     policies = of_kind(docs, "NetworkPolicy")
     default_deny = [
-        p for p in policies
-        if p["spec"]["podSelector"] == {} and p["spec"]["policyTypes"] == ["Ingress"]
+        p
+        for p in policies
+        if p["spec"]["podSelector"] == {}
+        and p["spec"]["policyTypes"] == ["Ingress"]
         and not p["spec"].get("ingress")
     ]
     assert default_deny, "a default-deny ingress policy for the namespace"
     for doc in of_kind(app_workloads(docs), "Deployment"):
         labels = doc["spec"]["template"]["metadata"]["labels"]
         name = doc["metadata"]["name"]
-        pdbs = [p for p in of_kind(docs, "PodDisruptionBudget") if selects(p["spec"]["selector"], labels)]
+        pdbs = [
+            p
+            for p in of_kind(docs, "PodDisruptionBudget")
+            if selects(p["spec"]["selector"], labels)
+        ]
         assert len(pdbs) == 1, name
         allowed_in = [
-            p for p in policies
-            if p["spec"]["podSelector"] and selects(p["spec"]["podSelector"], labels)
+            p
+            for p in policies
+            if p["spec"]["podSelector"]
+            and selects(p["spec"]["podSelector"], labels)
             and "Ingress" in p["spec"]["policyTypes"]
         ]
         assert allowed_in, f"{name}: no policy lets Prometheus (or the ingress) in"
         egress = [
-            p for p in policies
+            p
+            for p in policies
             if selects(p["spec"]["podSelector"], labels) and "Egress" in p["spec"]["policyTypes"]
         ]
         assert egress, f"{name}: egress is not restricted"
@@ -257,7 +265,9 @@ def test_kafka_topics_match_settings_and_scaling(
 
     scaled = of_kind(docs, "ScaledObject")
     assert {s["spec"]["scaleTargetRef"]["name"] for s in scaled} == {
-        "ticketbuster-persister", "ticketbuster-issuer", "ticketbuster-notifier"
+        "ticketbuster-persister",
+        "ticketbuster-issuer",
+        "ticketbuster-notifier",
     }
     for so in scaled:
         target = named(docs, "Deployment", so["spec"]["scaleTargetRef"]["name"])
@@ -302,9 +312,7 @@ def test_prod_is_bigger_than_dev(rendered: dict[str, list[Doc]]) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_ingress_is_tls_through_cert_manager(
-    rendered: dict[str, list[Doc]], overlay: str
-) -> None:
+def test_ingress_is_tls_through_cert_manager(rendered: dict[str, list[Doc]], overlay: str) -> None:
     ing = named(rendered[overlay], "Ingress", "ticketbuster-api")
     assert "cert-manager.io/cluster-issuer" in ing["metadata"]["annotations"]
     hosts = {h for t in ing["spec"]["tls"] for h in t["hosts"]}
@@ -319,7 +327,7 @@ def test_vendored_crds_are_documented() -> None:
 
 
 def test_no_machine_paths_or_private_hosts() -> None:
-    for path in sorted(Path(K8S).rglob("*.yaml")) + [ROOT / "Dockerfile"]:
+    for path in [*sorted(Path(K8S).rglob("*.yaml")), ROOT / "Dockerfile"]:
         text = path.read_text()
         assert "/work/" not in text and "/home/" not in text, path
         assert not re.search(r"\b(10|192\.168|172\.(1[6-9]|2\d|3[01]))\.\d+\.\d+", text), path

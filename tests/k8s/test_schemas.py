@@ -36,7 +36,9 @@ def schema_for(doc: Doc) -> Path | None:
     return CRDS / group / f"{doc['kind'].lower()}_{version}.json"
 
 
-def check_jsonschema(schema: Path, docs: list[Doc], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def check_jsonschema(
+    schema: Path, docs: list[Doc], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
     files = []
     for i, doc in enumerate(docs):
         path = tmp_path / f"{schema.stem}-{i}.json"
@@ -44,7 +46,9 @@ def check_jsonschema(schema: Path, docs: list[Doc], tmp_path: Path) -> subproces
         files.append(str(path))
     return subprocess.run(
         [sys.executable, "-m", "check_jsonschema", *REGEX, "--schemafile", str(schema), *files],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -77,12 +81,23 @@ def test_custom_resources_against_vendored_crds(
             assert schema.exists(), f"no vendored schema for {doc['apiVersion']} {doc['kind']}"
             by_schema[schema].append(doc)
     kinds = {s.stem for s in by_schema}
-    assert {"kafka_v1", "kafkanodepool_v1", "kafkatopic_v1", "cluster_v1", "pooler_v1",
-            "scaledobject_v1alpha1", "servicemonitor_v1", "podmonitor_v1",
-            "prometheusrule_v1", "rediscluster_v1beta2"} <= kinds
+    assert {
+        "kafka_v1",
+        "kafkanodepool_v1",
+        "kafkatopic_v1",
+        "cluster_v1",
+        "pooler_v1",
+        "scaledobject_v1alpha1",
+        "servicemonitor_v1",
+        "podmonitor_v1",
+        "prometheusrule_v1",
+        "rediscluster_v1beta2",
+    } <= kinds
     for schema, docs in sorted(by_schema.items()):
         proc = check_jsonschema(schema, docs, tmp_path)
-        assert proc.returncode == 0, f"{overlay}: {schema.relative_to(K8S)}\n{proc.stdout}{proc.stderr}"
+        assert proc.returncode == 0, (
+            f"{overlay}: {schema.relative_to(K8S)}\n{proc.stdout}{proc.stderr}"
+        )
 
 
 def test_a_misspelt_field_is_caught(rendered: dict[str, list[Doc]], tmp_path: Path) -> None:
@@ -105,6 +120,8 @@ def test_vendored_schemas_are_valid_json_schema() -> None:
     for schema in schemas:
         proc = subprocess.run(
             [sys.executable, "-m", "check_jsonschema", *REGEX, "--check-metaschema", schema],
-            capture_output=True, text=True, timeout=300,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
