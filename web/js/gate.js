@@ -2,8 +2,8 @@
 // offline use, and signature checks with WebCrypto (EdDSA/Ed25519 or ES256).
 import { db } from './db.js';
 
-// Where the API publishes the ticket-signing keys; the first that answers wins.
-const JWKS_URLS = ['/api/v1/tickets/jwks.json', '/api/v1/tickets/.well-known/jwks.json', '/.well-known/ticket-jwks.json', '/api/v1/.well-known/jwks.json'];
+// Where the API publishes the ticket-signing public keys (core/tickets.py).
+const JWKS_URLS = ['/api/v1/tickets/jwks.json'];
 
 function b64url(str) {
   const b64 = str.replace(/-/g, '+').replace(/_/g, '/');

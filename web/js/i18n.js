@@ -47,11 +47,12 @@ export function applyStatic(root = document) {
 }
 
 const moneyFormats = new Map();
-/** Integer minor units -> "S/ 199.99". */
+/** Integer minor units -> "S/ 199.99" (Peruvian soles are written so in both languages). */
 export function money(minor, currency = 'PEN') {
   const key = `${lang}|${currency}`;
   if (!moneyFormats.has(key)) {
-    moneyFormats.set(key, new Intl.NumberFormat(locale(), { style: 'currency', currency, minimumFractionDigits: 2 }));
+    const loc = currency === 'PEN' ? 'es-PE' : locale();
+    moneyFormats.set(key, new Intl.NumberFormat(loc, { style: 'currency', currency, minimumFractionDigits: 2 }));
   }
   return moneyFormats.get(key).format((Number(minor) || 0) / 100);
 }
@@ -61,7 +62,10 @@ export function number(n) {
 }
 
 function toDate(value) {
-  return value instanceof Date ? value : new Date(typeof value === 'number' ? value : String(value));
+  if (value instanceof Date) return value;
+  if (typeof value === 'number') return new Date(value < 1e12 ? value * 1000 : value); // s or ms
+  if (/^\d+$/.test(String(value))) return toDate(Number(value));
+  return new Date(String(value));
 }
 
 export function dateLong(value) {

@@ -65,6 +65,12 @@ export async function savedOrder(orderId) {
   return db.get('kv', `order:${orderId}`);
 }
 
+/** The order this device placed for a hold, if any (the outbox records it). */
+export async function orderForHold(holdId) {
+  const all = await db.all('kv');
+  return all.find((v) => v && v.order_id && v.hold_id === holdId) || null;
+}
+
 export async function rememberOrder(order) {
   const prev = (await savedOrder(order.id)) || {};
   await db.put('kv', { ...prev, order_id: order.id, status: order.status, reason: order.reason }, `order:${order.id}`);

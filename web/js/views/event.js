@@ -194,7 +194,9 @@ export function render(main, [eventIdStr, sectionName]) {
       backBtn.hidden = model.sections.length <= 1;
       zoom.hidden = false;
       hint.hidden = false;
-      const cell = window.innerWidth < 600 ? 22 : 26;
+      // Fit the section's width when it can be read; otherwise scroll.
+      const room = (mapBody.clientWidth || 320) - 52;
+      const cell = Math.max(window.innerWidth < 600 ? 20 : 16, Math.min(28, Math.floor(room / Math.max(1, sec.width))));
       canvas = new SectionCanvas(model, index, { isSelected: (i) => selected.has(model.ids[i]), onToggle: toggleSeat, cell });
       mount(mapBody, h('div', { class: 'stage', 'aria-hidden': 'true' }, t('event.stage')), canvas.el);
       canvas.describe(false);

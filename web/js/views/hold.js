@@ -5,7 +5,8 @@ import { h, mount, s, toast } from '../dom.js';
 import { dateLong, money, t } from '../i18n.js';
 import { normalizeHold, parseSeatId } from '../model.js';
 import { pending, queueOrder } from '../outbox.js';
-import { navigate } from '../app.js';
+import { navigate, watchHold } from '../app.js';
+import { orderForHold } from '../wallet.js';
 
 const RING = 2 * Math.PI * 36;
 
@@ -175,9 +176,12 @@ export function render(main, [holdId]) {
 
   renderHold();
   timer = setInterval(tick, 250);
-  pending().then((entries) => {
-    if (!disposed && entries.some((e) => e.holdId === holdId)) showQueued();
-    else if (!disposed) refresh();
+  watchHold(holdId);
+  Promise.all([pending(), orderForHold(holdId)]).then(([entries, order]) => {
+    if (disposed) return;
+    if (order) navigate(`/orders/${encodeURIComponent(order.order_id)}`, { replace: true });
+    else if (entries.some((e) => e.holdId === holdId)) showQueued();
+    else refresh();
   });
 
   return () => {

@@ -29,7 +29,7 @@ export function render(main) {
         h('button', { type: 'button', class: 'btn btn-accent', onclick: () => loginOidc(`#${returnTo()}`).catch((e) => toast(`${t('login.failed')} ${e.message}`, 'err')) }, t('login.oidc')));
       return;
     }
-    const name = h('input', { class: 'input', id: 'login-name', name: 'username', autocomplete: 'username', required: true, value: localStorage.getItem('tb.lastSub') || '', maxlength: 64, pattern: '[A-Za-z0-9._@-]+' });
+    const name = h('input', { class: 'input', id: 'login-name', name: 'username', autocomplete: 'username', required: true, value: localStorage.getItem('tb.lastSub') || '', maxlength: 64, pattern: '[A-Za-z0-9._@\\-]+' });
     const role = (value, label, checked) => h('label', { class: 'checkrow' }, h('input', { type: 'checkbox', name: 'roles', value, checked }), label);
     const error = h('div', { class: 'error-box', role: 'alert', hidden: true });
     const submit = h('button', { type: 'submit', class: 'btn btn-accent', id: 'login-submit' }, t('login.submit'));
