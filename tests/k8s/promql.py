@@ -18,8 +18,19 @@ import yaml
 MONITORING = Path(__file__).resolve().parents[2] / "k8s" / "monitoring"
 
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool",
-    "and", "or", "unless", "offset", "inf", "nan",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
 }
 # Series Prometheus makes itself, not any target.
 PROMETHEUS_SERIES = {"ALERTS", "ALERTS_FOR_STATE", "up", "scrape_duration_seconds"}
@@ -38,7 +49,7 @@ def metric_names(expr: str) -> set[str]:
     # Not preceded by a digit: "5m" is a duration, "1e3" a number.
     for match in re.finditer(r"(?<![A-Za-z0-9_:.])[A-Za-z_:][A-Za-z0-9_:]*", text):
         word = match.group(0)
-        following = text[match.end():].lstrip()
+        following = text[match.end() :].lstrip()
         if following.startswith("("):
             continue  # a function call
         if word.lower() in _KEYWORDS:
@@ -77,7 +88,7 @@ def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 
 def dashboard_exprs() -> dict[str, str]:
-    """"<dashboard> / <panel title> / <refId>" -> expr, for every query, variable and annotation."""
+    """Where -> expr, for every panel query, variable and annotation of every dashboard."""
     exprs: dict[str, str] = {}
     for file, dash in dashboards().items():
         for panel in _panels(dash["panels"]):

@@ -77,9 +77,7 @@ def test_promtool_check_rules(rules_file: Path) -> None:
 def test_promtool_unit_tests(rules_file: Path) -> None:
     cases = rules_file.parent / "alerts_test.yaml"
     shutil.copy(Path(__file__).with_name("alerts_test.yaml"), cases)
-    proc = subprocess.run(
-        [promtool(), "test", "rules", str(cases)], capture_output=True, text=True
-    )
+    proc = subprocess.run([promtool(), "test", "rules", str(cases)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -98,8 +96,11 @@ def test_every_alert_has_a_unit_test() -> None:
 def test_the_required_alerts_exist() -> None:
     exprs = promql.rule_exprs()
     assert "TicketBusterOversold" in exprs and "> 0" in exprs["TicketBusterOversold"]
-    for alert in ("TicketBusterHighErrorRate", "TicketBusterHighLatencyP99",
-                  "TicketBusterConsumerLagHigh"):
+    for alert in (
+        "TicketBusterHighErrorRate",
+        "TicketBusterHighLatencyP99",
+        "TicketBusterConsumerLagHigh",
+    ):
         assert alert in exprs
 
 
@@ -123,7 +124,8 @@ def test_alerts_are_documented_with_a_runbook() -> None:
 def test_dashboards_and_alerts_read_only_contract_metrics() -> None:
     used = promql.exported_names_used()
     unknown = {
-        name: sorted(where) for name, where in used.items()
+        name: sorted(where)
+        for name, where in used.items()
         if promql.family(name, HISTOGRAMS) not in CONTRACT
     }
     assert not unknown, json.dumps(unknown, indent=1)
@@ -135,7 +137,7 @@ def test_dashboards_and_alerts_read_only_contract_metrics() -> None:
 def test_the_name_extractor_finds_metrics() -> None:
     expr = (
         'histogram_quantile(0.99, sum by (le) (rate(a_seconds_bucket{x="y{z}"}[5m])))'
-        ' / on () group_left sum without (pod) (b_total offset 5m) and c:rec or vector(0)'
+        " / on () group_left sum without (pod) (b_total offset 5m) and c:rec or vector(0)"
     )
     assert promql.metric_names(expr) == {"a_seconds_bucket", "b_total", "c:rec"}
 
@@ -148,8 +150,17 @@ def test_dashboard_is_provisionable() -> None:
     ids = [p["id"] for p in dash["panels"]]
     assert len(ids) == len(set(ids))
     titles = " ".join(p["title"].lower() for p in dash["panels"])
-    for wanted in ("oversold", "requests / s", "p99", "holds / s", "sold", "remaining",
-                   "orders", "consumer lag", "persister throughput"):
+    for wanted in (
+        "oversold",
+        "requests / s",
+        "p99",
+        "holds / s",
+        "sold",
+        "remaining",
+        "orders",
+        "consumer lag",
+        "persister throughput",
+    ):
         assert wanted in titles, wanted
     for panel in dash["panels"]:
         if panel["type"] != "row":
