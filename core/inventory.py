@@ -445,11 +445,13 @@ class Inventory:
             version=_text(rest[1]),
         )
 
-    async def _order_op(self, name: str, event_id: int, partition: int, order_id: str) -> list[Any]:
+    async def _order_op(
+        self, name: str, event_id: int, partition: int, order_id: str, *extra: str
+    ) -> list[Any]:
         validate_event_id(event_id)
         validate_partition(partition)
         validate_order_id(order_id)
-        code, rest = await self._code(name, event_id, partition, [order_id])
+        code, rest = await self._code(name, event_id, partition, [order_id, *extra])
         if code == "unknown":
             raise NotFound(f"order {order_id} not found in the inventory", order_id=order_id)
         if code in ("not_pending", "conflict"):
@@ -467,13 +469,29 @@ class Inventory:
         rest = await self._order_op("revert", event_id, partition, order_id)
         return cast(Literal["held", "free"], _text(rest[1]))
 
-    async def mark_sold(self, event_id: int, partition: int, order_id: str) -> int:
-        """Pending -> sold once the order is committed. Returns seats changed (0 if again)."""
-        rest = await self._order_op("mark_sold", event_id, partition, order_id)
+    async def mark_sold(
+        self,
+        event_id: int,
+        partition: int,
+        order_id: str,
+        seats: Sequence[str] = (),
+        buyer: str = "",
+    ) -> int:
+        """Pending -> sold once the order is committed. Returns seats changed (0 if again).
+
+        Pass the order's ``seats`` (and ``buyer``) when you have them: if Redis lost
+        the order (rebuild, failover), those seats are marked sold anyway, since
+        PostgreSQL committed them. Without seats an unknown order is NotFound.
+        """
+        seat_ids = [parse_seat_id(s).seat_id for s in seats]
+        if buyer:
+            validate_buyer(buyer)
+        rest = await self._order_op("mark_sold", event_id, partition, order_id, buyer, *seat_ids)
         return int(rest[0])
 
     async def reject(self, event_id: int, partition: int, order_id: str) -> int:
-        """Pending -> free after a rejection. Returns seats freed (0 if again)."""
+        """Pending -> free after a rejection. Returns seats freed (0 if again, or if
+        Redis does not know the order: nothing is pending under it)."""
         rest = await self._order_op("reject", event_id, partition, order_id)
         return int(rest[0])
 

@@ -28,9 +28,15 @@ end
 
 local exp = math.min(now + rec.l, rec.m)
 if exp > rec.e then
-  rec.e = exp
+  -- Only seats still pointing at this hold (mark_sold of a forgotten order may
+  -- have taken one over).
+  local old = TB.held_value(hold_id, rec.e)
+  local cur = TB.hmget(TB.K.state, rec.s)
   local value = TB.held_value(hold_id, exp)
-  for _, seat in ipairs(rec.s) do redis.call('HSET', TB.K.state, seat, value) end
+  for i, seat in ipairs(rec.s) do
+    if cur[i] == old then redis.call('HSET', TB.K.state, seat, value) end
+  end
+  rec.e = exp
   TB.put_hold(hold_id, rec)
 end
 return TB.hold_reply(hold_id, rec, TB.version())

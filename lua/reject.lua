@@ -1,11 +1,13 @@
 -- reject.lua: pending -> free, after the order was rejected downstream.
 --
 -- Only seats still pending under this order are freed. Idempotent: rejecting
--- a rejected order again is fine; a sold order cannot be rejected.
+-- a rejected order again is fine, and so is rejecting an order Redis does not
+-- know (after a rebuild nothing is pending under it); a sold order cannot be
+-- rejected.
 --
 -- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
 -- ARGV: order_id
--- Returns: {'ok', freed_seats} | {'unknown'} | {'conflict', status}
+-- Returns: {'ok', freed_seats} | {'conflict', status}
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -13,7 +15,7 @@
 local order_id = ARGV[1]
 
 local raw = redis.call('HGET', TB.K.orders, order_id)
-if not raw then return {'unknown'} end
+if not raw then return {'ok', 0} end
 local order = cjson.decode(raw)
 if order.st == 'rejected' then return {'ok', 0} end
 if order.st ~= 'pending' then return {'conflict', order.st} end

@@ -321,6 +321,7 @@ async def test_mark_sold_and_reject(inventory: Inventory, event: int) -> None:
         await inventory.revert(event, 0, sold.order_id)
     with pytest.raises(NotFound):
         await inventory.mark_sold(event, 0, order())
+    assert await inventory.reject(event, 0, order()) == 0  # unknown: nothing pending
     assert (await inventory.seat_statuses(event))[1] == {"101-A-1": "sold"}
     assert await inventory.buyer_usage(event, "bob") == 0
     assert await inventory.availability(event) == {"VIP": 9, "GENERAL": 20}
@@ -476,3 +477,23 @@ async def test_partitions_split_an_event_by_section(redis_cluster: RedisCluster)
     assert await inventory.availability(event) == {"VIP": 0, "GENERAL": 6}
     with pytest.raises(InvalidInput):
         await inventory.load(event, 0, layout(section="S"))
+
+
+async def test_mark_sold_of_an_order_redis_forgot_still_sells_its_seats(
+    inventory: Inventory, event: int
+) -> None:
+    # PostgreSQL committed an order that a rebuild dropped from Redis; meanwhile
+    # someone else holds one of its seats again.
+    placed = order()
+    other = await inventory.hold(event, ["101-B-2"], "bob")
+    sold = await inventory.mark_sold(event, 0, placed, seats=["101-B-1", "101-B-2"], buyer="zoe")
+    assert sold == 2
+    assert (await inventory.seat_statuses(event))[1] == {"101-B-1": "sold", "101-B-2": "sold"}
+    assert await inventory.buyer_usage(event, "zoe") == 2
+    assert await inventory.mark_sold(event, 0, placed) == 0  # known now: idempotent
+    # Bob's hold lost the seat: it can be neither extended back nor confirmed.
+    await inventory.extend(other.hold_id, "bob")
+    assert (await inventory.seat_statuses(event))[1]["101-B-2"] == "sold"
+    with pytest.raises(HoldExpired):
+        await inventory.confirm(other.hold_id, "bob", order())
+    assert await inventory.availability(event) == {"VIP": 10, "GENERAL": 18}
