@@ -44,6 +44,7 @@ export default {
   'event.map': 'Seat map',
   'event.sections': 'Pick a section',
   'event.section': ({ s }) => `Section ${s}`,
+  'event.sectionList': ({ n }) => `All sections (${n})`,
   'event.allSections': '← Sections',
   'event.stage': 'STAGE',
   'event.sectionLabel': ({ s, cat, n }) => `Section ${s}, ${cat}, ${n} free`,

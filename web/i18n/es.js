@@ -44,6 +44,7 @@ export default {
   'event.map': 'Mapa de asientos',
   'event.sections': 'Elige una sección',
   'event.section': ({ s }) => `Sección ${s}`,
+  'event.sectionList': ({ n }) => `Todas las secciones (${n})`,
   'event.allSections': '← Secciones',
   'event.stage': 'ESCENARIO',
   'event.sectionLabel': ({ s, cat, n }) => `Sección ${s}, ${cat}, ${n} libres`,

@@ -2,7 +2,7 @@
 // section drawn on a canvas, so a stadium of 80,000 seats never puts 80,000
 // nodes in the page. The canvas is keyboard-operable: arrow keys move a
 // cursor between seats, Enter/Space picks, and a live region reads the seat.
-import { h } from './dom.js';
+import { h, s } from './dom.js';
 import { money, number, t } from './i18n.js';
 
 const TAKEN = '#cdc9d8';
@@ -306,4 +306,123 @@ export class SectionCanvas {
     });
     this.canvas.addEventListener('pointerleave', () => { this.tooltip.hidden = true; });
   }
+}
+
+/**
+ * A drawing of the venue: sections as sectors of rings around the stage, the
+ * dearest category nearest. A stadium (many sections) gets a full bowl around
+ * the field; a theatre or club gets a fan in front of the stage. Each sector is
+ * a button; arrow keys move between them (one tab stop for the whole map).
+ */
+export function venueMap(model, { onOpen, selectedSections }) {
+  const sections = model.sections;
+  const bowl = sections.length > 12;
+  const W = 640;
+  const H = bowl ? 470 : 360;
+  const cx = W / 2;
+  const cy = bowl ? H / 2 : 54;
+  const rings = [];
+  for (const sec of sections) {
+    if (!rings[sec.cat]) rings[sec.cat] = [];
+    rings[sec.cat].push(sec);
+  }
+  const ringList = rings.filter(Boolean);
+  const inner = bowl ? 118 : 70;
+  const outer = bowl ? 228 : 300;
+  const band = (outer - inner) / ringList.length;
+  const gap = bowl ? 0.012 : 0.02;
+  const aspect = bowl ? 1.32 : 1.0; // stadiums are oval
+  const point = (r, a) => [cx + r * aspect * Math.cos(a), cy + r * Math.sin(a)];
+  const arc = (r, a0, a1, steps) => {
+    const pts = [];
+    for (let k = 0; k <= steps; k += 1) pts.push(point(r, a0 + ((a1 - a0) * k) / steps));
+    return pts;
+  };
+  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'venue-map', role: 'group', 'aria-label': t('event.sections') });
+  if (bowl) {
+    svg.append(
+      s('ellipse', { cx, cy, rx: (inner - 12) * aspect, ry: inner - 12, fill: '#e7f3ea', stroke: '#b9dcc3', 'stroke-width': 2 }),
+      s('rect', { x: cx - 70, y: cy - 26, width: 140, height: 52, rx: 10, fill: '#3b1a78' }),
+      s('text', { x: cx, y: cy + 5, 'text-anchor': 'middle', class: 'venue-stage-label' }, t('event.stage')),
+    );
+  } else {
+    svg.append(
+      s('rect', { x: cx - 150, y: 10, width: 300, height: 40, rx: 12, fill: '#3b1a78' }),
+      s('text', { x: cx, y: 35, 'text-anchor': 'middle', class: 'venue-stage-label' }, t('event.stage')),
+    );
+  }
+  const nodes = new Map();
+  const order = [];
+  ringList.forEach((ring, ri) => {
+    const r0 = inner + ri * band + 3;
+    const r1 = inner + (ri + 1) * band - 3;
+    const [start, span] = bowl ? [-Math.PI / 2, 2 * Math.PI] : [Math.PI * 0.1, Math.PI * 0.8];
+    const step = span / ring.length;
+    ring.forEach((sec, k) => {
+      // Fans read left to right from the audience's view; bowls clockwise from the top.
+      const a0 = start + step * k + gap;
+      const a1 = start + step * (k + 1) - gap;
+      const steps = Math.max(2, Math.ceil((a1 - a0) / 0.08));
+      const pts = [...arc(r1, a0, a1, steps), ...arc(r0, a1, a0, steps)];
+      const d = `M${pts.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join('L')}Z`;
+      const c = model.categories[sec.cat];
+      const path = s('path', { d, fill: c.color });
+      const [tx, ty] = point((r0 + r1) / 2, (a0 + a1) / 2);
+      const arcLen = ((r0 + r1) / 2) * (a1 - a0) * (bowl ? 1.15 : 1);
+      const label = arcLen > 26 ? s('text', { x: tx.toFixed(1), y: (ty + 4).toFixed(1), 'text-anchor': 'middle', class: 'venue-sec-label', 'font-size': bowl ? 11 : 15 }, sec.name) : null;
+      const title = s('title');
+      const g = s('g', { class: 'venue-sec', role: 'button', tabindex: '-1', dataset: { section: sec.name } }, path, label, title);
+      g.addEventListener('click', () => onOpen(sec.index));
+      nodes.set(sec.index, { g, path, title, sec, c, ring: ri, pos: k });
+      order.push(sec.index);
+      svg.append(g);
+    });
+  });
+  let current = order[0];
+  const focusSection = (index) => {
+    const prev = nodes.get(current);
+    if (prev) prev.g.setAttribute('tabindex', '-1');
+    current = index;
+    const node = nodes.get(index);
+    node.g.setAttribute('tabindex', '0');
+    node.g.focus();
+  };
+  if (order.length) nodes.get(order[0]).g.setAttribute('tabindex', '0');
+  svg.addEventListener('keydown', (ev) => {
+    const node = nodes.get(current);
+    if (!node) return;
+    const ring = ringList[node.ring];
+    let next = null;
+    if (ev.key === 'Enter' || ev.key === ' ') {
+      ev.preventDefault();
+      onOpen(current);
+      return;
+    }
+    if (ev.key === 'ArrowRight') next = ring[(node.pos + 1) % ring.length];
+    else if (ev.key === 'ArrowLeft') next = ring[(node.pos - 1 + ring.length) % ring.length];
+    else if (ev.key === 'ArrowUp' || ev.key === 'ArrowDown') {
+      const other = ringList[node.ring + (ev.key === 'ArrowDown' ? 1 : -1)];
+      if (other) next = other[Math.min(other.length - 1, Math.floor(((node.pos + 0.5) / ring.length) * other.length))];
+    }
+    if (next) {
+      ev.preventDefault();
+      focusSection(next.index);
+    }
+  });
+  function update(only) {
+    const sel = selectedSections();
+    for (const [k, node] of nodes) {
+      if (only && !only.has(k)) continue;
+      const { sec, c } = node;
+      const share = sec.total ? sec.free / sec.total : 0;
+      node.path.setAttribute('fill', sec.free ? c.color : '#d6d3df');
+      node.path.setAttribute('fill-opacity', sec.free ? String(0.45 + 0.55 * share) : '1');
+      node.g.classList.toggle('has-sel', sel.has(k));
+      const label = t('event.sectionLabel', { s: sec.label || sec.name, cat: c.name, n: number(sec.free) });
+      node.g.setAttribute('aria-label', label);
+      node.title.textContent = label;
+    }
+  }
+  update();
+  return { el: svg, update };
 }

@@ -6,7 +6,7 @@ import { h, mount, toast } from '../dom.js';
 import { categoryName, dateLong, money, number, t } from '../i18n.js';
 import { EventChannel } from '../live.js';
 import { normalizeEvent, normalizeHold, problemSeats, SeatMap } from '../model.js';
-import { SectionCanvas, sectionOverview } from '../seatmap.js';
+import { SectionCanvas, sectionOverview, venueMap } from '../seatmap.js';
 import { navigate } from '../app.js';
 
 const seatCache = new Map(); // eventId -> {etag, model}
@@ -185,8 +185,13 @@ export function render(main, [eventIdStr, sectionName]) {
       backBtn.hidden = true;
       zoom.hidden = true;
       hint.hidden = true;
-      overview = sectionOverview(model, { onOpen: (k) => openSection(k, true), selectedSections });
-      mount(mapBody, h('div', { class: 'stage', 'aria-hidden': 'true' }, t('event.stage')), overview.el);
+      const open = (k) => openSection(k, true);
+      const drawing = venueMap(model, { onOpen: open, selectedSections });
+      const tiles = sectionOverview(model, { onOpen: open, selectedSections });
+      overview = { update: (only) => { drawing.update(only); tiles.update(only); } };
+      mount(mapBody, drawing.el,
+        h('details', { class: 'sections-list', open: model.sections.length <= 12 },
+          h('summary', null, t('event.sectionList', { n: model.sections.length })), tiles.el));
       if (push) history.pushState(null, '', `#/events/${eventId}`);
     } else {
       const sec = model.sections[index];
