@@ -15,10 +15,12 @@ from litestar.params import Parameter
 
 from api.catalog.deps import CATALOG_DEPENDENCY
 from api.catalog.schemas import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, list_filters
-from api.catalog.service import MAX_EVENT_ID, Catalog
+from api.catalog.service import Catalog
 from core.events import Category, Event, EventPage, SeatMap
 
-EventId = Annotated[int, Parameter(ge=1, le=MAX_EVENT_ID, description="The event's id.")]
+# No upper bound in the schema: 2**63-1 does not survive as a JSON number (it becomes a
+# float); larger ids are simply not found (404).
+EventId = Annotated[int, Parameter(ge=1, description="The event's id.")]
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -67,7 +69,12 @@ class CatalogController(Controller):
         self,
         catalog: Catalog,
         category: Annotated[
-            str | None, Parameter(max_length=32, description="A category code.")
+            str | None,
+            Parameter(
+                max_length=32,
+                pattern=r"^[A-Z][A-Z_]{1,31}$",
+                description="A category code (GET /api/v1/categories).",
+            ),
         ] = None,
         q: Annotated[
             str | None,
@@ -89,7 +96,11 @@ class CatalogController(Controller):
         ] = DEFAULT_LIMIT,
         cursor: Annotated[
             str | None,
-            Parameter(max_length=64, description="`next_cursor` of the previous page."),
+            Parameter(
+                max_length=64,
+                pattern=r"^[A-Za-z0-9_-]+$",
+                description="`next_cursor` of the previous page.",
+            ),
         ] = None,
     ) -> EventPage:
         """Published events by start time, with the seats still free per price category.
