@@ -11,9 +11,14 @@ test (test_dashboard_queries_return_data) checks the queries return data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import json
 import os
 import re
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -148,3 +153,213 @@ def test_every_dashboard_and_alert_metric_is_exported(
     # The API serves Litestar's metrics under the names the dashboards use.
     assert "litestar_requests_total" in scraped["api"]
     assert "litestar_request_duration_seconds_bucket" in scraped["api"]
+
+
+# -- stretch: a real Prometheus scrapes them during a short sale ---------------------------
+
+# Panels that only have data when something fails (no 5xx/429 in a healthy run);
+# for them the series they read must exist, not the filtered result.
+ONLY_ON_FAILURE = re.compile(r'status_code=~"5\.\.(\|429)?"')
+
+
+class PrometheusServer:
+    """Debian's ``prometheus`` on a free loopback port, scraping the given targets every second."""
+
+    def __init__(self, targets: dict[str, str], workdir: Path) -> None:
+        binary = shutil.which("prometheus")
+        if binary is None:
+            pytest.fail("prometheus not found: run .ci/install-tools.sh")
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = {
+            "global": {
+                "scrape_interval": "1s",
+                "scrape_timeout": "1s",
+                "evaluation_interval": "1s",
+            },
+            "scrape_configs": [
+                {"job_name": f"ticketbuster-{name}", "static_configs": [{"targets": [target]}]}
+                for name, target in targets.items()
+            ],
+        }
+        (workdir / "prometheus.yml").write_text(json.dumps(config))
+        self.log_path = workdir / "prometheus.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prometheus exited: {self.log_path.read_text()[-2000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.base_url + "/-/ready", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError("prometheus not ready")
+
+    def query(self, expr: str) -> list[dict[str, object]]:
+        response = httpx.get(self.base_url + "/api/v1/query", params={"query": expr}, timeout=10)
+        body = response.json()
+        assert body.get("status") == "success", (expr, body)
+        result: list[dict[str, object]] = body["data"]["result"]
+        return result
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+
+async def seed_small_event(dsn: str, redis_nodes: str) -> tuple[int, list[str]]:
+    """One 40-seat event in the session database and Redis, with a fresh large id."""
+    import asyncpg
+
+    from core.inventory import Inventory
+    from migrations.seed import read_csv, seed
+    from tests.integration.catalog_seed import cluster_client, restart_event_ids
+
+    await restart_event_ids(dsn)
+    template = read_csv()[0]
+    event = dataclasses.replace(template, slug=f"k8s-metrics-{secrets.token_hex(4)}", capacity=40)
+    client = cluster_client(redis_nodes)
+    await client.initialize()
+    try:
+        report = await seed(dsn, Inventory(client), [event])
+    finally:
+        await client.aclose()
+    ((event_id, _, _),) = report.created
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT seat_id FROM catalog.seats WHERE event_id = $1 ORDER BY seat_id", event_id
+        )
+    finally:
+        await conn.close()
+    return event_id, [r["seat_id"] for r in rows]
+
+
+def buy_flow(base_url: str, event_id: int, seats: list[str]) -> list[str]:
+    """A tiny on-sale: holds (won and lost), an order, a check-in, a live seat map.
+
+    Returns what did not work, to explain empty panels; the assertions are on the data.
+    """
+    problems: list[str] = []
+    http = httpx.Client(base_url=base_url, timeout=10)
+
+    def token(sub: str, roles: list[str]) -> str:
+        response = http.post("/api/v1/auth/dev-token", json={"sub": sub, "roles": roles})
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def step(name: str, response: httpx.Response, *ok: int) -> httpx.Response:
+        if response.status_code not in ok:
+            problems.append(f"{name}: {response.status_code} {response.text[:200]}")
+        return response
+
+    alice = {"Authorization": f"Bearer {token('k8s-alice', ['buyer'])}"}
+    bob = {"Authorization": f"Bearer {token('k8s-bob', ['buyer'])}"}
+    scanner = {"Authorization": f"Bearer {token('k8s-gate', ['scanner'])}"}
+    step("seat map", http.get(f"/api/v1/events/{event_id}/seats"), 200)
+    hold = step(
+        "hold",
+        http.post(f"/api/v1/events/{event_id}/holds", json={"seats": seats[:2]}, headers=alice),
+        200,
+        201,
+    )
+    step(
+        "conflicting hold",
+        http.post(f"/api/v1/events/{event_id}/holds", json={"seats": seats[:1]}, headers=bob),
+        409,
+    )
+    if hold.status_code in (200, 201):
+        order = step(
+            "order",
+            http.post(
+                "/api/v1/orders",
+                json={"hold_id": hold.json()["hold_id"]},
+                headers={**alice, "Idempotency-Key": secrets.token_hex(8)},
+            ),
+            202,
+        )
+        if order.status_code == 202:
+            order_id = order.json()["order_id"]
+            deadline = time.monotonic() + 30
+            status = "pending"
+            while status == "pending" and time.monotonic() < deadline:
+                time.sleep(0.3)
+                status = (
+                    http.get(f"/api/v1/orders/{order_id}", headers=alice)
+                    .json()
+                    .get("status", "pending")
+                )
+            if status != "confirmed":
+                problems.append(f"order {order_id} ended {status}")
+    step(
+        "check-in",
+        http.post("/api/v1/checkins", json={"token": "not-a-ticket"}, headers=scanner),
+        422,
+    )
+    http.close()
+    return problems
+
+
+def test_dashboard_queries_return_data(app_settings: Settings, tmp_path: Path) -> None:
+    from websockets.sync.client import connect
+
+    from core.live import SUBPROTOCOL_JSON
+
+    event_id, seats = asyncio.run(
+        seed_small_event(app_settings.database.url, app_settings.redis.cluster_nodes)
+    )
+    multiproc = tmp_path / "prometheus-api"
+    multiproc.mkdir()
+    with contextlib.ExitStack() as stack:
+        api = stack.enter_context(
+            granian_server(
+                app_settings, tmp_path / "api.log", {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
+            )
+        )
+        workers = stack.enter_context(running_workers(app_settings, tmp_path))
+        targets = {"api": f"127.0.0.1:{api.port}"}
+        targets |= {w.name: f"127.0.0.1:{w.port}" for w in workers}
+        prometheus = PrometheusServer(targets, tmp_path)
+        stack.callback(prometheus.stop)
+        prometheus.wait_ready()
+
+        ws_url = api.base_url.replace("http", "ws") + f"/api/v1/events/{event_id}/live"
+        live = stack.enter_context(connect(ws_url, subprotocols=[SUBPROTOCOL_JSON]))
+        with contextlib.suppress(TimeoutError):
+            live.recv(timeout=5)
+        problems = buy_flow(api.base_url, event_id, seats)
+        time.sleep(8)  # several scrapes after the sale, while the socket is still open
+
+        empty = {}
+        for where, expr in promql.dashboard_exprs().items():
+            query = expr.replace("$__range", "10m").replace("$event", ".*")
+            if where.endswith("annotation TicketBuster alerts"):
+                continue  # ALERTS has series only while an alert fires
+            if ONLY_ON_FAILURE.search(query):
+                query = ONLY_ON_FAILURE.sub("", query).replace(", }", "}")
+            if not prometheus.query(query):
+                empty[where] = query
+    assert not empty, (
+        "dashboard queries with no data after a short sale:\n"
+        + "\n".join(f"  {w}: {q}" for w, q in sorted(empty.items()))
+        + ("\nflow steps that did not work:\n  " + "\n  ".join(problems) if problems else "")
+    )
