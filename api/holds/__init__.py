@@ -1,0 +1,1 @@
+"""Holds API: place, read, extend and release seat holds (area 1)."""

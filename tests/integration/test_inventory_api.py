@@ -1,0 +1,247 @@
+"""The holds API over real HTTP: the API as a Granian process, a freshly seeded event in
+the session database, the real Redis Cluster inventory and the catalog's prices."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from core.inventory import Inventory, partition_keys
+from core.settings import Settings
+from migrations.seed import SeedEvent, seed
+from tests.integration.api_servers import granian_server, with_overrides
+from tests.integration.catalog_seed import cluster_client, restart_event_ids
+
+pytestmark = pytest.mark.slow
+
+BASE_PRICE = 10_000  # 100.00 PEN: VIP 200.00, PLATINUM 150.00, GENERAL 100.00
+
+
+class Seeded:
+    def __init__(self, event_id: int, seats: dict[str, str]) -> None:
+        self.event_id = event_id
+        self.seats = seats  # seat -> category
+
+    def of(self, category: str) -> list[str]:
+        return [s for s, c in self.seats.items() if c == category]
+
+
+@pytest.fixture(scope="module")
+async def seeded(pg_dsn: str, services: dict[str, str]) -> AsyncIterator[Seeded]:
+    await restart_event_ids(pg_dsn)
+    client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+    await client.initialize()
+    event = SeedEvent(
+        slug=f"holds-api-{datetime.now(UTC).timestamp():.0f}",
+        title="Holds API test",
+        category="CONCERT",
+        venue="Test Hall",
+        address="Loopback 1",
+        starts_at=datetime.now(UTC) + timedelta(days=30),
+        base_price_minor=BASE_PRICE,
+        capacity=200,
+    )
+    report = await seed(pg_dsn, Inventory(client), [event])
+    event_id = report.created[0][0]
+    seats: dict[str, str] = {}
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        for row in await conn.fetch(
+            "SELECT seat_id, category FROM catalog.seats WHERE event_id = $1", event_id
+        ):
+            seats[row["seat_id"]] = row["category"]
+    finally:
+        await conn.close()
+    yield Seeded(event_id, seats)
+    for key in partition_keys(event_id, 0):
+        await client.delete(key)
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def api_url(
+    seeded: Seeded, settings: Settings, pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    config = with_overrides(
+        settings,
+        database={"url": pg_dsn},
+        api={"rate_limit_enabled": False},
+        holds={"ttl_s": 600, "max_seats_per_buyer": 6, "max_seats_per_hold": 6},
+    )
+    log = Path(tmp_path_factory.mktemp("holds-api")) / "api.log"
+    with granian_server(config, log) as server:
+        yield server.base_url
+
+
+@pytest.fixture
+async def http(api_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=api_url, timeout=30) as client:
+        yield client
+
+
+async def token(
+    http: httpx.AsyncClient, sub: str, roles: list[str] | None = None
+) -> dict[str, str]:
+    body: dict[str, Any] = {"sub": sub}
+    if roles is not None:
+        body["roles"] = roles
+    response = await http.post("/api/v1/auth/dev-token", json=body)
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+def problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["type"] == f"https://ticketbuster.dev/problems/{code}", body
+    return body
+
+
+async def test_hold_explicit_seats_with_prices(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    alice = await token(http, "alice-api")
+    vip, general = seeded.of("VIP")[0], seeded.of("GENERAL")[0]
+    response = await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds", json={"seats": [vip, general]}, headers=alice
+    )
+    assert response.status_code == 201, response.text
+    hold = response.json()
+    assert response.headers["location"] == f"/api/v1/holds/{hold['hold_id']}"
+    assert hold["event_id"] == seeded.event_id
+    assert hold["seats"] == [
+        {"seat_id": vip, "category": "VIP", "price_minor": 20_000},
+        {"seat_id": general, "category": "GENERAL", "price_minor": 10_000},
+    ]
+    assert hold["total_minor"] == 30_000 and hold["currency"] == "PEN"
+    assert hold["expires_at"] - hold["created_at"] == 600_000
+    assert hold["max_expires_at"] - hold["created_at"] == 1_200_000
+
+    got = await http.get(f"/api/v1/holds/{hold['hold_id']}", headers=alice)
+    assert got.status_code == 200 and got.json() == hold
+
+    # Someone else: the seats are taken (409 naming them) and the hold is not theirs (404).
+    bob = await token(http, "bob-api")
+    taken = await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds", json={"seats": [general]}, headers=bob
+    )
+    assert problem(taken, 409, "seat_unavailable")["seats"] == [general]
+    problem(await http.get(f"/api/v1/holds/{hold['hold_id']}", headers=bob), 404, "not_found")
+    problem(await http.delete(f"/api/v1/holds/{hold['hold_id']}", headers=bob), 404, "not_found")
+
+    extended = await http.post(f"/api/v1/holds/{hold['hold_id']}/extend", headers=alice)
+    assert extended.status_code == 200, extended.text
+    assert hold["expires_at"] <= extended.json()["expires_at"] <= hold["max_expires_at"]
+
+    released = await http.delete(f"/api/v1/holds/{hold['hold_id']}", headers=alice)
+    assert released.status_code == 204
+    problem(await http.get(f"/api/v1/holds/{hold['hold_id']}", headers=alice), 404, "not_found")
+    again = await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds", json={"seats": [general]}, headers=bob
+    )
+    assert again.status_code == 201
+    await http.delete(f"/api/v1/holds/{again.json()['hold_id']}", headers=bob)
+
+
+async def test_hold_best_available(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    carol = await token(http, "carol-api")
+    response = await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds",
+        json={"quantity": 3, "category": "PLATINUM"},
+        headers=carol,
+    )
+    assert response.status_code == 201, response.text
+    hold = response.json()
+    assert [s["category"] for s in hold["seats"]] == ["PLATINUM"] * 3
+    assert hold["total_minor"] == 3 * 15_000
+    rows = {s["seat_id"].rsplit("-", 1)[0] for s in hold["seats"]}
+    numbers = [int(s["seat_id"].rsplit("-", 1)[1]) for s in hold["seats"]]
+    assert len(rows) == 1 and numbers == list(range(numbers[0], numbers[0] + 3))
+    await http.delete(f"/api/v1/holds/{hold['hold_id']}", headers=carol)
+
+
+async def test_bad_requests(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    dave = await token(http, "dave-api")
+    url = f"/api/v1/events/{seeded.event_id}/holds"
+    seat = seeded.of("GENERAL")[5]
+    for body in (
+        {},
+        {"seats": []},
+        {"seats": [seat], "quantity": 1, "category": "VIP"},
+        {"quantity": 2},
+        {"seats": ["not a seat"]},
+        {"seats": [seat] * 2},
+        {"seats": seeded.of("GENERAL")[:7]},
+        {"quantity": 0, "category": "VIP"},
+        {"quantity": 2, "category": "NOPE"},
+    ):
+        problem(await http.post(url, json=body, headers=dave), 422, "invalid_input")
+    unknown = await http.post(url, json={"seats": ["ZZ-Z-1"]}, headers=dave)
+    assert problem(unknown, 422, "invalid_input")["seats"] == ["ZZ-Z-1"]
+    extra = await http.post(url, json={"seats": [seat], "price": 1}, headers=dave)
+    assert extra.status_code in (400, 422), extra.text
+    problem(await http.post(url, json={"seats": [seat]}), 401, "unauthorized")
+    problem(
+        await http.post(
+            "/api/v1/events/999999999999999/holds", json={"seats": [seat]}, headers=dave
+        ),
+        404,
+        "not_found",
+    )
+    problem(await http.get("/api/v1/holds/not-a-hold", headers=dave), 422, "invalid_input")
+    problem(
+        await http.get(f"/api/v1/holds/h{seeded.event_id}.0.0123456789abcdef", headers=dave),
+        404,
+        "not_found",
+    )
+
+
+async def test_buyer_limit_is_429(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    erin = await token(http, "erin-api")
+    url = f"/api/v1/events/{seeded.event_id}/holds"
+    general = seeded.of("GENERAL")
+    first = await http.post(url, json={"seats": general[20:26]}, headers=erin)
+    assert first.status_code == 201, first.text
+    over = await http.post(url, json={"seats": general[30:31]}, headers=erin)
+    body = problem(over, 429, "limit_exceeded")
+    assert body["limit"] == 6 and body["used"] == 6
+    await http.delete(f"/api/v1/holds/{first.json()['hold_id']}", headers=erin)
+
+
+async def test_many_buyers_race_for_one_seat_over_http(
+    http: httpx.AsyncClient, seeded: Seeded
+) -> None:
+    seat = seeded.of("GENERAL")[40]
+    headers = await asyncio.gather(*(token(http, f"racer-{i}") for i in range(40)))
+    responses = await asyncio.gather(
+        *(
+            http.post(f"/api/v1/events/{seeded.event_id}/holds", json={"seats": [seat]}, headers=h)
+            for h in headers
+        )
+    )
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * 39
+
+
+async def test_hold_metrics_are_exported(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    frank = await token(http, "frank-api")
+    ok = await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds",
+        json={"seats": [seeded.of("VIP")[9]]},
+        headers=frank,
+    )
+    assert ok.status_code == 201, ok.text
+    await http.delete(f"/api/v1/holds/{ok.json()['hold_id']}", headers=frank)
+    await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds", json={"seats": ["ZZ-Z-9"]}, headers=frank
+    )
+    text = (await http.get("/metrics")).text
+    assert 'ticketbuster_holds_total{result="invalid"}' in text
+    assert 'ticketbuster_holds_total{result="ok"}' in text
+    assert "ticketbuster_hold_duration_seconds_bucket" in text
