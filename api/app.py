@@ -64,6 +64,7 @@ from api.errors import exception_handler
 from api.health import healthz, metrics, readyz
 from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
+from api.openapi import document_problems
 from api.ratelimit import RateLimiter, RateLimitMiddleware
 from core.settings import Settings, SettingsError, load_settings
 
@@ -312,6 +313,7 @@ def create_app(
     app = Litestar(
         route_handlers=[*route_handlers(settings), *extra_route_handlers],
         lifespan=[lifespan, *_domain_lifespans()],
+        on_startup=[document_problems],
         state=State({"settings": settings}),
         dependencies={
             "settings": Provide(provide_settings),
