@@ -316,3 +316,26 @@ def test_served_by_granian(api_settings: Settings, tmp_path: Path) -> None:
         assert "litestar_requests_total" in http.get("/metrics").text
     log = (tmp_path / "granian.log").read_text()
     assert '"logger":"ticketbuster.access"' in log  # structured JSON access log
+
+
+def test_metrics_aggregate_granian_workers(api_settings: Settings, tmp_path: Path) -> None:
+    """Two Granian workers: whichever answers /metrics counts the requests of both."""
+    s = with_overrides(api_settings, api={"workers": 2})
+    env = {"TB_API_WORKERS": "2", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom")}
+    with (
+        granian_server(s, tmp_path / "granian.log", extra_env=env) as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
+        for _ in range(40):
+            response = http.get("/api/v1/me", headers={"Connection": "close"})
+            assert response.status_code == 401
+        for _ in range(4):
+            text = http.get("/metrics", headers={"Connection": "close"}).text
+            total = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("litestar_requests_total{") and 'path="/api/v1/me"' in line
+            )
+            assert total == 40, text[:2000]
+        files = {p.name for p in (tmp_path / "prom").iterdir()}
+    assert len({name.rsplit("_", 1)[-1] for name in files}) >= 2  # one set per worker
