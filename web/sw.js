@@ -62,14 +62,14 @@ async function networkFirst(request) {
     if (response.ok) cache.put(request, response.clone());
     return response;
   } catch (err) {
-    const hit = await cache.match(request);
+    const hit = await cache.match(request, { ignoreVary: true });
     if (hit) return hit;
     // Another filter of the catalog: the last unfiltered list beats nothing.
     const url = new URL(request.url);
     if (url.pathname === '/api/v1/events') {
       const keys = await cache.keys();
       const any = keys.find((k) => new URL(k.url).pathname === '/api/v1/events');
-      if (any) return cache.match(any);
+      if (any) return cache.match(any, { ignoreVary: true });
     }
     throw err;
   }
@@ -78,7 +78,7 @@ async function networkFirst(request) {
 // Shell files: answer from the cache at once, refresh it in the background.
 async function staleWhileRevalidate(request, event) {
   const cache = await caches.open(VERSION);
-  const hit = await cache.match(request, { ignoreSearch: true });
+  const hit = await cache.match(request, { ignoreSearch: true, ignoreVary: true });
   const refresh = fetch(request).then((response) => {
     if (response.ok) cache.put(request, response.clone());
     return response;
@@ -111,7 +111,7 @@ self.addEventListener('fetch', (event) => {
           if (response.ok) caches.open(VERSION).then((cache) => cache.put('/', response.clone()));
           return response;
         })
-        .catch(() => caches.match('/', { cacheName: VERSION })),
+        .catch(() => caches.match('/', { cacheName: VERSION, ignoreVary: true })),
     );
     return;
   }

@@ -76,11 +76,13 @@ export function hasRole(role) {
 /** The PWA's login configuration, served by the API next to the app shell. */
 export async function loadConfig() {
   if (config) return config;
-  try {
-    const res = await fetch('/config.json', { headers: { Accept: 'application/json' } });
-    if (res.ok) config = await res.json();
-  } catch {
-    // Offline: fall back to what was seen last time.
+  if (navigator.onLine !== false) {
+    try {
+      const res = await fetch('/config.json', { headers: { Accept: 'application/json' } });
+      if (res.ok) config = await res.json();
+    } catch {
+      // Offline after all: fall back to what was seen last time.
+    }
   }
   if (config) localStorage.setItem('tb.config', JSON.stringify(config));
   else config = JSON.parse(localStorage.getItem('tb.config') || 'null') || { auth_mode: 'dev', issuer: '', client_id: 'ticketbuster-pwa' };

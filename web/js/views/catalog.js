@@ -119,9 +119,17 @@ export function render(main) {
   to.addEventListener('change', () => { state.to = to.value; load(); });
   const onOnline = () => load();
   window.addEventListener('online', onOnline);
+  // First visit: the service worker takes control after this page fetched the
+  // catalog. Fetch it once more through the worker so it is kept for offline use.
+  const sw = navigator.serviceWorker;
+  const onController = () => {
+    if (navigator.onLine !== false) api.events(params()).catch(() => {});
+  };
+  if (sw && !sw.controller) sw.addEventListener('controllerchange', onController, { once: true });
   load();
   return () => {
     window.removeEventListener('online', onOnline);
+    sw?.removeEventListener('controllerchange', onController);
     if (abort) abort.abort();
   };
 }
