@@ -16,6 +16,7 @@ from litestar.params import Parameter
 from api.catalog.deps import CATALOG_DEPENDENCY
 from api.catalog.schemas import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, list_filters
 from api.catalog.service import Catalog
+from api.errors import PROBLEM_MEDIA_TYPE, Problem, ValidationProblem
 from core.events import Category, Event, EventPage, SeatMap
 
 # No upper bound in the schema: 2**63-1 does not survive as a JSON number (it becomes a
@@ -54,17 +55,36 @@ def accepts_gzip(accept_encoding: str | None) -> bool:
     return False
 
 
+def _problems(*statuses: int) -> dict[int, ResponseSpec]:
+    """OpenAPI entries for the problem responses a handler can answer."""
+    described = {
+        404: "Unknown event",
+        422: "A parameter is invalid (`field` names it)",
+        429: "Rate limited (see `Retry-After`)",
+        503: "A backing service is unavailable (see `Retry-After`)",
+    }
+    return {
+        status: ResponseSpec(
+            data_container=ValidationProblem if status == 422 else Problem,
+            description=described[status],
+            media_type=PROBLEM_MEDIA_TYPE,
+            generate_examples=False,
+        )
+        for status in statuses
+    }
+
+
 class CatalogController(Controller):
     path = "/api/v1"
     tags = ["catalog"]
     dependencies = {"catalog": CATALOG_DEPENDENCY}
 
-    @get("/categories", summary="Event categories", cache_control=None)
+    @get("/categories", summary="Event categories", responses=_problems(429, 503))
     async def list_categories(self, catalog: Catalog) -> list[Category]:
         """Every event category (CONCERT, SPORTS...), in display order."""
         return await catalog.categories()
 
-    @get("/events", summary="Search events")
+    @get("/events", summary="Search events", responses=_problems(422, 429, 503))
     async def list_events(
         self,
         catalog: Catalog,
@@ -116,7 +136,7 @@ class CatalogController(Controller):
         )
         return await catalog.list_events(filters, limit)
 
-    @get("/events/{event_id:int}", summary="One event")
+    @get("/events/{event_id:int}", summary="One event", responses=_problems(404, 422, 429, 503))
     async def get_event(self, catalog: Catalog, event_id: EventId) -> Event:
         """An event with its price categories and the seats still free in each."""
         return await catalog.event(event_id)
@@ -127,6 +147,7 @@ class CatalogController(Controller):
         responses={
             200: ResponseSpec(data_container=SeatMap, description="The seat map"),
             304: ResponseSpec(data_container=None, description="Not modified (ETag matched)"),
+            **_problems(404, 422, 429, 503),
         },
     )
     async def get_seat_map(
