@@ -331,3 +331,22 @@ def test_no_machine_paths_or_private_hosts() -> None:
         text = path.read_text()
         assert "/work/" not in text and "/home/" not in text, path
         assert not re.search(r"\b(10|192\.168|172\.(1[6-9]|2\d|3[01]))\.\d+\.\d+", text), path
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_keda_consumer_groups_are_the_workers_groups(
+    rendered: dict[str, list[Doc]], overlay: str
+) -> None:
+    """KEDA must measure the lag of the group the worker really consumes with."""
+    import importlib
+
+    docs = rendered[overlay]
+    prefix = load_settings({k: v for k, v in config_data(docs).items() if v}).kafka.topic_prefix
+    for so in of_kind(docs, "ScaledObject"):
+        worker = so["spec"]["scaleTargetRef"]["name"].removeprefix("ticketbuster-")
+        if not (ROOT / "workers" / f"{worker}.py").exists():
+            continue  # test_commands_run_modules_that_exist reports the missing module
+        group = getattr(importlib.import_module(f"workers.{worker}"), "GROUP", None)
+        assert group is not None, f"workers.{worker} has no GROUP constant to check KEDA against"
+        for trigger in so["spec"]["triggers"]:
+            assert trigger["metadata"]["consumerGroup"] == f"{prefix}{group}", worker
