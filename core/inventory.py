@@ -523,10 +523,10 @@ class Inventory:
         validate_event_id(event_id)
         validate_partition(partition)
         plan = self.plan(event_id)
-        args: list[str | int] = [min_version or "", len(seats)]
         if min_version:
             version_key(min_version)
         seen: set[str] = set()
+        seat_lines: list[str] = []
         for seat_id, category in seats:
             seat = parse_seat_id(seat_id).seat_id
             if seat in seen:
@@ -534,10 +534,16 @@ class Inventory:
             if plan.partition_of(seat) != partition:
                 raise InvalidInput(f"seat {seat} is not in partition {partition}", field="seats")
             seen.add(seat)
-            args += (seat, validate_category(category))
+            seat_lines.append(f"{seat}\t{validate_category(category)}")
+        sold_lines: list[str] = []
         for seat_id, value in (sold or {}).items():
             order_id, buyer = (value, "") if isinstance(value, str) else value
-            args += (parse_seat_id(seat_id).seat_id, validate_order_id(order_id), buyer)
+            if buyer:
+                validate_buyer(buyer)  # printable: no tab or newline
+            seat = parse_seat_id(seat_id).seat_id
+            sold_lines.append(f"{seat}\t{validate_order_id(order_id)}\t{buyer}")
+        # Two packed strings instead of 2 x N arguments (see lua/load.lua).
+        args = [min_version or "", "\n".join(seat_lines), "\n".join(sold_lines)]
         reply = await self._run("load", event_id, partition, args)
         return LoadResult(
             version=_text(reply[0]), seats=int(reply[1]), sold=int(reply[2]), ignored=int(reply[3])

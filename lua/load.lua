@@ -10,15 +10,16 @@
 -- appearance ranks it (front of the venue first).
 --
 -- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
--- ARGV: min_version ('' or '<ms>-<seq>'), n_seats,
---       seat_1, category_1, .. seat_n, category_n,
---       then sold triples: seat, order_id, buyer ('' when unknown)
+-- ARGV: min_version ('' or '<ms>-<seq>'),
+--       seats: one line per seat, "<seat>\t<category>", lines joined by "\n",
+--       sold: one line per sold seat, "<seat>\t<order_id>\t<buyer or empty>"
+--       (two packed strings rather than 2 x 80,000 arguments: far cheaper to send)
 -- Returns: {version, seats_loaded, sold_marked, sold_ignored}
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
 
-local min_version, n = ARGV[1], tonumber(ARGV[2])
+local min_version, seat_lines, sold_lines = ARGV[1], ARGV[2], ARGV[3]
 
 for _, key in ipairs({TB.K.seats, TB.K.rowseats, TB.K.catrows, TB.K.avail, TB.K.catfree,
     TB.K.state, TB.K.holds, TB.K.hold_exp, TB.K.buyer_holds, TB.K.buyer_sold, TB.K.orders,
@@ -32,7 +33,7 @@ local function hset_all(key, map)
   for field, value in pairs(map) do
     args[#args + 1] = field
     args[#args + 1] = value
-    if #args >= 1000 then
+    if #args >= 4000 then
       redis.call('HSET', key, unpack(args))
       args = {}
     end
@@ -40,28 +41,36 @@ local function hset_all(key, map)
   if #args > 0 then redis.call('HSET', key, unpack(args)) end
 end
 
-local catalog = {}
-local cat_rows, cat_row_seen, row_seats, avail, catfree = {}, {}, {}, {}, {}
-for i = 1, n do
-  local seat, cat = ARGV[1 + 2 * i], ARGV[2 + 2 * i]
+local catalog, number = {}, {}
+local cat_rows, row_seats, avail, catfree = {}, {}, {}, {}
+local n = 0
+for seat, cat in string.gmatch(seat_lines, '([^\t\n]+)\t([^\n]+)') do
+  local row, num = string.match(seat, '^(.*)%-(%d+)$')
   catalog[seat] = cat
-  local field = cat .. '|' .. TB.row_of(seat)
-  if not cat_row_seen[field] then
-    cat_row_seen[field] = true
-    cat_rows[cat] = cat_rows[cat] or {}
-    table.insert(cat_rows[cat], TB.row_of(seat))
-    row_seats[field] = {}
+  number[seat] = tonumber(num)
+  local field = cat .. '|' .. row
+  local list = row_seats[field]
+  if not list then
+    list = {}
+    row_seats[field] = list
     avail[field] = 0
+    local rows = cat_rows[cat]
+    if not rows then
+      rows = {}
+      cat_rows[cat] = rows
+    end
+    rows[#rows + 1] = row
   end
-  table.insert(row_seats[field], seat)
+  list[#list + 1] = seat
   avail[field] = avail[field] + 1
   catfree[cat] = (catfree[cat] or 0) + 1
+  n = n + 1
 end
 hset_all(TB.K.seats, catalog)
 
 local rows_csv = {}
 for field, seats in pairs(row_seats) do
-  table.sort(seats, function(a, b) return TB.number_of(a) < TB.number_of(b) end)
+  table.sort(seats, function(a, b) return number[a] < number[b] end)
   rows_csv[field] = table.concat(seats, ',')
 end
 hset_all(TB.K.rowseats, rows_csv)
@@ -72,9 +81,8 @@ hset_all(TB.K.catrows, cats_csv)
 -- Sold seats.
 local sold_states, orders, buyer_sold = {}, {}, {}
 local marked, ignored = 0, 0
-local i = 3 + 2 * n
-while i + 2 <= #ARGV do
-  local seat, order_id, buyer = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+for line in string.gmatch(sold_lines, '[^\n]+') do
+  local seat, order_id, buyer = string.match(line, '^([^\t]*)\t([^\t]*)\t(.*)$')
   local cat = catalog[seat]
   if cat and not sold_states[seat] then
     sold_states[seat] = 's|' .. order_id
@@ -93,7 +101,6 @@ while i + 2 <= #ARGV do
   else
     ignored = ignored + 1
   end
-  i = i + 3
 end
 hset_all(TB.K.state, sold_states)
 local orders_json = {}
