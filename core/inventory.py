@@ -177,6 +177,19 @@ class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
     ignored: int
 
 
+def decode_state(state: str, now_ms: int) -> SeatStatus:
+    """A seat's state entry (see lua/lib/prelude.lua) as a wire status at ``now_ms``."""
+    kind = state[:1]
+    if kind == "h":
+        expires = state[2:].partition("|")[0]
+        return "held" if expires.isdigit() and int(expires) > now_ms else "free"
+    if kind == "p":
+        return "pending"
+    if kind == "s":
+        return "sold"
+    return "free"
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -556,8 +569,13 @@ class Inventory:
     ) -> tuple[str, dict[str, SeatStatus]]:
         """(version, {seat: status}) of one partition; free seats are left out."""
         reply = await self._run("statuses", event_id, partition, [])
-        flat = _texts(reply[1:])
-        statuses = cast(dict[str, SeatStatus], dict(zip(flat[0::2], flat[1::2], strict=True)))
+        now = int(reply[1])
+        flat = _texts(reply[2:])
+        statuses: dict[str, SeatStatus] = {}
+        for seat, state in zip(flat[0::2], flat[1::2], strict=True):
+            status = decode_state(state, now)
+            if status != "free":
+                statuses[seat] = status
         return _text(reply[0]), statuses
 
     async def seat_statuses(self, event_id: int) -> tuple[str, dict[str, SeatStatus]]:
