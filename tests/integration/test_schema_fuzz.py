@@ -30,8 +30,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from core.inventory import Inventory
 from core.settings import Settings
 from tests.integration.api_servers import GranianServer, granian_server, with_overrides
+from tests.integration.catalog_seed import cluster_client, drop_inventory, restart_event_ids
 
 pytestmark = pytest.mark.slow
 
@@ -55,19 +57,24 @@ async def _admin(dsn: str, sql: str) -> None:
 async def _seed_one_event(dsn: str, settings: Settings) -> int:
     from migrations.runner import migrate
     from migrations.seed import read_csv, seed
-    from tests.integration.catalog_seed import cluster_client, restart_event_ids
 
     await migrate(dsn)
     await restart_event_ids(dsn)
     smallest = min(read_csv(), key=lambda e: e.capacity)
     client = cluster_client(settings.redis.cluster_nodes)
     try:
-        from core.inventory import Inventory
-
         report = await seed(dsn, Inventory(client), [smallest])
     finally:
         await client.aclose()
     return int(report.created[0][0])
+
+
+async def _drop_event_inventory(settings: Settings, event_id: int) -> None:
+    client = cluster_client(settings.redis.cluster_nodes)
+    try:
+        await drop_inventory(client, [event_id])
+    finally:
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +85,9 @@ def fuzz_server(
     name = f"tb_fuzz_{secrets.token_hex(4)}"
     dsn = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
     asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
+    event_id = None
     try:
-        asyncio.run(_seed_one_event(dsn, settings))
+        event_id = asyncio.run(_seed_one_event(dsn, settings))
         s = with_overrides(
             settings,
             database={"url": dsn},
@@ -90,6 +98,8 @@ def fuzz_server(
         with granian_server(s, log) as server:
             yield server
     finally:
+        if event_id is not None:
+            asyncio.run(_drop_event_inventory(settings, event_id))
         asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
