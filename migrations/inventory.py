@@ -16,6 +16,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from core.inventory import PartitionPlan
+
 _SEATS_SQL = """
 SELECT sec.partition, st.seat_id, st.category
 FROM catalog.seats st
@@ -107,6 +109,24 @@ async def rebuild_inventory(
         seats=sum(len(p.seats) for p in parts.values()),
         sold=sum(len(p.sold) for p in parts.values()),
     )
+
+
+async def read_partition_plans(db: Queryable) -> dict[int, PartitionPlan]:
+    """The partition plan of every event split into more than one partition.
+
+    For ``Inventory(client, plans=...)``: events not in the result are one partition
+    (``SINGLE_PARTITION``). Sections map to ``catalog.sections.partition``.
+    """
+    rows = await db.fetch(
+        "SELECT e.id, e.partitions, s.code, s.partition FROM catalog.events e"
+        " JOIN catalog.sections s ON s.event_id = e.id WHERE e.partitions > 1"
+    )
+    sections: dict[int, dict[str, int]] = {}
+    counts: dict[int, int] = {}
+    for r in rows:
+        counts[r["id"]] = r["partitions"]
+        sections.setdefault(r["id"], {})[r["code"]] = r["partition"]
+    return {e: PartitionPlan(count=counts[e], sections=sections[e]) for e in counts}
 
 
 async def rebuild_all(

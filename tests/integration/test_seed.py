@@ -10,10 +10,15 @@ import asyncpg
 import pytest
 
 from core.events import plan_seat_map, price_categories
-from core.inventory import Inventory
-from migrations.inventory import rebuild_inventory
-from migrations.seed import seed
-from tests.integration.catalog_seed import SeededCatalog, cluster_client, seeded_catalog
+from core.inventory import SINGLE_PARTITION, Inventory, partition_keys
+from migrations.inventory import read_partition_plans, rebuild_inventory
+from migrations.seed import SeedEvent, seed, seed_event
+from tests.integration.catalog_seed import (
+    SeededCatalog,
+    cluster_client,
+    drop_inventory,
+    seeded_catalog,
+)
 
 __all__ = ["seeded_catalog"]
 
@@ -199,4 +204,56 @@ async def test_rebuild_inventory_marks_persisted_tickets_sold(
         finally:
             await client.aclose()
     finally:
+        await conn.close()
+
+
+async def test_rebuild_follows_the_catalogs_partitions(
+    seeded_catalog: SeededCatalog, services: dict[str, str]
+) -> None:
+    """An event split in two partitions by section is rebuilt into both."""
+    base = seeded_catalog.events[0]
+    event = SeedEvent(
+        slug=f"split-{uuid.uuid4().hex[:8]}",
+        title="Split test",
+        category="OTHER",
+        venue=base.venue,
+        address=base.address,
+        starts_at=base.starts_at,
+        base_price_minor=1000,
+        capacity=450,
+    )
+    conn = await asyncpg.connect(seeded_catalog.dsn)
+    client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+    await client.initialize()
+    event_id = 0
+    try:
+        event_id, written = await seed_event(conn, event, datetime.now(UTC))
+        assert written == 450
+        await conn.execute("UPDATE catalog.events SET partitions = 2 WHERE id = $1", event_id)
+        await conn.execute(
+            "UPDATE catalog.sections SET partition = 1 WHERE event_id = $1 AND code >= '300'",
+            event_id,
+        )
+        plans = await read_partition_plans(conn)
+        assert plans[event_id].count == 2
+        assert plans[event_id].sections["301"] == 1 and plans[event_id].sections["101"] == 0
+        inventory = Inventory(client, plans=lambda e: plans.get(e, SINGLE_PARTITION))
+        report = await rebuild_inventory(conn, inventory, event_id)
+        assert (report.partitions, report.seats) == (2, 450)
+        assert await inventory.availability(event_id) == {
+            "VIP": 45,
+            "PLATINUM": 135,
+            "GENERAL": 270,
+        }
+        hold = await inventory.hold(event_id, ["301-A-1"], "split-buyer")
+        assert hold.partition == 1
+        await inventory.release(hold.hold_id, "split-buyer")
+    finally:
+        if event_id:
+            await drop_inventory(client, [event_id])
+            for key in partition_keys(event_id, 1):
+                await client.delete(key)
+            # Leave the shared seeded catalog as the other tests expect it.
+            await conn.execute("DELETE FROM catalog.events WHERE id = $1", event_id)
+        await client.aclose()
         await conn.close()
