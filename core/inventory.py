@@ -277,6 +277,14 @@ class Inventory:
         )
 
     @staticmethod
+    def _not_loaded(event_id: int) -> Unavailable:
+        # A known event whose inventory is missing (cold start, lost shard): the
+        # rebuild puts it back; this is not the buyer's fault.
+        return Unavailable(
+            f"the seats of event {event_id} are being loaded, retry shortly", retry_after_s=5
+        )
+
+    @staticmethod
     def _hold_error(code: str, hold_id: str) -> Exception:
         if code == "expired":
             return HoldExpired(f"hold {hold_id} has expired", hold_id=hold_id)
@@ -350,6 +358,8 @@ class Inventory:
                 )
             if code == "limit":
                 raise self._limit_error(rest)
+            if code == "not_loaded":
+                raise self._not_loaded(event_id)
             if code != "duplicate":
                 raise Unavailable(f"unexpected inventory reply {code!r}")
         raise Unavailable("could not allocate a hold id")
@@ -392,6 +402,8 @@ class Inventory:
                 raise self._limit_error(rest)
             if code == "none":
                 known = True
+            elif code == "not_loaded":
+                raise self._not_loaded(event_id)
             elif code != "unknown_category":
                 raise Unavailable(f"unexpected inventory reply {code!r}")
         if not known:

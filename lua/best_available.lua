@@ -17,6 +17,7 @@
 --   {'none'}                  no N adjacent free seats in one row
 --   {'limit', used, limit}    the buyer would exceed the per-event limit
 --   {'duplicate'}             hold_id already exists
+--   {'not_loaded'}            the partition has no catalog (not loaded / lost)
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -26,6 +27,8 @@ local ttl, max_life, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV
 local category, quantity, sweep_limit = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 
 local now = TB.now_ms()
+
+if redis.call('EXISTS', TB.K.seats) == 0 then return {'not_loaded'} end
 
 local rows = TB.split(redis.call('HGET', TB.K.catrows, category))
 if #rows == 0 then return {'unknown_category'} end

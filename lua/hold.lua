@@ -14,6 +14,7 @@
 --   {'taken', seat...}        seats held by someone else, pending or sold
 --   {'limit', used, limit}    the buyer would exceed the per-event limit
 --   {'duplicate'}             hold_id already exists (caller retries with a new id)
+--   {'not_loaded'}            the partition has no catalog (not loaded / lost)
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -24,6 +25,8 @@ local seats = {}
 for i = 6, #ARGV do seats[#seats + 1] = ARGV[i] end
 
 local now = TB.now_ms()
+
+if redis.call('EXISTS', TB.K.seats) == 0 then return {'not_loaded'} end
 
 local cats = TB.hmget(TB.K.seats, seats)
 local unknown = {'unknown'}

@@ -140,6 +140,16 @@ async def test_redis_down_is_unavailable_not_a_raw_error() -> None:
         await inventory.seat_statuses(fresh_event_id())
 
 
+async def test_an_event_not_loaded_is_unavailable_not_unknown_seats(inventory: Inventory) -> None:
+    event = fresh_event_id()
+    with pytest.raises(Unavailable) as err:
+        await inventory.hold(event, ["101-A-1"], "alice")
+    assert err.value.retry_after_s > 0
+    with pytest.raises(Unavailable):
+        await inventory.hold_best(event, "VIP", 2, "alice")
+    assert await inventory.availability(event) == {}
+
+
 async def test_per_buyer_limit_counts_holds_pending_and_sold(
     inventory: Inventory, event: int
 ) -> None:

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.errors import InvalidInput
+from core.inventory import decode_state
 from core.seats import (
     SeatRef,
     parse_seat_id,
@@ -82,3 +83,12 @@ def test_versions_compare_numerically() -> None:
     assert version_key("0-0") == (0, 0)
     with pytest.raises(InvalidInput):
         version_key("abc")
+
+
+def test_decode_state_applies_lazy_expiry() -> None:
+    now = 1_800_000_000_000
+    assert decode_state(f"h|{now + 1}|h5.0.0123456789abcdef", now) == "held"
+    assert decode_state(f"h|{now}|h5.0.0123456789abcdef", now) == "free"  # expired
+    assert decode_state("p|6f1c0e1e-0000-4000-8000-000000000001", now) == "pending"
+    assert decode_state("s|6f1c0e1e-0000-4000-8000-000000000001", now) == "sold"
+    assert decode_state("", now) == "free"
