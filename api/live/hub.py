@@ -35,7 +35,7 @@ from typing import Any, Final, Literal, cast
 
 from prometheus_client import Counter, Gauge
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from core.live import (
     CLOSE_GOING_AWAY,
@@ -307,6 +307,10 @@ class LiveHub:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        try:
+            await self.tail_redis.initialize()  # the tailers route by the slot map
+        except Exception as exc:  # start anyway; the tailers retry
+            log.warning("Redis Cluster unavailable for the live hub: %s", exc)
         self._poller = asyncio.create_task(self._poll_users(), name="live-user-poller")
 
     async def stop(self) -> None:
@@ -427,16 +431,34 @@ class LiveHub:
         count = self.settings.read_count
         while True:
             try:
+                # XREAD has "movable keys": routed by key, redis-py would first ask a node
+                # COMMAND GETKEYS on every call. Send it to the slot's node directly; after
+                # a MOVED the client's slot map is updated and the retry goes to the new one.
+                node = self.tail_redis.get_node_from_key(part.key)
                 reply = cast(
                     Any,
-                    await self.tail_redis.xread({part.key: part.cursor}, count=count, block=block),
+                    await self.tail_redis.execute_command(
+                        "XREAD",
+                        "COUNT",
+                        count,
+                        "BLOCK",
+                        block,
+                        "STREAMS",
+                        part.key,
+                        part.cursor,
+                        target_nodes=node,
+                    ),
                 )
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError) as exc:
-                log.warning("tailing %s failed (%s); retrying", part.key, exc)
+            except Exception as exc:  # Redis, cluster map, socket: log, back off, go on
+                log.warning(
+                    "tailing %s failed (%s: %s); retrying", part.key, type(exc).__name__, exc
+                )
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                with contextlib.suppress(Exception):
+                    await self.tail_redis.initialize()  # no-op unless the map must be rebuilt
                 await self._check_tail_gap(room, p)
                 continue
             backoff = 0.05
@@ -468,7 +490,7 @@ class LiveHub:
         part = room.parts[p]
         try:
             info = await self._stream_info(self.redis, part.key)
-        except (RedisError, OSError):
+        except Exception:
             return
         if info is None:
             return

@@ -1,0 +1,271 @@
+"""Live seat map benchmark: hold -> WebSocket delivery delay with N clients on one event.
+
+    uv run python -m loadtest.ws_latency                 # starts its own API on loopback
+    uv run python -m loadtest.ws_latency --url 127.0.0.1:8000 --max-clients 2000
+
+Loads a fresh event into the Redis Cluster, connects clients to
+``/api/v1/events/{id}/live`` in growing steps (N = 50, 100, 200, ...) and, at each
+step, runs a hold storm through the real inventory scripts (``Inventory.hold``, one
+seat per hold, a new buyer each) at ``--rate`` holds per second. Every client
+timestamps every seat change it receives; the delay of one delivery is
+``received - just before the hold call``, so it includes the hold script, the stream
+tail, the coalescing window (100 ms by default) and the fan-out.
+
+Reports p50 / p99 / max per N and the largest N with p99 under ``--target-ms``.
+Bounded: stops at ``--max-clients``, when p99 goes over the target twice in a row, or
+after ``--budget-s``. Loopback only; the clients run in this one process, so on a
+small machine they compete with the server for CPU (say so when you quote it).
+Not a test: it asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import websockets
+
+from core.inventory import Inventory
+from core.settings import HoldSettings, load_settings
+
+
+class _Change(msgspec.Struct):
+    seats: list[str]
+
+
+class _Frame(msgspec.Struct):
+    type: str
+    changes: list[_Change] = []
+
+
+_decode = msgspec.json.Decoder(_Frame).decode
+
+
+@dataclass
+class Probe:
+    """Shared by all clients: when each seat's hold was sent, and the delays seen."""
+
+    sent_at: dict[str, float] = field(default_factory=dict)
+    delays_ms: list[float] = field(default_factory=list)
+    recording: bool = False
+    frames: int = 0
+
+
+async def _client(url: str, probe: Probe, ready: asyncio.Event, stop: asyncio.Event) -> None:
+    async with websockets.connect(url, ping_interval=None, max_queue=None) as ws:
+        ready.set()
+        while not stop.is_set():
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=0.5)
+            except TimeoutError:
+                continue
+            now = time.perf_counter()
+            frame = _decode(raw)
+            if frame.type == "ping":
+                await ws.send('{"type":"pong"}')
+                continue
+            probe.frames += 1
+            if not probe.recording:
+                continue
+            for change in frame.changes:
+                for seat in change.seats:
+                    sent = probe.sent_at.get(seat)
+                    if sent is not None:
+                        probe.delays_ms.append((now - sent) * 1000)
+
+
+async def _storm(
+    inventory: Inventory, event_id: int, seats: list[str], rate: float, probe: Probe
+) -> int:
+    """Hold ``seats`` one by one at ``rate`` per second; returns how many succeeded."""
+    interval = 1.0 / rate
+    start = time.perf_counter()
+    done = 0
+    in_flight: set[asyncio.Task[Any]] = set()
+
+    async def one(seat: str, i: int) -> None:
+        nonlocal done
+        probe.sent_at[seat] = time.perf_counter()
+        await inventory.hold(event_id, [seat], f"bench-{event_id}-{i}", ttl_s=60)
+        done += 1
+
+    for i, seat in enumerate(seats):
+        target = start + i * interval
+        delay = target - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(seat, i))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    await asyncio.gather(*in_flight, return_exceptions=True)
+    return done
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _own_api() -> Any:
+    port = _free_port()
+    env = {**os.environ, "TB_API_PORT": str(port), "TB_API_HOST": "127.0.0.1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"the API exited with {proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the API did not become healthy")
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def run(args: argparse.Namespace, base: str) -> list[dict[str, Any]]:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    settings = load_settings()
+    redis = RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in settings.redis.startup_nodes()],
+        decode_responses=False,
+    )
+    await redis.initialize()
+    inventory = Inventory(redis, HoldSettings(max_seats_per_buyer=6))
+    event_id = int(time.time() * 1000) * 1000 + os.getpid() % 1000
+    per_step = int(args.rate * args.duration)
+    steps = []
+    n = args.start_clients
+    while n <= args.max_clients:
+        steps.append(n)
+        n *= 2
+    if steps and steps[-1] != args.max_clients:
+        steps.append(args.max_clients)
+    total_seats = per_step * (len(steps) + 1)
+    layout = [
+        (f"S{i // 1000}-R{(i // 50) % 20}-{i % 50 + 1}", "GENERAL") for i in range(total_seats)
+    ]
+    await inventory.load(event_id, 0, layout, {})
+    url = f"ws://{base}/api/v1/events/{event_id}/live"
+
+    probe = Probe()
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    results: list[dict[str, Any]] = []
+    began = time.monotonic()
+    over = 0
+    seat_cursor = 0
+    try:
+        for n in steps:
+            if time.monotonic() - began > args.budget_s:
+                print(f"time budget of {args.budget_s}s reached", file=sys.stderr)
+                break
+            while len(tasks) < n:
+                ready = asyncio.Event()
+                tasks.append(asyncio.create_task(_client(url, probe, ready, stop)))
+                await asyncio.wait_for(ready.wait(), 10)
+            probe.sent_at = {}
+            probe.delays_ms = []
+            await asyncio.sleep(0.5)  # let hellos and connection setup settle
+            seats = [layout[i][0] for i in range(seat_cursor, seat_cursor + per_step)]
+            seat_cursor += per_step
+            probe.recording = True
+            t0 = time.perf_counter()
+            held = await _storm(inventory, event_id, seats, args.rate, probe)
+            await asyncio.sleep(args.drain_s)
+            probe.recording = False
+            elapsed = time.perf_counter() - t0
+            delays = probe.delays_ms
+            expected = held * n
+            row = {
+                "clients": n,
+                "holds": held,
+                "rate_per_s": args.rate,
+                "deliveries": len(delays),
+                "missing": max(0, expected - len(delays)),
+                "p50_ms": round(_percentile(delays, 50), 1),
+                "p99_ms": round(_percentile(delays, 99), 1),
+                "max_ms": round(max(delays) if delays else float("nan"), 1),
+                "seconds": round(elapsed, 1),
+            }
+            results.append(row)
+            print(
+                f"N={n:5d}  holds={held:5d}  deliveries={len(delays):8d}/{expected:<8d}"
+                f"  p50={row['p50_ms']:7.1f} ms  p99={row['p99_ms']:7.1f} ms"
+                f"  max={row['max_ms']:7.1f} ms",
+                flush=True,
+            )
+            over = over + 1 if row["p99_ms"] >= args.target_ms or row["missing"] else 0
+            if over >= 2:
+                break
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await redis.aclose()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--url", help="host:port of a running API (default: start one here)")
+    parser.add_argument("--start-clients", type=int, default=50)
+    parser.add_argument("--max-clients", type=int, default=3200)
+    parser.add_argument("--rate", type=float, default=100.0, help="holds per second")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of storm per step")
+    parser.add_argument("--drain-s", type=float, default=1.0)
+    parser.add_argument("--target-ms", type=float, default=250.0)
+    parser.add_argument("--budget-s", type=float, default=240.0)
+    args = parser.parse_args()
+    for host in ((args.url or "127.0.0.1").rsplit(":", 1)[0],):
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise SystemExit("loopback only")
+
+    with contextlib.ExitStack() as stack:
+        base = args.url or stack.enter_context(_own_api())
+        results = asyncio.run(run(args, base))
+    ok = [r["clients"] for r in results if r["p99_ms"] < args.target_ms and not r["missing"]]
+    best = max(ok) if ok else 0
+    print(f"largest N with p99 < {args.target_ms:g} ms: {best}")
+    print(
+        msgspec.json.encode(
+            {"target_ms": args.target_ms, "largest_n": best, "steps": results}
+        ).decode()
+    )
+
+
+if __name__ == "__main__":
+    main()
