@@ -12,8 +12,9 @@ hold, seats locked in a fixed order (no deadlocks), the buyer serialised with
 a transaction-scoped advisory lock — not as a straw man. It owns the schema
 ``naive`` in the database of ``TB_DATABASE_URL`` and creates it itself.
 
-Bearer tokens: if ``TB_NAIVE_JWKS_URL`` is set, tokens are verified against
-that JWKS (the dev issuer's), like the real API does; otherwise only decoded.
+Bearer tokens are verified like the real API does (EdDSA signature, audience)
+against ``TB_NAIVE_JWK`` (the dev issuer's public JWK, JSON; the bench harness
+sets it) or the JWKS at ``TB_NAIVE_JWKS_URL``; with neither, only decoded.
 
 Run: ``granian --interface asgi --factory --loop uvloop
 loadtest.naive_baseline:create_app``.
@@ -140,8 +141,9 @@ async def prepare_event(
 class _Buyers:
     """Reads the buyer from the bearer token, verifying it when a JWKS is configured."""
 
-    def __init__(self, jwks_url: str, audience: str) -> None:
-        self._jwks = jwt.PyJWKClient(jwks_url) if jwks_url else None
+    def __init__(self, jwk: str, jwks_url: str, audience: str) -> None:
+        self._key = jwt.PyJWK.from_json(jwk).key if jwk else None
+        self._jwks = jwt.PyJWKClient(jwks_url) if jwks_url and not jwk else None
         self._audience = audience
 
     def buyer(self, request: Request[Any, Any, Any]) -> str:
@@ -150,15 +152,14 @@ class _Buyers:
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(status_code=401, detail="bearer token required")
         try:
-            if self._jwks is None:
+            key = self._key
+            if key is None and self._jwks is not None:
+                key = self._jwks.get_signing_key_from_jwt(token).key
+            if key is None:
                 claims = jwt.decode(token, options={"verify_signature": False})
             else:
-                key = self._jwks.get_signing_key_from_jwt(token)
                 claims = jwt.decode(
-                    token,
-                    key.key,
-                    algorithms=["EdDSA", "ES256", "RS256"],
-                    audience=self._audience,
+                    token, key, algorithms=["EdDSA", "ES256", "RS256"], audience=self._audience
                 )
         except jwt.PyJWTError as exc:
             raise HTTPException(status_code=401, detail="invalid token") from exc
@@ -223,7 +224,11 @@ def create_app() -> Litestar:
 
     state = State(
         {
-            "buyers": _Buyers(os.environ.get("TB_NAIVE_JWKS_URL", ""), settings.auth.audience),
+            "buyers": _Buyers(
+                os.environ.get("TB_NAIVE_JWK", ""),
+                os.environ.get("TB_NAIVE_JWKS_URL", ""),
+                settings.auth.audience,
+            ),
             "max_seats_per_buyer": settings.holds.max_seats_per_buyer,
             "ttl_s": settings.holds.ttl_s,
         }
