@@ -1,4 +1,4 @@
-"""Command line: ``python -m migrations {up,status,seed} [--dsn DSN]``.
+"""Command line: ``python -m migrations {up,status,seed,rebuild} [--dsn DSN]``.
 
 The DSN defaults to ``TB_DATABASE_URL`` (see ``core/settings.py``).
 """
@@ -49,6 +49,16 @@ async def _seed(dsn: str, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _rebuild(dsn: str, args: argparse.Namespace) -> int:
+    from migrations.seed import rebuild_from_settings
+
+    loaded, kept = await rebuild_from_settings(dsn, args.event or None, force=args.force)
+    print(f"rebuilt the inventory of {len(loaded)} event(s): {loaded}")
+    if kept:
+        print(f"kept {len(kept)} inventory(ies) already in Redis (--force reloads them)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m migrations")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -56,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         ("up", "create the database if needed and apply pending migrations"),
         ("status", "list migrations and whether each is applied"),
         ("seed", "migrate, then load the demo catalog and its Redis inventory (idempotent)"),
+        ("rebuild", "cold start: load missing Redis inventories from PostgreSQL"),
     ):
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--dsn", default=None, help="PostgreSQL DSN (default: TB_DATABASE_URL)")
@@ -66,12 +77,23 @@ def main(argv: list[str] | None = None) -> int:
             cmd.add_argument(
                 "--limit", type=int, default=None, help="seed only the first N events of the CSV"
             )
+        if name == "rebuild":
+            cmd.add_argument(
+                "--event", type=int, action="append", help="only this event id (repeatable)"
+            )
+            cmd.add_argument(
+                "--force",
+                action="store_true",
+                help="reload inventories that are in Redis too (drops their live holds)",
+            )
     args = parser.parse_args(argv)
     dsn = args.dsn or _default_dsn()
     if args.command == "up":
         return asyncio.run(_up(dsn))
     if args.command == "status":
         return asyncio.run(_status(dsn))
+    if args.command == "rebuild":
+        return asyncio.run(_rebuild(dsn, args))
     return asyncio.run(_seed(dsn, args))
 
 

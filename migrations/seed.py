@@ -29,10 +29,12 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from core.events import parse_price_minor, plan_seat_map, price_categories
+from core.inventory import SINGLE_PARTITION, Inventory
 from migrations import runner
-from migrations.inventory import InventoryLoader, rebuild_inventory
+from migrations.inventory import InventoryLoader, read_partition_plans, rebuild_inventory
 
 CSV_PATH = Path(__file__).resolve().parent / "data" / "seed_events.csv"
 VENUE_TZ = ZoneInfo("America/Lima")
@@ -197,6 +199,29 @@ def _seat_records(event_id: int, plan: Sequence[Any]) -> list[tuple[int, str, st
     ]
 
 
+async def load_inventories(
+    conn: asyncpg.Connection,
+    inventory: InventoryGateway,
+    event_ids: Sequence[int],
+    *,
+    reload: bool = False,
+) -> tuple[list[int], list[int]]:
+    """Rebuild the Redis inventory of each event that has none (every one if ``reload``).
+
+    Returns ``(loaded, kept)``. An inventory already in Redis is kept unless ``reload``:
+    ``Inventory.load`` replaces a partition and would drop its live holds.
+    """
+    loaded: list[int] = []
+    kept: list[int] = []
+    for event_id in event_ids:
+        if not reload and await inventory.availability(event_id):
+            kept.append(event_id)
+            continue
+        await rebuild_inventory(conn, inventory, event_id)
+        loaded.append(event_id)
+    return loaded, kept
+
+
 async def seed(
     dsn: str,
     inventory: InventoryGateway | None,
@@ -227,17 +252,26 @@ async def seed(
         report.timings["postgres"] = time.perf_counter() - step
         if inventory is not None:
             step = time.perf_counter()
-            for event_id in report.event_ids:
-                if not reload_inventory and await inventory.availability(event_id):
-                    report.inventory_present.append(event_id)
-                    continue
-                await rebuild_inventory(conn, inventory, event_id)
-                report.inventory_loaded.append(event_id)
+            loaded, present = await load_inventories(
+                conn, inventory, report.event_ids, reload=reload_inventory
+            )
+            report.inventory_loaded += loaded
+            report.inventory_present += present
             report.timings["redis"] = time.perf_counter() - step
     finally:
         await conn.close()
     report.timings["total"] = time.perf_counter() - started
     return report
+
+
+def _cluster_client() -> RedisCluster:
+    from core.settings import load_settings
+
+    settings = load_settings()
+    return RedisCluster(
+        startup_nodes=[ClusterNode(h, p) for h, p in settings.redis.startup_nodes()],
+        decode_responses=False,
+    )
 
 
 async def seed_from_settings(
@@ -249,18 +283,31 @@ async def seed_from_settings(
     events = read_csv()[:limit] if limit else None
     if not load_inventory:
         return await seed(dsn, None, events)
-    from core.inventory import Inventory  # area 1's gateway
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-    from core.settings import load_settings
-
-    settings = load_settings()
-    client: RedisCluster = RedisCluster(
-        startup_nodes=[ClusterNode(h, p) for h, p in settings.redis.startup_nodes()],
-        decode_responses=False,
-    )
+    client = _cluster_client()
     try:
         await client.initialize()
         return await seed(dsn, Inventory(client), events)
     finally:
         await client.aclose()
+
+
+async def rebuild_from_settings(
+    dsn: str, event_ids: Sequence[int] | None = None, *, force: bool = False
+) -> tuple[list[int], list[int]]:
+    """The CLI's cold-start rebuild: published events (or ``event_ids``) from PostgreSQL
+    into the configured Redis Cluster; returns ``(loaded, kept)``."""
+    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    client = _cluster_client()
+    try:
+        await client.initialize()
+        plans = await read_partition_plans(conn)
+        inventory = Inventory(client, plans=lambda e: plans.get(e, SINGLE_PARTITION))
+        if event_ids is None:
+            rows = await conn.fetch(
+                "SELECT id FROM catalog.events WHERE status = 'published' ORDER BY id"
+            )
+            event_ids = [r["id"] for r in rows]
+        return await load_inventories(conn, inventory, event_ids, reload=force)
+    finally:
+        await client.aclose()
+        await conn.close()
