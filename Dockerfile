@@ -10,8 +10,11 @@
 #
 # Built with uv from the committed lock (`uv sync --frozen --no-dev`), runs as
 # an unprivileged user and works with a read-only root filesystem: the only
-# writable paths are the emptyDirs that k8s mounts on /tmp and on
-# $PROMETHEUS_MULTIPROC_DIR. See docs/decisions/0501-container-image.md.
+# writable paths are the emptyDirs that k8s mounts on /tmp and, for the API, on
+# /run/prometheus. PROMETHEUS_MULTIPROC_DIR is deliberately not set here:
+# prometheus_client switches to multiprocess mode when the variable merely
+# exists, and only the API (several Granian workers) wants that.
+# See docs/decisions/0501-container-image.md.
 
 # Keep in step with the interpreter CI tests on (requires-python >= 3.11).
 ARG PYTHON_VERSION=3.11
@@ -58,7 +61,6 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONFAULTHANDLER=1 \
-    PROMETHEUS_MULTIPROC_DIR=/run/prometheus \
     TB_API_HOST=0.0.0.0 \
     TB_API_PORT=8000 \
     TB_WORKERS_HTTP_HOST=0.0.0.0

@@ -122,14 +122,14 @@ def app_settings(settings: Settings, pg_dsn: str) -> Settings:
 
 
 def test_every_dashboard_and_alert_metric_is_exported(
-    app_settings: Settings, tmp_path: Path
+    app_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Absent, not empty: prometheus_client goes multiprocess when the variable exists.
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     used = promql.exported_names_used()
     assert used, "no metric names found in k8s/monitoring"
     scraped: dict[str, set[str]] = {}
-    with granian_server(
-        app_settings, tmp_path / "api.log", {"PROMETHEUS_MULTIPROC_DIR": ""}
-    ) as api:
+    with granian_server(app_settings, tmp_path / "api.log") as api:
         # One counted request makes Litestar's middleware create its metrics.
         assert httpx.get(api.base_url + "/api/v1/events", timeout=10).status_code == 200
         httpx.get(api.base_url + "/api/v1/no-such-route", timeout=10)
