@@ -4,8 +4,11 @@ refusing what it must refuse. Each test makes its own empty database."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -143,3 +146,41 @@ def test_shipped_files_are_numbered_and_unique() -> None:
     names = sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))
     assert [m.path.name for m in discover()] == names
     assert len({n[:4] for n in names}) == len(names)
+
+
+def test_cli_up_creates_the_database_and_is_idempotent(services: dict[str, str]) -> None:
+    base = services["TB_DATABASE_URL"]
+    name = f"tb_mig_cli_{secrets.token_hex(4)}"
+    dsn = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    env = {**os.environ, **services}
+    try:
+        first = subprocess.run(
+            [sys.executable, "-m", "migrations", "up", "--dsn", dsn],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "created database" in first.stdout
+        assert "applied 0001_catalog" in first.stdout
+        second = subprocess.run(
+            [sys.executable, "-m", "migrations", "up", "--dsn", dsn],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert second.stdout.strip() == "database is up to date"
+        status = subprocess.run(
+            [sys.executable, "-m", "migrations", "status", "--dsn", dsn],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert all(line.startswith("applied") for line in status.stdout.splitlines())
+    finally:
+        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

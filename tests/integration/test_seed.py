@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import secrets
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -256,4 +262,35 @@ async def test_rebuild_follows_the_catalogs_partitions(
             # Leave the shared seeded catalog as the other tests expect it.
             await conn.execute("DELETE FROM catalog.events WHERE id = $1", event_id)
         await client.aclose()
+        await conn.close()
+
+
+def test_cli_seed_is_idempotent(services: dict[str, str]) -> None:
+    """``python -m migrations seed`` on a new database (PostgreSQL only: the Redis load
+    is covered above with fresh event ids), twice."""
+    base = services["TB_DATABASE_URL"]
+    name = f"tb_seed_cli_{secrets.token_hex(4)}"
+    dsn = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+    command = [sys.executable, "-m", "migrations", "seed", "--dsn", dsn, "--no-inventory"]
+    env = {**os.environ, **services}
+    try:
+        first = subprocess.run(
+            [*command, "--limit", "3"], env=env, capture_output=True, text=True, check=True
+        )
+        assert first.stdout.count("created event") == 3
+        second = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        assert second.stdout.count("created event") == 17
+        assert "3 event(s) already present" in second.stdout
+        third = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        assert "created event" not in third.stdout
+        assert "20 event(s) already present" in third.stdout
+    finally:
+        asyncio.run(_drop_database(base, name))
+
+
+async def _drop_database(base: str, name: str) -> None:
+    conn = await asyncpg.connect(urlunsplit(urlsplit(base)._replace(path="/postgres")))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
         await conn.close()
