@@ -44,7 +44,6 @@ from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.handlers.base import BaseRouteHandler
-from litestar.middleware.cors import CORSMiddleware
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
@@ -310,29 +309,6 @@ def create_app(
         exclude=["^/metrics$", "^/healthz$", "^/readyz$"],
         exclude_unhandled_paths=True,
     )
-    app = Litestar(
-        route_handlers=[*route_handlers(settings), *extra_route_handlers],
-        lifespan=[lifespan, *_domain_lifespans()],
-        on_startup=[document_problems],
-        state=State({"settings": settings}),
-        dependencies={
-            "settings": Provide(provide_settings),
-            "db_pool": Provide(provide_db_pool),
-            "redis": Provide(provide_redis),
-            "inventory": Provide(provide_inventory),
-            "kafka_producer": Provide(provide_kafka_producer),
-            "principal": Provide(provide_principal),
-            "optional_principal": Provide(provide_optional_principal),
-        },
-        exception_handlers={Exception: exception_handler},
-        middleware=[prometheus.middleware],
-        openapi_config=_openapi_config(),
-        request_max_body_size=settings.api.max_body_bytes,
-        logging_config=None,
-        debug=False,
-    )
-    # Outer layers wrap the whole handler (router, exception handler), so 404s for
-    # unknown paths and 429s get the request id, CORS and security headers too.
     cors = CORSConfig(
         allow_origins=_split(settings.api.cors_origins),
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -355,12 +331,36 @@ def create_app(
         ],
         max_age=600,
     )
+    app = Litestar(
+        route_handlers=[*route_handlers(settings), *extra_route_handlers],
+        lifespan=[lifespan, *_domain_lifespans()],
+        on_startup=[document_problems],
+        state=State({"settings": settings}),
+        dependencies={
+            "settings": Provide(provide_settings),
+            "db_pool": Provide(provide_db_pool),
+            "redis": Provide(provide_redis),
+            "inventory": Provide(provide_inventory),
+            "kafka_producer": Provide(provide_kafka_producer),
+            "principal": Provide(provide_principal),
+            "optional_principal": Provide(provide_optional_principal),
+        },
+        exception_handlers={Exception: exception_handler},
+        middleware=[prometheus.middleware],
+        openapi_config=_openapi_config(),
+        request_max_body_size=settings.api.max_body_bytes,
+        cors_config=cors,
+        logging_config=None,
+        debug=False,
+    )
+    # Outer layers wrap the whole handler (CORS, router, exception handler), so 404s for
+    # unknown paths and 429s get the request id and security headers too (the limiter adds
+    # CORS headers to its own 429s).
     state = app.state
     handler: Any = RateLimitMiddleware(
-        app.asgi_handler, lambda: getattr(state, "rate_limiter", None), settings.api
+        app.asgi_handler, lambda: getattr(state, "rate_limiter", None), settings.api, cors=cors
     )
     handler = AuthMiddleware(handler, lambda: getattr(state, "token_verifier", None))
-    handler = CORSMiddleware(app=handler, config=cors)
     handler = SecurityHeadersMiddleware(handler, hsts=settings.env == "prod")
     app.asgi_handler = RequestContextMiddleware(handler)
     return app

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
+from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.asyncio import RedisCluster
@@ -136,10 +137,12 @@ class RateLimitMiddleware:
         limiter: Callable[[], RateLimiter | None],
         settings: ApiSettings,
         path_prefix: str = "/api/",
+        cors: CORSConfig | None = None,
     ) -> None:
         self.app = app
         self.limiter = limiter
         self.settings = settings
+        self.cors = cors
         self.trusted = parse_trusted_proxies(settings.trusted_proxies)
         self.path_prefix = path_prefix
 
@@ -156,6 +159,18 @@ class RateLimitMiddleware:
             ]
         ip = client_ip(scope, self.trusted)
         return [await limiter.hit("ip", ip, s.rate_limit_per_ip, s.rate_limit_window_s)]
+
+    def _cors_headers(self, scope: Scope) -> dict[str, str]:
+        """The refusal is written here, outside Litestar's CORS layer: let the browser read it."""
+        if self.cors is None:
+            return {}
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None or not self.cors.is_origin_allowed(origin):
+            return {}
+        headers = dict(self.cors.simple_headers)
+        headers.setdefault("Access-Control-Allow-Origin", origin)
+        headers["Vary"] = "Origin"
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.limiter()
@@ -178,6 +193,7 @@ class RateLimitMiddleware:
         if denied:
             worst = max(denied, key=lambda d: d.retry_after_s)
             headers = {k.decode(): v.decode() for k, v in worst.headers()}
+            headers.update(self._cors_headers(scope))
             await send_problem(
                 send,
                 RateLimited(

@@ -83,6 +83,14 @@ async def test_ip_limit_counts_the_forwarded_client_across_instances(limited: Se
             response = await client.get("/api/v1/no-such-route", headers={"X-Forwarded-For": ip})
             statuses.append(response.status_code)
         assert statuses == [404] * 7 + [429] * 2
+        # The PWA (an allowed origin) can read the refusal and its Retry-After.
+        refused = await first.get(
+            "/api/v1/no-such-route",
+            headers={"X-Forwarded-For": ip, "Origin": "http://127.0.0.1:8000"},
+        )
+        assert refused.status_code == 429
+        assert refused.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
+        assert "Retry-After" in refused.headers["access-control-expose-headers"]
         # A different client behind the same proxy still gets through.
         response = await first.get(
             "/api/v1/no-such-route", headers={"X-Forwarded-For": random_ip()}
