@@ -145,7 +145,15 @@ class LiveConnection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        if self.outbox.closed is not None and not (reader.done() and _gone(reader)):
+        for task in (reader, writer):
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                log.error("live %s connection failed: %r", self.channel, exc, exc_info=exc)
+                self.outbox.close(1011, "internal error")
+        reader_ok = reader.done() and not reader.cancelled() and reader.exception() is None
+        if reader_ok and reader.result():
+            return  # the client left; nobody to send a close frame to
+        if self.outbox.closed is not None:
             await self.close(*self.outbox.closed)
 
     async def _read_loop(self, on_frame: Callable[[ClientFrame], Awaitable[None]]) -> bool:
@@ -184,8 +192,9 @@ class LiveConnection:
                 self.last_sent[item.partition] = parse_version(item.version)
             try:
                 await self.send_now(item)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                return  # the client is gone; the reader sees it too
+            except Exception as exc:  # the client is gone; the reader sees it too
+                log.debug("live %s send failed: %r", self.channel, exc)
+                return
 
     async def _heartbeat(self) -> None:
         interval = self.hub.settings.heartbeat_s
@@ -197,10 +206,6 @@ class LiveConnection:
                 self.outbox.close(CLOSE_HEARTBEAT_TIMEOUT, reason)
                 return
             self.outbox.put(Ping(t=int(time.time() * 1000)))
-
-
-def _gone(reader: asyncio.Task[bool]) -> bool:
-    return not reader.cancelled() and reader.exception() is None and reader.result()
 
 
 def _subprotocol(socket: WebSocket[Any, Any, Any]) -> str | None:

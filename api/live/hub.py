@@ -80,6 +80,8 @@ PartitionLookup = Callable[[int], Awaitable[int | None]]
 HoldLookup = Callable[[str, str], Awaitable[tuple[int, int] | None]]
 
 _LOOKUP_CACHE_S: Final = 30.0
+# An unknown event may be loaded any moment (seed, cold start): forget that soon.
+_UNKNOWN_CACHE_S: Final = 2.0
 _LOOKUP_CACHE_SIZE: Final = 4096
 _MAX_WATCHED_HOLDS: Final = 16
 _USER_READ_COUNT: Final = 100
@@ -351,7 +353,8 @@ class LiveHub:
         count = await self._partitions(event_id)
         if len(self._lookup_cache) >= _LOOKUP_CACHE_SIZE:
             self._lookup_cache.clear()
-        self._lookup_cache[event_id] = (now + _LOOKUP_CACHE_S, count)
+        ttl = _LOOKUP_CACHE_S if count else _UNKNOWN_CACHE_S
+        self._lookup_cache[event_id] = (now + ttl, count)
         return count
 
     async def join_event(self, event_id: int, outbox: Outbox) -> tuple[EventRoom, list[str]]:
@@ -466,24 +469,25 @@ class LiveHub:
                 continue
             entries = reply[0][1]
             changes: list[SeatChange] = []
-            reload = False
             for entry_id, fields in entries:
                 change = seat_change_from_stream(entry_id, fields)
                 if change is not None:
                     changes.append(change)
                 elif fields.get(b"status") == b"reload":
-                    reload = True
-            last = entries[-1][0].decode()
-            if reload:
-                # The partition was rebuilt: the deltas before it mean nothing now.
-                room.flush(p)
-                room.push(p, [], last)
-                room.parts[p].dispatched = last
-                room.broadcast(
-                    Resync(event_id=room.event_id, partition=p, version=last, reason="rebuilt")
-                )
-                continue
-            room.push(p, changes, last)
+                    # The partition was rebuilt: what came before means nothing now.
+                    # Send what we have, tell clients to refetch the map, and go on
+                    # with the changes after the rebuild.
+                    reload_id = entry_id.decode()
+                    room.push(p, changes, reload_id)
+                    changes = []
+                    room.flush(p)
+                    part.dispatched = reload_id
+                    room.broadcast(
+                        Resync(
+                            event_id=room.event_id, partition=p, version=reload_id, reason="rebuilt"
+                        )
+                    )
+            room.push(p, changes, entries[-1][0].decode())
 
     async def _check_tail_gap(self, room: EventRoom, p: int) -> None:
         """After a Redis error: if the stream lost entries we had not read, say so."""
@@ -626,7 +630,12 @@ class LiveHub:
         if len(session.holds) >= _MAX_WATCHED_HOLDS:
             session.outbox.put(ErrorFrame(code="too_many_holds", detail="too many watched holds"))
             return
-        found = await self._holds(hold_id, session.sub) if self._holds is not None else None
+        try:
+            found = await self._holds(hold_id, session.sub) if self._holds is not None else None
+        except Exception as exc:
+            log.warning("looking up hold %s failed: %s", hold_id, exc)
+            session.outbox.put(ErrorFrame(code="unavailable", detail="try again shortly"))
+            return
         if found is None:
             # Same answer for "not yours" and "no such hold": existence is not leaked.
             session.outbox.put(ErrorFrame(code="hold_not_found", detail="no such live hold"))
@@ -652,7 +661,12 @@ class LiveHub:
                     wait_ms = expires_at - now + 500  # after the expiry: did it end?
                 if wait_ms > 0:
                     await asyncio.sleep(wait_ms / 1000)
-                found = await self._holds(hold_id, session.sub)
+                try:
+                    found = await self._holds(hold_id, session.sub)
+                except Exception as exc:  # Redis away for a moment: ask again shortly
+                    log.warning("checking hold %s failed: %s", hold_id, exc)
+                    await asyncio.sleep(1.0)
+                    continue
                 now = _now_ms()
                 if found is None:
                     reason: Literal["expired", "ended"] = (

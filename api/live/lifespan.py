@@ -16,7 +16,7 @@ from litestar import Litestar
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from api.live.hub import HoldLookup, LiveHub, PartitionLookup, running
-from core.errors import DomainError
+from core.errors import DomainError, Unavailable
 from core.inventory import partition_tag
 from core.settings import Settings
 
@@ -42,6 +42,8 @@ def hold_lookup(inventory: Any) -> HoldLookup | None:
     async def lookup(hold_id: str, buyer: str) -> tuple[int, int] | None:
         try:
             hold = await inventory.get_hold(hold_id, buyer)
+        except Unavailable:
+            raise  # Redis is away: not the same as "no such hold"
         except DomainError:
             return None  # not found, not the buyer's, expired, malformed: all the same
         return int(hold.event_id), int(hold.expires_at)

@@ -13,7 +13,7 @@ import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from api.live.hub import Batch, LiveHub, Outbox, UnknownEvent
-from core.live import CLOSE_SLOW_CONSUMER, Deltas, Resync, stream_key
+from core.live import CLOSE_SLOW_CONSUMER, Deltas, Resync, parse_version, stream_key
 from core.settings import LiveSettings, Settings
 from tests.conftest import fresh_event_id
 
@@ -141,3 +141,29 @@ async def test_a_slow_subscriber_is_dropped_and_others_keep_flowing(
     assert len(slow) == 0  # its queue was freed at once
     hub.leave_event(room, slow)
     hub.leave_event(room, fast)
+
+
+async def test_a_rebuilt_partition_tells_clients_to_refetch(
+    hub: LiveHub, redis_cluster: Any
+) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    await _xadd(redis_cluster, event_id, "E-1-1", "held")
+    outbox = Outbox(64)
+    room, _ = await hub.join_event(event_id, outbox)
+    before = await _xadd(redis_cluster, event_id, "E-1-2", "held")
+    reload_id = await _xadd(redis_cluster, event_id, "", "reload")
+    after = await _xadd(redis_cluster, event_id, "E-1-3", "sold")
+    got: list[Any] = []
+    async with asyncio.timeout(5):
+        while not (got and isinstance(got[-1], Batch) and got[-1].last >= parse_version(after)):
+            got.append(await outbox.get())
+    kinds = [
+        (type(g).__name__, [c.version for c in g.changes] if isinstance(g, Batch) else g.version)
+        for g in got
+    ]
+    assert kinds == [("Batch", [before]), ("Resync", reload_id), ("Batch", [after])]
+    # A replay across the rebuild cannot be trusted either.
+    frames = [f async for f in hub.replay(event_id, 0, before, after)]
+    assert len(frames) == 1 and isinstance(frames[0], Resync) and frames[0].reason == "rebuilt"
+    hub.leave_event(room, outbox)
