@@ -463,6 +463,39 @@ async def test_catalog_in_spanish_and_english(browser: Any, pwa_system: System) 
         assert p.console_errors() == []
 
 
+async def test_installable_with_manifest_and_service_worker(
+    chromium_path: str, pwa_system: System, tmp_path: Path
+) -> None:
+    """Chromium's own installability check finds nothing missing.
+
+    A persistent profile, because Playwright's ordinary contexts are incognito ones,
+    where Chromium reports only "in-incognito" and checks nothing else.
+    """
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            str(tmp_path / "profile"),
+            executable_path=chromium_path,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            base_url=pwa_system.base_url,
+            locale="en-US",
+        )
+        try:
+            page = context.pages[0] if context.pages else await context.new_page()
+            await page.goto("/")
+            await page.wait_for_selector(".event-card")
+            await page.wait_for_function("() => !!navigator.serviceWorker.controller")
+            cdp = await context.new_cdp_session(page)
+            manifest = await cdp.send("Page.getAppManifest")
+            assert not manifest.get("errors"), manifest.get("errors")
+            installability = await cdp.send("Page.getInstallabilityErrors")
+            assert installability["installabilityErrors"] == [], installability
+        finally:
+            await context.close()
+
+
 @pytest.mark.parametrize("viewport", ["phone", "desktop"])
 async def test_full_purchase_flow(browser: Any, pwa_system: System, viewport: str) -> None:
     size = PHONE if viewport == "phone" else DESKTOP
@@ -479,7 +512,7 @@ async def test_full_purchase_flow(browser: Any, pwa_system: System, viewport: st
         await p.page.locator(".section-tile").nth(1).click()
         await p.page.wait_for_selector(".seat-canvas-wrap")
         seats = await pick_seats_with_keyboard(p, 2)
-        assert "2" in await p.page.locator(".selection-bar .sel-total").inner_text()
+        assert "2 asientos" in await p.page.locator(".selection-bar .sel-seats").inner_text()
         await p.shot("seats-picked", full_page=True)
 
         await hold_selected(p)

@@ -273,6 +273,7 @@ export function normalizeHold(raw) {
     eventId: Number(pick(raw, 'event_id') ?? (eventFromId ? eventFromId[1] : 0)),
     seats,
     expiresAt: expires,
+    maxExpiresAt: Number(pick(raw, 'max_expires_at')) || undefined,
     total: priceMinor(pick(raw, 'total', 'total_price', 'total_minor', 'amount')),
     currency: pick(raw, 'currency') || raw?.total?.currency || 'PEN',
   };

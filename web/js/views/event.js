@@ -156,7 +156,7 @@ export function render(main, [eventIdStr, sectionName]) {
         currency = c.currency || currency;
         labels.push(id);
       }
-      mount(selInfo, h('span', { class: 'sel-total' }, `${t('event.selectedN', { n })} · ${money(total, currency)}`), h('span', { class: 'sel-seats' }, labels.join(', ')));
+      mount(selInfo, h('span', { class: 'sel-total' }, money(total, currency)), h('span', { class: 'sel-seats' }, `${t('event.selectedN', { n })}: ${labels.join(', ')}`));
     }
     overview?.update();
     canvas?.refresh();
@@ -226,11 +226,14 @@ export function render(main, [eventIdStr, sectionName]) {
     selectionChanged();
   }
 
+  const holding = new Set(); // seats of our own hold request in flight
+
   function onDelta(seatIds, status) {
     if (!model) return;
     const touched = model.apply(seatIds, status);
     if (!touched.size) return;
-    const lost = seatIds.filter((id) => selected.has(id) && status !== 'free');
+    // Our own hold's delta can arrive before the hold's answer: not "lost".
+    const lost = seatIds.filter((id) => selected.has(id) && !holding.has(id) && status !== 'free');
     if (lost.length) {
       for (const id of lost) selected.delete(id);
       toast(t('event.seatGone', { seats: lost.join(', ') }), 'warn');
@@ -317,16 +320,17 @@ export function render(main, [eventIdStr, sectionName]) {
       }
     }
     if (hold.total === undefined) hold.total = hold.seats.reduce((sum, s) => sum + (s.price || 0), 0);
-    if (model) onDelta(hold.seats.map((s) => s.id), 'held');
-    rememberHold(hold);
     selected.clear();
     sessionStorage.removeItem(selKey);
+    if (model) onDelta(hold.seats.map((s) => s.id), 'held');
+    rememberHold(hold);
     navigate(`/hold/${encodeURIComponent(hold.id)}`);
   }
 
   async function holdSelected() {
     if (!selected.size || !requireLogin()) return;
     holdBtn.disabled = true;
+    for (const id of selected) holding.add(id);
     try {
       await afterHold(await api.holdSeats(eventId, [...selected]));
     } catch (err) {
@@ -338,6 +342,7 @@ export function render(main, [eventIdStr, sectionName]) {
         toast(t('event.seatGone', { seats: gone.join(', ') || '—' }), 'warn');
       } else toast(problemMessage(err), 'err');
     } finally {
+      holding.clear();
       holdBtn.disabled = false;
     }
   }

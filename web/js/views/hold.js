@@ -125,18 +125,22 @@ export function render(main, [holdId]) {
 
   async function extend() {
     extendBtn.disabled = true;
+    let atCap = false;
     try {
       const fresh = normalizeHold(await api.extendHold(holdId));
       hold.expiresAt = fresh.expiresAt || hold.expiresAt;
+      hold.maxExpiresAt = fresh.maxExpiresAt || hold.maxExpiresAt;
       fullSpan = Math.max(fullSpan, hold.expiresAt - serverNow());
       sessionStorage.setItem(`tb.hold.${hold.id}`, JSON.stringify(hold));
       tick();
       toast(t('hold.extended'), 'ok', 2500);
+      atCap = Boolean(hold.maxExpiresAt && hold.expiresAt >= hold.maxExpiresAt);
     } catch (err) {
       if (err instanceof ApiError && err.status === 410) expired();
       else toast(err instanceof OfflineError ? t('err.offline') : err.problem?.detail || t('err.generic'), 'err');
     } finally {
-      extendBtn.disabled = false;
+      // At the lifetime cap, "more time" can do nothing: say so by disabling it.
+      extendBtn.disabled = atCap;
     }
   }
 
@@ -160,6 +164,7 @@ export function render(main, [holdId]) {
       if (disposed) return;
       if (hold) {
         hold.expiresAt = fresh.expiresAt || hold.expiresAt;
+        hold.maxExpiresAt = fresh.maxExpiresAt || hold.maxExpiresAt;
         hold.total = fresh.total ?? hold.total;
         const known = new Map(hold.seats.map((x) => [x.id, x]));
         hold.seats = fresh.seats.map((x) => ({ ...known.get(x.id), ...Object.fromEntries(Object.entries(x).filter(([, v]) => v !== undefined)) }));
