@@ -31,7 +31,7 @@ from jwt.algorithms import OKPAlgorithm
 from litestar import Request, get, post
 from litestar.enums import RequestEncodingType
 from litestar.handlers import HTTPRouteHandler
-from litestar.params import Body
+from litestar.params import Body, JSONBody
 from redis.asyncio import RedisCluster
 
 from api.auth.principal import CLIENT_PREFIX, ROLES
@@ -232,7 +232,9 @@ def _issuer(request: Request[Any, Any, Any]) -> DevIssuer:
 
 
 @post("/api/v1/auth/dev-token", tags=["auth"], status_code=200, summary="Dev login (dev only)")
-async def dev_token(request: Request[Any, Any, Any], data: DevTokenRequest) -> TokenResponse:
+async def dev_token(
+    request: Request[Any, Any, Any], data: JSONBody[DevTokenRequest]
+) -> TokenResponse:
     """Issue a token for any subject and roles. Exists only with the dev issuer on."""
     unknown = [r for r in data.roles if r not in ROLES]
     if unknown:
