@@ -39,7 +39,8 @@ class HoldAndBuyBuyer(Buyer):
                 resp.failure(f"hold answered {resp.status_code}")
                 return
             hold = resp.json()
-            if sorted(hold["seats"]) != sorted(seats):
-                self.report("BREACH", "hold seats", f"asked {seats}, got {hold['seats']}")
+            got = sorted(seat["seat_id"] for seat in hold["seats"])
+            if got != sorted(seats):
+                self.report("BREACH", "hold seats", f"asked {seats}, got {got}")
         self.buy(hold["hold_id"])
         self.login()

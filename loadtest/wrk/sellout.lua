@@ -125,7 +125,8 @@ function response(status, hdrs, body)
   statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
   if status == 201 then
     local hold_id = string.match(body, '"hold_id"%s*:%s*"([^"]+)"')
-    local seat = string.match(body, '"seats"%s*:%s*%[%s*"([^"]+)"')
+    -- seats: [{"seat_id": ...}, ...] (api/holds/schemas.py HoldView); the first names the chunk.
+    local seat = string.match(body, '"seat_id"%s*:%s*"([^"]+)"')
     local c = seat and seat_chunk[seat]
     if hold_id and c then
       counts.hold_201 = counts.hold_201 + 1
