@@ -277,6 +277,7 @@ def test_kafka_topics_match_settings_and_scaling(
         target = named(docs, "Deployment", so["spec"]["scaleTargetRef"]["name"])
         assert "replicas" not in target["spec"], "KEDA owns the replica count"
         assert so["spec"]["minReplicaCount"] >= 1
+        assert so["spec"]["fallback"]["replicas"] <= so["spec"]["maxReplicaCount"]
         for trigger in so["spec"]["triggers"]:
             assert trigger["type"] == "kafka"
             meta = trigger["metadata"]
