@@ -29,6 +29,22 @@ def _prepare_multiproc_dir(port: int, workers: int) -> None:
         Path(directory).mkdir(parents=True, exist_ok=True)
 
 
+# Granian's own lines (startup, workers, errors) as JSON too, like the app's.
+GRANIAN_LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "api.logs.JSONFormatter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "stream": "ext://sys.stderr",
+        }
+    },
+    "loggers": {"_granian": {"handlers": ["console"], "level": "INFO", "propagate": False}},
+}
+
+
 def main() -> None:
     try:
         settings = load_settings()
@@ -45,6 +61,7 @@ def main() -> None:
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
         log_access=False,  # the app writes its own JSON access log with the request id
+        log_dictconfig=GRANIAN_LOGGING,
         respawn_failed_workers=True,
         working_dir=Path.cwd(),
     ).serve()

@@ -7,7 +7,7 @@ last, anything unexpected (a bare 500 with no details; the traceback goes to
 the log, never to the client).
 
 ``type`` is always ``https://ticketbuster.dev/problems/<code>``; the codes are
-stable and documented in docs/api.md.
+stable and listed in docs/decisions/0302-problem-details.md.
 """
 
 from __future__ import annotations
