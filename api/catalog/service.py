@@ -52,6 +52,9 @@ PRICE_TTL_S = 60.0
 SEAT_MAP_MAX_AGE_S = 5.0
 LAYOUT_TTL_S = 300.0
 CATEGORIES_TTL_S = 300.0
+# "No such event" is remembered briefly: absorbs floods for one bad id, heals fast.
+NEGATIVE_TTL_S = 5.0
+MAX_CACHE_ENTRIES = 10_000
 # Largest event id PostgreSQL's bigint holds; larger ids cannot exist.
 MAX_EVENT_ID = 2**63 - 1
 
@@ -150,24 +153,38 @@ class Catalog:
     async def _single_flight(
         self, key: tuple[str, int], ttl_s: float, load: Callable[[], Awaitable[T]]
     ) -> T:
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return cast(T, await asyncio.shield(pending))
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            value = await load()
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters (if any) re-raise it
-            raise
-        else:
-            future.set_result(value)
-            if ttl_s > 0:
-                self._cache[key] = _Cached(self._clock() + ttl_s, value)
-            return value
-        finally:
-            del self._inflight[key]
+        """Run ``load()`` once for all concurrent callers of ``key`` (and cache it).
+
+        The load runs in its own task, so a caller that goes away (client disconnect,
+        timeout) does not cancel it for the others.
+        """
+        task = self._inflight.get(key)
+        if task is None:
+
+            async def run() -> Any:
+                try:
+                    value = await load()
+                    if ttl_s > 0:
+                        self._store(key, ttl_s, value)
+                    return value
+                finally:
+                    self._inflight.pop(key, None)
+
+            task = asyncio.ensure_future(run())
+            # Nobody may be left to read a failure; retrieve it so it is not logged.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+            self._inflight[key] = task
+        return cast(T, await asyncio.shield(task))
+
+    def _store(self, key: tuple[str, int], ttl_s: float, value: Any) -> None:
+        now = self._clock()
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            # Requests for ids that do not exist must not grow the cache without bound.
+            for stale in [k for k, v in self._cache.items() if v.expires <= now]:
+                del self._cache[stale]
+            if len(self._cache) >= MAX_CACHE_ENTRIES:
+                self._cache.clear()
+        self._cache[key] = _Cached(now + ttl_s, value)
 
     def invalidate(self, event_id: int) -> None:
         """Forget everything cached about ``event_id`` (after a catalog change)."""
@@ -194,6 +211,7 @@ class Catalog:
             raise NotFound(f"event {event_id} not found")
         prices = await self._cached("prices", event_id, self._price_ttl_s, load)
         if not prices:
+            self._store(("prices", event_id), NEGATIVE_TTL_S, prices)  # remember briefly
             raise NotFound(f"event {event_id} not found")
         return prices
 
@@ -225,9 +243,8 @@ class Catalog:
         if missing:
             loaded = await self.repository.price_categories(missing)
             for event_id, prices in loaded.items():
-                self._cache[("prices", event_id)] = _Cached(
-                    now + self._price_ttl_s, {p.code: p for p in prices}
-                )
+                ttl_s = self._price_ttl_s if prices else NEGATIVE_TTL_S
+                self._store(("prices", event_id), ttl_s, {p.code: p for p in prices})
                 out[event_id] = prices
         return out
 
@@ -370,13 +387,16 @@ class Catalog:
 
     async def _render(self, event_id: int, layout: _CompiledLayout) -> RenderedSeatMap:
         version, statuses = await self.inventory.seat_statuses(event_id)
-        etag = f'"{event_id}-{layout.digest}-{version}"'
+        seat_map = await self._build_seat_map(event_id, layout, version, statuses)
+        body = msgspec.json.encode(seat_map)
+        # The tag covers the bytes, not only the version: a hold that expired lazily
+        # changes the map without a new stream entry.
+        digest = hashlib.blake2b(body, digest_size=6).hexdigest()
+        etag = f'"{event_id}-{version}-{digest}"'
         last = self._rendered.get(event_id)
         if last is not None and last.etag == etag:
             rendered = msgspec.structs.replace(last, rendered_at=self._clock())
         else:
-            seat_map = await self._build_seat_map(event_id, layout, version, statuses)
-            body = msgspec.json.encode(seat_map)
             rendered = RenderedSeatMap(
                 etag=etag,
                 version=version,
