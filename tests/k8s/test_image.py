@@ -119,3 +119,19 @@ def test_copied_sources_exist_and_are_allowed() -> None:
             name = source.rstrip("/")
             assert (ROOT / name).exists(), f"COPY {source}: not in the repo"
             assert name in allowed, f"COPY {source}: excluded by .dockerignore"
+
+
+def test_image_holds_every_module_the_pods_run(rendered: dict[str, list[Doc]]) -> None:
+    copied = {
+        source.rstrip("/")
+        for word, rest in final_stage()
+        if word == "COPY" and not rest.startswith("--from")
+        for source in shlex.split(rest)[:-1]
+    }
+    for doc in rendered["prod"]:
+        if doc["kind"] not in ("Deployment", "Job") or "template" not in doc["spec"]:
+            continue
+        for c in pod_spec(doc)["containers"]:
+            if c["command"][:2] == ["python", "-m"]:
+                package = c["command"][2].split(".")[0]
+                assert package in copied, f"{doc['metadata']['name']}: {package}/ not in the image"
