@@ -82,6 +82,10 @@ class ApiSettings(msgspec.Struct, frozen=True):
     rate_limit_per_ip: int = 6000
     rate_limit_per_user: int = 600
     rate_limit_window_s: int = 60
+    # Load shedding per API process: beyond max_in_flight concurrent /api/ requests, or when
+    # no response has started after request_timeout_s, answer 503 + Retry-After (0 = off).
+    max_in_flight: int = 1000
+    request_timeout_s: float = 15.0
 
 
 class TicketSettings(msgspec.Struct, frozen=True):
