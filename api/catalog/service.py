@@ -6,6 +6,7 @@ One ``Catalog`` per process (``api/catalog/deps.py``) keeps small caches:
   answers the hold and order paths without a PostgreSQL query per request;
 - seat-map layouts (TTL ``LAYOUT_TTL_S``): the static part of ``GET .../seats``;
 - the last rendered seat map per event, reused while the inventory version is unchanged;
+- events (TTL ``EVENT_TTL_S``), so an event page read by a crowd is one query per process;
 - one in-flight load per key, so a burst of requests for one stadium makes one query.
 
 A layout or price change reaches every process within its TTL; nothing else changes
@@ -52,6 +53,8 @@ PRICE_TTL_S = 60.0
 SEAT_MAP_MAX_AGE_S = 5.0
 LAYOUT_TTL_S = 300.0
 CATEGORIES_TTL_S = 300.0
+# An event page in a flash sale is read by everyone at once: one query per process per TTL.
+EVENT_TTL_S = 10.0
 # "No such event" is remembered briefly: absorbs floods for one bad id, heals fast.
 NEGATIVE_TTL_S = 5.0
 MAX_CACHE_ENTRIES = 10_000
@@ -309,10 +312,14 @@ class Catalog:
         return EventPage(items=items, next_cursor=cursor)
 
     async def _record(self, event_id: int) -> EventRecord:
+        """The event (cached ``EVENT_TTL_S``; an unknown id ``NEGATIVE_TTL_S``)."""
         if not 0 < event_id <= MAX_EVENT_ID:
             raise NotFound(f"event {event_id} not found")
-        record = await self.repository.event(event_id)
+        record: EventRecord | None = await self._cached(
+            "event", event_id, EVENT_TTL_S, lambda: self.repository.event(event_id)
+        )
         if record is None:
+            self._store(("event", event_id), NEGATIVE_TTL_S, None)
             raise NotFound(f"event {event_id} not found")
         return record
 

@@ -221,3 +221,13 @@ async def test_seat_map_of_unknown_event_is_not_found() -> None:
     with pytest.raises(NotFound):
         await catalog.seat_map(12345)
     assert "layout" not in repo.calls
+
+
+async def test_event_records_are_cached_briefly() -> None:
+    catalog, repo, _, _, clock = make()
+    for _ in range(5):
+        await catalog._record(EVENT)
+    assert repo.calls["event"] == 1
+    clock.now += 11
+    await catalog._record(EVENT)
+    assert repo.calls["event"] == 2
