@@ -12,9 +12,12 @@ status character per seat; a seat id is ``"<section>-<row>-<number>"``.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
+import re
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 from locust import FastHttpUser, events
 
 API = "/api/v1"
-FREE = "f"
+_FREE_RUN = re.compile("f+")  # "f" is a free seat in a row's status string
 
 
 def seats_of(seat_map: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
@@ -35,37 +38,49 @@ def seats_of(seat_map: dict[str, Any]) -> Iterator[tuple[str, str, str]]:
                 yield seat, run["category"], code
 
 
-def free_runs(seat_map: dict[str, Any], size: int) -> list[list[str]]:
-    """Groups of ``size`` adjacent free seats (one row), the way a buyer picks them."""
-    groups: list[list[str]] = []
+def free_stretches(seat_map: dict[str, Any]) -> list[tuple[str, int, int]]:
+    """``(row prefix, first number, length)`` of every run of adjacent free seats."""
+    out: list[tuple[str, int, int]] = []
     for section in seat_map.get("sections", ()):
         for run in section.get("rows", ()):
+            prefix = f"{section['code']}-{run['row']}-"
             first = int(run["first"])
-            status: str = run["status"]
-            i = 0
-            while i + size <= len(status):
-                if status[i : i + size] == FREE * size:
-                    prefix = f"{section['code']}-{run['row']}-"
-                    groups.append([f"{prefix}{first + i + k}" for k in range(size)])
-                    i += size
-                else:
-                    i += 1
+            for m in _FREE_RUN.finditer(run["status"]):
+                out.append((prefix, first + m.start(), m.end() - m.start()))
+    return out
+
+
+def carve(stretches: list[tuple[str, int, int]], size: int, limit: int) -> list[list[str]]:
+    """Up to ``limit`` groups of ``size`` adjacent free seats, from random stretches."""
+    order = list(range(len(stretches)))
+    random.shuffle(order)
+    groups: list[list[str]] = []
+    for i in order:
+        prefix, first, length = stretches[i]
+        for start in range(0, length - size + 1, size):
+            groups.append([f"{prefix}{first + start + k}" for k in range(size)])
+            if len(groups) >= limit:
+                return groups
     return groups
 
 
 class SaleState:
-    """Per-process view of the sale: the event id and a shuffled pool of free seat groups.
+    """Per-process view of the sale: the event id and shuffled pools of free seat groups.
 
-    Each locust process refreshes its pool from the live seat map when it runs dry, so
-    processes compete for seats the way real buyers do (some holds get 409).
+    One look at the live seat map fills a pool per group size (the pools overlap: two
+    buyers may go for the same seats, and one gets a 409, as in a real sale). A process
+    looks again when a pool runs dry, at most once a second.
     """
+
+    MAX_GROUP = 8
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.event_id: int | None = None
         self.categories: list[str] = []
-        self._groups: list[list[str]] = []
+        self._groups: dict[int, list[list[str]]] = {}
         self._front: list[str] = []
+        self._looked_at = 0.0
 
     def event(self, user: FastHttpUser) -> int:
         if self.event_id is None:
@@ -83,35 +98,44 @@ class SaleState:
                 self.event_id = int(max(items, key=lambda e: e["capacity"])["id"])
         return self.event_id
 
-    def _refresh(self, user: FastHttpUser, size: int) -> None:
+    def _refresh(self, user: FastHttpUser) -> None:
+        if time.monotonic() - self._looked_at < 1.0 and self._front:
+            return
+        self._looked_at = time.monotonic()
         event_id = self.event(user)
         with user.client.get(f"{API}/events/{event_id}/seats", name="seat map") as resp:
             seat_map = resp.json()
         self.categories = [c["code"] for c in seat_map.get("categories", ())]
-        groups = free_runs(seat_map, size)
-        random.shuffle(groups)
-        self._groups = groups
+        stretches = free_stretches(seat_map)
+        # A few thousand groups per size is plenty between two looks, and cheap to carve
+        # (locust runs on gevent: CPU spent here stalls every user of the process).
+        pools = {size: carve(stretches, size, 2000) for size in range(1, self.MAX_GROUP + 1)}
+        with self._lock:
+            self._groups = pools
         # The front rows: the first 20 seats of the map, free or not.
-        self._front = [seat for seat, _, _ in zip(seats_of(seat_map), range(20), strict=False)]
+        self._front = [seat for seat, _, _ in itertools.islice(seats_of(seat_map), 20)]
+
+    def _pop(self, size: int) -> list[str] | None:
+        with self._lock:
+            pool = self._groups.get(size)
+            return pool.pop() if pool else None
 
     def take_group(self, user: FastHttpUser, size: int) -> list[str] | None:
         """A group of adjacent seats that were free at the last look, or None if sold out."""
-        with self._lock:
-            group = self._groups.pop() if self._groups else None
-        if group is not None and len(group) == size:
-            return group
-        self._refresh(user, size)
-        with self._lock:
-            return self._groups.pop() if self._groups else None
+        group = self._pop(size)
+        if group is None:
+            self._refresh(user)
+            group = self._pop(size)
+        return group
 
     def front_seats(self, user: FastHttpUser) -> list[str]:
         if not self._front:
-            self._refresh(user, 1)
+            self._refresh(user)
         return self._front
 
     def category_names(self, user: FastHttpUser) -> list[str]:
         if not self.categories:
-            self._refresh(user, 1)
+            self._refresh(user)
         return self.categories or ["GENERAL"]
 
 
