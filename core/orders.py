@@ -81,6 +81,9 @@ class OrderPlaced(msgspec.Struct, frozen=True):
     total: int
     placed_at: int  # ms since epoch
     currency: Currency = CURRENCY
+    # The request's Idempotency-Key and body fingerprint, kept durably with the order.
+    idempotency_key: str | None = None
+    fingerprint: str | None = None
     v: int = 1
 
 
@@ -238,6 +241,8 @@ def build_order(
     categories: list[str] | tuple[str, ...],
     prices: dict[str, int],
     placed_at: int,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
 ) -> OrderPlaced:
     """Price a confirmed hold from the catalog's ``prices`` (category -> minor units)."""
     if not seats or len(seats) != len(categories):
@@ -258,6 +263,8 @@ def build_order(
         seats=items,
         total=order_total(items),
         placed_at=placed_at,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
     )
 
 

@@ -1,0 +1,224 @@
+"""The order persister against the real broker (Tansu) and PostgreSQL.
+
+Orders are put straight into ``orders.placed``; the persister runs in-process with a
+recording seat ledger in place of the Redis inventory (the full path with Redis is in
+tests/e2e/test_purchase*.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+
+from core.orders import encode, event_key, topic
+from core.settings import Settings
+from tests.conftest import fresh_event_id
+from tests.integration.test_orders_support import (
+    TopicReader,
+    create_catalog_event,
+    decided,
+    order_placed,
+    produce,
+    seat_ids,
+)
+from workers.persister import create_persister
+from workers.runtime import ensure_topics
+
+
+class RecordingLedger:
+    """Stands in for core.inventory.Inventory's mark_sold/reject and records the calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int, str]] = []
+
+    async def mark_sold(self, event_id: int, partition: int, order_id: str) -> None:
+        self.calls.append(("sold", event_id, order_id))
+
+    async def reject(self, event_id: int, partition: int, order_id: str) -> None:
+        self.calls.append(("reject", event_id, order_id))
+
+
+@pytest.fixture(scope="module")
+def worker_settings(db_settings: Settings) -> Settings:
+    return msgspec.structs.replace(
+        db_settings, workers=msgspec.structs.replace(db_settings.workers, persister_port=0)
+    )
+
+
+@pytest.fixture(scope="module")
+async def persister(worker_settings: Settings) -> AsyncIterator[tuple[Any, RecordingLedger]]:
+    await ensure_topics(worker_settings)
+    ledger = RecordingLedger()
+    app = create_persister(worker_settings, ledger=ledger)
+    await app.start()
+    yield app, ledger
+    await app.stop()
+
+
+@pytest.fixture
+async def outcomes(worker_settings: Settings) -> AsyncIterator[TopicReader]:
+    prefix = worker_settings.kafka.topic_prefix
+    names = ["orders.confirmed", "orders.rejected", "orders.dlq"]
+    async with TopicReader(worker_settings.kafka.bootstrap, [prefix + n for n in names]) as reader:
+        yield reader
+
+
+async def _put(settings: Settings, orders: list[Any]) -> None:
+    await produce(
+        settings.kafka.bootstrap,
+        topic(settings.kafka.topic_prefix, "orders.placed"),
+        [(event_key(o.event_id), encode(o)) for o in orders],
+    )
+
+
+async def test_orders_are_confirmed_with_one_ticket_per_seat(
+    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+) -> None:
+    event_id = fresh_event_id()
+    seats = seat_ids(60)
+    await create_catalog_event(pg_dsn, event_id, seats)
+    orders = [order_placed(event_id, seats[i : i + 3], buyer=f"b{i}") for i in range(0, 60, 3)]
+    await _put(worker_settings, orders)
+    ids = {o.order_id for o in orders}
+    await outcomes.wait_for(lambda m: len(decided(m, ids)) == len(ids))
+    assert all(v[0] == "confirmed" for v in decided(outcomes.messages, ids).values())
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT seat_id, holder, price_minor FROM orders.tickets WHERE event_id = $1", event_id
+        )
+        statuses = await conn.fetch(
+            "SELECT status, count(*) FROM orders.orders WHERE event_id = $1 GROUP BY 1", event_id
+        )
+    finally:
+        await conn.close()
+    assert sorted(r["seat_id"] for r in rows) == sorted(seats)
+    assert {r["price_minor"] for r in rows} == {9950}
+    assert dict(statuses) == {"confirmed": 20}
+    _, ledger = persister
+    assert {c[2] for c in ledger.calls if c[0] == "sold"} >= ids
+
+
+async def test_two_orders_for_the_same_seat_one_ticket_one_rejection(
+    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+) -> None:
+    event_id = fresh_event_id()
+    seats = seat_ids(4)
+    await create_catalog_event(pg_dsn, event_id, seats)
+    first = order_placed(event_id, [seats[0], seats[1]], buyer="alice")
+    second = order_placed(event_id, [seats[1], seats[2]], buyer="bob")
+    await _put(worker_settings, [first, second])
+    ids = {first.order_id, second.order_id}
+    await outcomes.wait_for(lambda m: len(decided(m, ids)) == 2)
+    got = decided(outcomes.messages, ids)
+    assert got[first.order_id][0] == "confirmed"
+    assert got[second.order_id][0] == "rejected"
+    rejection = next(d for _, d in outcomes.messages if d.get("order_id") == second.order_id)
+    assert rejection["reason"] == "seat_taken"
+    assert rejection["seats"] == [seats[1]]
+
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        tickets = await conn.fetch(
+            "SELECT seat_id, order_id::text FROM orders.tickets WHERE event_id = $1", event_id
+        )
+        loser = await conn.fetchrow(
+            "SELECT status, reason, conflicting_seats FROM orders.orders WHERE order_id = $1",
+            second.order_id,
+        )
+    finally:
+        await conn.close()
+    assert sorted((t["seat_id"], t["order_id"]) for t in tickets) == sorted(
+        [(seats[0], first.order_id), (seats[1], first.order_id)]
+    )
+    assert loser is not None
+    assert (loser["status"], loser["reason"], loser["conflicting_seats"]) == (
+        "rejected",
+        "seat_taken",
+        [seats[1]],
+    )
+    _, ledger = persister
+    assert ("reject", event_id, second.order_id) in ledger.calls
+
+
+async def test_a_redelivered_order_is_decided_once(
+    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+) -> None:
+    event_id = fresh_event_id()
+    seats = seat_ids(2)
+    await create_catalog_event(pg_dsn, event_id, seats)
+    order = order_placed(event_id, seats)
+    await _put(worker_settings, [order])
+    await outcomes.wait_for(
+        lambda m: len(decided(m, {order.order_id}).get(order.order_id, [])) == 1
+    )
+    await _put(worker_settings, [order, order])  # a producer retry, then a replay
+    await outcomes.wait_for(
+        lambda m: len(decided(m, {order.order_id}).get(order.order_id, [])) >= 2
+    )
+    assert set(decided(outcomes.messages, {order.order_id})[order.order_id]) == {"confirmed"}
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        n_orders = await conn.fetchval(
+            "SELECT count(*) FROM orders.orders WHERE order_id = $1", order.order_id
+        )
+        n_tickets = await conn.fetchval(
+            "SELECT count(*) FROM orders.tickets WHERE order_id = $1", order.order_id
+        )
+    finally:
+        await conn.close()
+    assert (n_orders, n_tickets) == (1, 2)
+
+
+async def test_poison_message_goes_to_the_dlq_and_the_partition_keeps_flowing(
+    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+) -> None:
+    event_id = fresh_event_id()
+    seats = seat_ids(2)
+    await create_catalog_event(pg_dsn, event_id, seats)
+    good = order_placed(event_id, seats)
+    poison = b'{"order_id": 12, "this is": "not an order"}'
+    await produce(
+        worker_settings.kafka.bootstrap,
+        topic(worker_settings.kafka.topic_prefix, "orders.placed"),
+        [(event_key(event_id), poison), (event_key(event_id), encode(good))],  # same partition
+    )
+    await outcomes.wait_for(lambda m: good.order_id in decided(m, {good.order_id}))
+    letters = [
+        d
+        for name, d in outcomes.messages
+        if name.endswith("orders.dlq") and d.get("key") == str(event_id)
+    ]
+    assert len(letters) == 1
+    assert letters[0]["value"] == poison.decode()
+    assert "undecodable" in letters[0]["error"]
+    assert decided(outcomes.messages, {good.order_id})[good.order_id] == ["confirmed"]
+
+
+async def test_order_for_unknown_seats_is_rejected_as_invalid(
+    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+) -> None:
+    event_id = fresh_event_id()
+    await create_catalog_event(pg_dsn, event_id, seat_ids(2))
+    order = order_placed(event_id, ["999-Z-1"])
+    await _put(worker_settings, [order])
+    await outcomes.wait_for(lambda m: order.order_id in decided(m, {order.order_id}))
+    doc = next(d for _, d in outcomes.messages if d.get("order_id") == order.order_id)
+    assert doc["reason"] == "invalid_order"
+
+
+async def test_probes_and_metrics(persister: Any) -> None:
+    app, _ = persister
+    server = app.context.get("probes")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 200
+        body = (await client.get("/metrics")).text
+    assert "ticketbuster_persister_batch_size" in body
+    assert "ticketbuster_orders_total" in body

@@ -1,0 +1,55 @@
+"""Prometheus metrics of the workers (names per docs: ticketbuster_*, bounded labels only).
+
+Worker processes set ``PROMETHEUS_MULTIPROC_DIR`` when more than one process shares a
+port; gauges therefore declare how they aggregate across processes.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ORDERS = Counter("ticketbuster_orders_total", "Orders decided by the persister.", ["status"])
+PURCHASE_DURATION = Histogram(
+    "ticketbuster_purchase_duration_seconds",
+    "From OrderPlaced (API) to the persister's decision.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+CONSUMER_LAG = Gauge(
+    "ticketbuster_consumer_lag",
+    "Messages behind the end of the topic, per consumer group.",
+    ["topic", "group"],
+    multiprocess_mode="max",
+)
+BATCH_SIZE = Histogram(
+    "ticketbuster_persister_batch_size",
+    "Orders per persisted batch.",
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+BATCH_DURATION = Histogram(
+    "ticketbuster_persister_batch_duration_seconds",
+    "Time to persist one batch (transaction, publishes, Redis updates).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+TICKETS = Counter("ticketbuster_persister_tickets_total", "Tickets written by the persister.")
+DEAD_LETTERS = Counter(
+    "ticketbuster_dead_letters_total", "Messages sent to the dead-letter topic.", ["worker"]
+)
+TICKETS_ISSUED = Counter("ticketbuster_tickets_issued_total", "Tickets signed by the issuer.")
+NOTIFICATIONS = Counter(
+    "ticketbuster_notifications_total", "Order status changes delivered to buyers.", ["status"]
+)
+RECONCILER_MISMATCHES = Gauge(
+    "ticketbuster_reconciler_mismatches",
+    "Seats on which Redis and PostgreSQL disagree at the last reconcile pass.",
+    ["kind"],
+    multiprocess_mode="max",
+)
+OVERSOLD_SEATS = Gauge(
+    "ticketbuster_oversold_seats",
+    "Seats sold more than once (must stay 0).",
+    multiprocess_mode="max",
+)
+HOLDS_SWEPT = Counter("ticketbuster_holds_swept_total", "Expired holds released by the sweeper.")
+STUCK_ORDERS = Counter(
+    "ticketbuster_reconciler_actions_total", "Stuck orders the reconciler acted on.", ["action"]
+)

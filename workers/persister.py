@@ -1,0 +1,523 @@
+"""Order persister: ``orders.placed`` -> PostgreSQL, in batches, exactly one decision per order.
+
+One Kafka batch (up to ``batch_max_records`` messages or ``batch_timeout_ms``) is written
+in ONE transaction with multi-row ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
+NOTHING``. Then, in this order: ``OrderConfirmed``/``OrderRejected`` are published, Redis
+is told (``mark_sold`` / ``reject``), and only then are the offsets committed. A crash
+anywhere before the offset commit redelivers the batch; the persister is idempotent on
+order id (an order already in PostgreSQL keeps its decision, which is published again),
+so every accepted order ends decided exactly once. See docs/decisions/0402-*.md.
+
+Conflicts: UNIQUE (event_id, seat_id) on tickets is the final arbiter. Within a batch the
+earlier offset wins (one event is one partition, so offset order is placement order).
+
+Poison messages: a value that does not decode goes to ``orders.dlq`` at once (retrying
+cannot fix it); an order whose own rows fail to write is retried alone up to
+``dlq_after_attempts`` times, then dead-lettered with its error. A dependency outage
+(PostgreSQL unreachable) is not poison: the batch is rewound and retried with backoff.
+
+Run: ``uv run python -m workers.persister``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from core.orders import (
+    TOPIC_CONFIRMED,
+    TOPIC_DLQ,
+    TOPIC_PLACED,
+    TOPIC_REJECTED,
+    DeadLetter,
+    OrderConfirmed,
+    OrderPlaced,
+    OrderRejected,
+    RejectReason,
+    TicketRef,
+    encode,
+    event_key,
+    ticket_id_for,
+    topic,
+)
+from core.settings import Settings, load_settings
+from workers import metrics
+from workers.runtime import (
+    attach_probes,
+    create_broker,
+    create_pg_pool,
+    create_redis,
+    ensure_topics,
+    now_ms,
+    pg_ready,
+    run,
+)
+
+log = logging.getLogger("ticketbuster.persister")
+
+GROUP = "persister"
+
+
+class SeatLedger(Protocol):
+    """The part of the inventory gateway (core.inventory.Inventory) the persister needs."""
+
+    async def mark_sold(self, event_id: int, partition: int, order_id: str) -> Any: ...
+
+    async def reject(self, event_id: int, partition: int, order_id: str) -> Any: ...
+
+
+class TransientError(Exception):
+    """A dependency failed or a race was lost; the whole batch is retried."""
+
+
+class Decision(msgspec.Struct, frozen=True):
+    order: OrderPlaced
+    status: Literal["confirmed", "rejected"]
+    reason: RejectReason | None = None
+    conflicting: tuple[str, ...] = ()
+    decided_at: int = 0
+    recorded: bool = (
+        True  # False: rejected without a row (unknown event), decided again on redelivery
+    )
+
+    def outcome(self) -> OrderConfirmed | OrderRejected:
+        o = self.order
+        if self.status == "confirmed":
+            return OrderConfirmed(
+                order_id=o.order_id,
+                event_id=o.event_id,
+                partition=o.partition,
+                buyer=o.buyer,
+                tickets=tuple(
+                    TicketRef(ticket_id=ticket_id_for(o.order_id, s.seat_id), seat_id=s.seat_id)
+                    for s in o.seats
+                ),
+                placed_at=o.placed_at,
+                confirmed_at=self.decided_at,
+            )
+        return OrderRejected(
+            order_id=o.order_id,
+            event_id=o.event_id,
+            partition=o.partition,
+            buyer=o.buyer,
+            reason=self.reason or "invalid_order",
+            seats=self.conflicting,
+            placed_at=o.placed_at,
+            rejected_at=self.decided_at,
+        )
+
+
+_TRANSIENT = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+)
+
+
+def _valid_shape(order: OrderPlaced) -> bool:
+    seat_ids = [s.seat_id for s in order.seats]
+    return (
+        bool(seat_ids)
+        and len(set(seat_ids)) == len(seat_ids)
+        and order.event_id > 0
+        and all(s.price >= 0 for s in order.seats)
+        and order.total == sum(s.price for s in order.seats)
+    )
+
+
+async def decide_and_write(
+    conn: asyncpg.Connection, orders: Sequence[OrderPlaced]
+) -> list[Decision]:
+    """Decide every order of the batch and write the decisions; call inside a transaction.
+
+    Orders already in PostgreSQL keep their recorded decision (redelivery). New orders
+    are decided greedily in batch order against the tickets already sold.
+    """
+    by_id: dict[str, OrderPlaced] = {}
+    for order in orders:
+        by_id.setdefault(order.order_id, order)  # a re-published order: first copy wins
+    unique = list(by_id.values())
+    decided_at = now_ms()
+
+    existing = {
+        str(r["order_id"]): r
+        for r in await conn.fetch(
+            "SELECT order_id, status, reason, conflicting_seats FROM orders.orders"
+            " WHERE order_id = ANY($1::uuid[])",
+            [o.order_id for o in unique],
+        )
+    }
+    fresh = [o for o in unique if o.order_id not in existing]
+    ev = [o.event_id for o in fresh for _ in o.seats]
+    st = [s.seat_id for o in fresh for s in o.seats]
+    taken: set[tuple[int, str]] = set()
+    known: set[tuple[int, str]] = set()
+    events: set[int] = set()
+    if fresh:
+        rows = await conn.fetch(
+            "SELECT s.event_id, s.seat_id, (t.ticket_id IS NOT NULL) AS sold"
+            " FROM unnest($1::bigint[], $2::text[]) AS s(event_id, seat_id)"
+            " JOIN catalog.seats c ON c.event_id = s.event_id AND c.seat_id = s.seat_id"
+            " LEFT JOIN orders.tickets t ON t.event_id = s.event_id AND t.seat_id = s.seat_id",
+            ev,
+            st,
+        )
+        for r in rows:
+            known.add((r["event_id"], r["seat_id"]))
+            if r["sold"]:
+                taken.add((r["event_id"], r["seat_id"]))
+        events = {
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT id FROM catalog.events WHERE id = ANY($1::bigint[])",
+                list({o.event_id for o in fresh}),
+            )
+        }
+    decisions: list[Decision] = []
+    for order in unique:
+        row = existing.get(order.order_id)
+        if row is not None:
+            decisions.append(
+                Decision(
+                    order=order,
+                    status=row["status"],
+                    reason=row["reason"],
+                    conflicting=tuple(row["conflicting_seats"]),
+                    decided_at=decided_at,
+                )
+            )
+            continue
+        seats = [(order.event_id, s.seat_id) for s in order.seats]
+        if order.event_id not in events:
+            decisions.append(
+                Decision(order, "rejected", "invalid_order", (), decided_at, recorded=False)
+            )
+        elif not _valid_shape(order) or any(seat not in known for seat in seats):
+            decisions.append(Decision(order, "rejected", "invalid_order", (), decided_at))
+        else:
+            lost = tuple(seat for event_id, seat in seats if (event_id, seat) in taken)
+            if lost:
+                decisions.append(Decision(order, "rejected", "seat_taken", lost, decided_at))
+            else:
+                taken.update(seats)
+                decisions.append(Decision(order, "confirmed", None, (), decided_at))
+
+    new = [d for d in decisions if d.order.order_id not in existing and d.recorded]
+    if new:
+        await _insert(conn, new)
+    return decisions
+
+
+async def _insert(conn: asyncpg.Connection, new: list[Decision]) -> None:
+    enc = msgspec.json.encode
+    await conn.execute(
+        """
+        INSERT INTO orders.orders (order_id, event_id, partition, hold_id, buyer, status, reason,
+                                   conflicting_seats, seats, total_minor, currency, placed_at,
+                                   decided_at)
+        SELECT o.order_id, o.event_id, o.partition, o.hold_id, o.buyer, o.status, o.reason,
+               string_to_array(o.conflicting, ','), o.seats::jsonb, o.total, o.currency,
+               to_timestamp(o.placed_at / 1000.0), to_timestamp(o.decided_at / 1000.0)
+        FROM unnest($1::uuid[], $2::bigint[], $3::smallint[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[],
+                    $13::bigint[])
+             AS o(order_id, event_id, partition, hold_id, buyer, status, reason, conflicting,
+                  seats, total, currency, placed_at, decided_at)
+        ON CONFLICT (order_id) DO NOTHING
+        """,
+        [d.order.order_id for d in new],
+        [d.order.event_id for d in new],
+        [d.order.partition for d in new],
+        [d.order.hold_id for d in new],
+        [d.order.buyer for d in new],
+        [d.status for d in new],
+        [d.reason for d in new],
+        [",".join(d.conflicting) for d in new],
+        [enc(d.order.seats).decode() for d in new],
+        [d.order.total for d in new],
+        [d.order.currency for d in new],
+        [d.order.placed_at for d in new],
+        [d.decided_at for d in new],
+    )
+    keyed = [d for d in new if d.order.idempotency_key]
+    if keyed:
+        await conn.execute(
+            """
+            INSERT INTO orders.idempotency_keys (buyer, key, fingerprint, order_id)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[])
+            ON CONFLICT DO NOTHING
+            """,
+            [d.order.buyer for d in keyed],
+            [d.order.idempotency_key for d in keyed],
+            [d.order.fingerprint or "" for d in keyed],
+            [d.order.order_id for d in keyed],
+        )
+    tickets = [(d.order, s) for d in new if d.status == "confirmed" for s in d.order.seats]
+    if not tickets:
+        return
+    written = await conn.fetch(
+        """
+        INSERT INTO orders.tickets (ticket_id, order_id, event_id, seat_id, holder, category,
+                                    price_minor, currency)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[],
+                             $6::text[], $7::bigint[], $8::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING ticket_id
+        """,
+        [ticket_id_for(o.order_id, s.seat_id) for o, s in tickets],
+        [o.order_id for o, _ in tickets],
+        [o.event_id for o, _ in tickets],
+        [s.seat_id for _, s in tickets],
+        [o.buyer for o, _ in tickets],
+        [s.category for _, s in tickets],
+        [s.price for _, s in tickets],
+        [o.currency for o, _ in tickets],
+    )
+    if len(written) != len(tickets):
+        # Another writer sold one of these seats after our check (two consumers during a
+        # rebalance). Roll back; the retry sees that ticket and rejects the loser.
+        raise TransientError(f"seat race: wrote {len(written)} of {len(tickets)} tickets")
+
+
+class Persister:
+    """Decides batches of OrderPlaced; the FastStream handler wraps ``handle``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        broker: KafkaBroker,
+        pool: asyncpg.Pool,
+        ledger: SeatLedger | None,
+    ) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.pool = pool
+        self.ledger = ledger
+        self.prefix = settings.kafka.topic_prefix
+        self.max_attempts = max(1, settings.workers.dlq_after_attempts)
+
+    async def handle(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+        """Persist, publish and settle one batch; raises TransientError to retry the batch."""
+        started = time.perf_counter()
+        orders: list[tuple[ConsumerRecord[Any, Any], OrderPlaced]] = []
+        dead: list[DeadLetter] = []
+        for record in records:
+            try:
+                orders.append((record, msgspec.json.decode(record.value, type=OrderPlaced)))
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                dead.append(self._dead(record, f"undecodable OrderPlaced: {exc}", 1))
+        decisions: list[Decision] = []
+        try:
+            decisions = await self._write([o for _, o in orders])
+        except _TRANSIENT as exc:
+            raise TransientError(str(exc)) from exc
+        except TransientError:
+            raise
+        except Exception:
+            log.exception("batch write failed; isolating the failing orders")
+            for record, order in orders:
+                alone, error = await self._write_alone(order)
+                if alone is None:
+                    dead.append(self._dead(record, error, self.max_attempts))
+                else:
+                    decisions.extend(alone)
+        await self._settle(decisions, dead)
+        metrics.BATCH_SIZE.observe(len(records))
+        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+
+    async def _write(self, orders: Sequence[OrderPlaced]) -> list[Decision]:
+        if not orders:
+            return []
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await decide_and_write(conn, orders)
+
+    async def _write_alone(self, order: OrderPlaced) -> tuple[list[Decision] | None, str]:
+        error = ""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return await self._write([order]), ""
+            except (TransientError, *_TRANSIENT):
+                raise
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                log.warning("order %s failed (attempt %d): %s", order.order_id, attempt, error)
+                await asyncio.sleep(0.05 * attempt)
+        return None, error
+
+    def _dead(self, record: ConsumerRecord[Any, Any], error: str, attempts: int) -> DeadLetter:
+        raw = record.value if isinstance(record.value, bytes) else b""
+        key = record.key.decode(errors="replace") if isinstance(record.key, bytes) else None
+        return DeadLetter(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=key,
+            value=raw.decode(errors="replace"),
+            error=error[:2000],
+            attempts=attempts,
+            group=GROUP,
+            at=now_ms(),
+        )
+
+    async def _settle(self, decisions: list[Decision], dead: list[DeadLetter]) -> None:
+        """After the commit: publish outcomes and dead letters, then update Redis."""
+        pending = []
+        for d in decisions:
+            outcome = d.outcome()
+            name = TOPIC_CONFIRMED if d.status == "confirmed" else TOPIC_REJECTED
+            pending.append(
+                await self.broker.publish(
+                    encode(outcome),
+                    topic(self.prefix, name),
+                    key=event_key(d.order.event_id),
+                    no_confirm=True,
+                )
+            )
+        for letter in dead:
+            pending.append(
+                await self.broker.publish(
+                    encode(letter),
+                    topic(self.prefix, TOPIC_DLQ),
+                    key=letter.key.encode() if letter.key else None,
+                    no_confirm=True,
+                )
+            )
+        try:
+            await asyncio.gather(*pending)
+        except Exception as exc:
+            raise TransientError(f"publishing outcomes failed: {exc}") from exc
+        if self.ledger is not None:
+            try:
+                await asyncio.gather(*(self._tell_redis(d) for d in decisions))
+            except Exception as exc:
+                raise TransientError(f"updating Redis failed: {exc}") from exc
+        now = now_ms()
+        for d in decisions:
+            metrics.ORDERS.labels(status=d.status).inc()
+            metrics.PURCHASE_DURATION.observe(max(0, now - d.order.placed_at) / 1000)
+            if d.status == "confirmed":
+                metrics.TICKETS.inc(len(d.order.seats))
+        if dead:
+            metrics.DEAD_LETTERS.labels(worker=GROUP).inc(len(dead))
+            for letter in dead:
+                log.error(
+                    "dead-lettered %s/%d@%d: %s",
+                    letter.topic,
+                    letter.partition,
+                    letter.offset,
+                    letter.error,
+                )
+
+    async def _tell_redis(self, d: Decision) -> None:
+        assert self.ledger is not None
+        o = d.order
+        if d.status == "confirmed":
+            await self.ledger.mark_sold(o.event_id, o.partition, o.order_id)
+        else:
+            await self.ledger.reject(o.event_id, o.partition, o.order_id)
+
+
+def _rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    earliest: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        earliest[tp] = min(earliest.get(tp, r.offset), r.offset)
+    for tp, offset in earliest.items():
+        consumer.seek(tp, offset)
+
+
+async def _observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:
+    per_topic: dict[str, int] = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        position = await consumer.position(tp)
+        per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - position)
+    for name, lag in per_topic.items():
+        metrics.CONSUMER_LAG.labels(topic=name, group=group).set(lag)
+
+
+def create_persister(
+    settings: Settings | None = None, *, ledger: SeatLedger | None = None, with_ledger: bool = True
+) -> FastStream:
+    """The persister app. ``ledger`` overrides the Redis inventory (``with_ledger=False``: none)."""
+    settings = settings or load_settings()
+    prefix = settings.kafka.topic_prefix
+    group = f"{prefix}{GROUP}"
+    broker = create_broker(settings, "persister")
+    state: dict[str, Any] = {}
+
+    @broker.subscriber(
+        topic(prefix, TOPIC_PLACED),
+        group_id=group,
+        batch=True,
+        max_records=settings.workers.batch_max_records,
+        batch_timeout_ms=settings.workers.batch_timeout_ms,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+    )
+    async def persist(msg: KafkaMessage) -> None:
+        records = msg.raw_message
+        if not isinstance(records, tuple):
+            records = (records,)
+        consumer = msg.consumer
+        persister: Persister = state["persister"]
+        try:
+            await persister.handle(records)
+        except TransientError as exc:
+            # Nothing was acknowledged: rewind and try the same batch again shortly.
+            log.warning("batch of %d will be retried: %s", len(records), exc)
+            _rewind(consumer, records)
+            await asyncio.sleep(min(5.0, 0.5 * (1 + state.get("failures", 0))))
+            state["failures"] = state.get("failures", 0) + 1
+            return
+        state["failures"] = 0
+        await msg.ack()  # commits the consumed offsets, only after the DB commit
+        await _observe_lag(consumer, group)
+
+    async def startup() -> None:
+        await ensure_topics(settings)
+        state["pool"] = await create_pg_pool(settings)
+        chosen = ledger
+        if chosen is None and with_ledger:
+            from core.inventory import Inventory
+
+            state["redis"] = await create_redis(settings)
+            chosen = Inventory(state["redis"])
+        state["persister"] = Persister(settings, broker, state["pool"], chosen)
+
+    async def shutdown() -> None:
+        if "pool" in state:
+            await state["pool"].close()
+        if "redis" in state:
+            await state["redis"].aclose()
+
+    async def ready() -> bool:
+        return await pg_ready(state.get("pool")) and await broker.ping(timeout=2)
+
+    app = FastStream(broker, logger=log)
+    attach_probes(app, settings.workers.persister_port, settings.workers.http_host, ready)
+    app.on_startup(startup)
+    app.after_shutdown(shutdown)
+    return app
+
+
+if __name__ == "__main__":
+    run(create_persister())
