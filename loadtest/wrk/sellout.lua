@@ -7,7 +7,9 @@
 -- SEATS_FILE is cut into chunks of CHUNK seats; chunk c is bought by the buyer on
 -- line c of TOKENS_FILE. With two threads, thread 0 walks the chunks forward and
 -- thread 1 backward, so the two race for the same seats where they meet: that is
--- where a double sale would show. A thread stops once it has nothing left to hold
+-- where a double sale would show. Past the meeting point every hold is a 409 (the other
+-- thread was there first), so after STREAK 409s in a row a thread takes no new chunks.
+-- A thread stops once it has nothing left to hold
 -- or buy and nothing in flight; when the last one stops it sends wrk SIGINT (wrk
 -- otherwise sleeps out its whole -d, which is only the upper bound).
 -- A 201 hold is answered with POST /api/v1/orders {hold_id} (Idempotency-Key = hold
@@ -16,6 +18,7 @@
 
 local threads = {}
 local thread_count = 0
+STREAK = 32
 
 function setup(thread)
   thread:set("thread_index", thread_count)
@@ -57,6 +60,7 @@ function init(args)
   in_flight = 0
   order_ids = {}
   counts = { hold_201 = 0, order_202 = 0, conflict_409 = 0, other = 0, idle = 0 }
+  streak = 0
   statuses = {}
 end
 
@@ -124,6 +128,7 @@ function response(status, hdrs, body)
   in_flight = in_flight - 1
   statuses[tostring(status)] = (statuses[tostring(status)] or 0) + 1
   if status == 201 then
+    streak = 0
     local hold_id = string.match(body, '"hold_id"%s*:%s*"([^"]+)"')
     -- seats: [{"seat_id": ...}, ...] (api/holds/schemas.py HoldView); the first names the chunk.
     local seat = string.match(body, '"seat_id"%s*:%s*"([^"]+)"')
@@ -145,6 +150,10 @@ function response(status, hdrs, body)
     end
   elseif status == 409 then
     counts.conflict_409 = counts.conflict_409 + 1
+    streak = streak + 1
+    if streak >= STREAK then
+      cursor = chunks -- met the other thread: everything ahead is taken
+    end
   elseif status ~= 200 then
     counts.other = counts.other + 1
   end
