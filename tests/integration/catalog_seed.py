@@ -1,10 +1,12 @@
-"""The full demo seed (20 events, ~550,000 seats), run once per test process.
+"""The full demo seed (20 events, 504,000 seats), run once per test process.
 
-Import ``seeded_catalog`` into a test module to use it. The session database is the
-``pg_dsn`` one; event ids start at a random large base (the identity is restarted
-before seeding), so the Redis inventory never collides with ``make dev`` or with a
-concurrent test run on the same cluster. The Redis keys of the seeded events are
-deleted when the last module using the fixture finishes.
+Import ``seeded_catalog`` into a test module to use it. It gets a database of its own
+(made and migrated by the real runner, dropped at the end), not the session's ``pg_dsn``:
+other modules add their own events to that one, and these tests count events. Event ids
+start at a random large base (the identity is restarted before seeding), so the Redis
+inventory never collides with ``make dev`` or with a concurrent test run on the same
+cluster. The Redis keys of the seeded events are deleted when the last module using the
+fixture finishes.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from core.inventory import Inventory, partition_keys
+from migrations.runner import migrate
 from migrations.seed import SeedEvent, SeedReport, read_csv, seed
 
 
@@ -51,6 +55,14 @@ async def restart_event_ids(dsn: str) -> int:
     return base
 
 
+async def _admin(base: str, sql: str) -> None:
+    conn = await asyncpg.connect(urlunsplit(urlsplit(base)._replace(path="/postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 async def drop_inventory(client: RedisCluster, event_ids: list[int]) -> None:
     for event_id in event_ids:
         for key in partition_keys(event_id, 0):
@@ -58,20 +70,26 @@ async def drop_inventory(client: RedisCluster, event_ids: list[int]) -> None:
 
 
 @pytest.fixture(scope="session")
-async def seeded_catalog(pg_dsn: str, services: dict[str, str]) -> AsyncIterator[SeededCatalog]:
+async def seeded_catalog(services: dict[str, str]) -> AsyncIterator[SeededCatalog]:
     async with _lock:
         if "catalog" not in _state:
             loop = asyncio.get_running_loop()
-            await restart_event_ids(pg_dsn)
+            base = services["TB_DATABASE_URL"]
+            name = f"tb_catalog_{secrets.token_hex(4)}"
+            dsn = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
+            await _admin(base, f'CREATE DATABASE "{name}"')
+            _state["database"] = (base, name)
+            await migrate(dsn)
+            await restart_event_ids(dsn)
             client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
             await client.initialize()
             _state["client"] = client
             events = read_csv()
             started = loop.time()
-            report = await seed(pg_dsn, Inventory(client), events)
+            report = await seed(dsn, Inventory(client), events)
             seconds = loop.time() - started
             ids = {slug: event_id for event_id, slug, _ in report.created}
-            _state["catalog"] = SeededCatalog(pg_dsn, report, events, ids, seconds)
+            _state["catalog"] = SeededCatalog(dsn, report, events, ids, seconds)
         _state["users"] = int(str(_state["users"])) + 1
     catalog = _state["catalog"]
     assert isinstance(catalog, SeededCatalog)
@@ -84,3 +102,7 @@ async def seeded_catalog(pg_dsn: str, services: dict[str, str]) -> AsyncIterator
             await drop_inventory(client, list(catalog.ids.values()))
             await client.aclose()
             _state.pop("catalog")
+            database = _state.pop("database")
+            assert isinstance(database, tuple)
+            base, name = database
+            await _admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
