@@ -34,6 +34,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from core.errors import Conflict, NotFound
 from core.orders import (
     TOPIC_CONFIRMED,
     TOPIC_DLQ,
@@ -71,7 +72,9 @@ GROUP = "persister"
 class SeatLedger(Protocol):
     """The part of the inventory gateway (core.inventory.Inventory) the persister needs."""
 
-    async def mark_sold(self, event_id: int, partition: int, order_id: str) -> Any: ...
+    async def mark_sold(
+        self, event_id: int, partition: int, order_id: str, seats: Sequence[str], buyer: str
+    ) -> Any: ...
 
     async def reject(self, event_id: int, partition: int, order_id: str) -> Any: ...
 
@@ -425,12 +428,23 @@ class Persister:
                 )
 
     async def _tell_redis(self, d: Decision) -> None:
+        """Pending -> sold or free in Redis. PostgreSQL has decided; Redis follows.
+
+        A Conflict/NotFound here means Redis disagrees (failover, rebuild): the seats are
+        forced sold (mark_sold with the seats) or left to the reconciler; never retried
+        forever. Unavailable (Redis down) retries the batch.
+        """
         assert self.ledger is not None
         o = d.order
-        if d.status == "confirmed":
-            await self.ledger.mark_sold(o.event_id, o.partition, o.order_id)
-        else:
-            await self.ledger.reject(o.event_id, o.partition, o.order_id)
+        try:
+            if d.status == "confirmed":
+                seats = [s.seat_id for s in o.seats]
+                await self.ledger.mark_sold(o.event_id, o.partition, o.order_id, seats, o.buyer)
+            else:
+                await self.ledger.reject(o.event_id, o.partition, o.order_id)
+        except (Conflict, NotFound) as exc:
+            log.warning("redis disagrees about order %s: %s", o.order_id, exc)
+            metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
 
 
 def _rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
@@ -500,7 +514,7 @@ def create_persister(
             from core.inventory import Inventory
 
             state["redis"] = await create_redis(settings)
-            chosen = Inventory(state["redis"])
+            chosen = Inventory(state["redis"], settings.holds)
         state["persister"] = Persister(settings, broker, state["pool"], chosen)
 
     async def shutdown() -> None:

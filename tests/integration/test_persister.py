@@ -7,7 +7,7 @@ tests/e2e/test_purchase*.py).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -36,7 +36,9 @@ class RecordingLedger:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int, str]] = []
 
-    async def mark_sold(self, event_id: int, partition: int, order_id: str) -> None:
+    async def mark_sold(
+        self, event_id: int, partition: int, order_id: str, seats: Sequence[str], buyer: str
+    ) -> None:
         self.calls.append(("sold", event_id, order_id))
 
     async def reject(self, event_id: int, partition: int, order_id: str) -> None:
