@@ -64,6 +64,7 @@ from api.health import healthz, metrics, readyz
 from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
 from api.openapi import document_problems
+from api.overload import OverloadGuard
 from api.ratelimit import RateLimiter, RateLimitMiddleware
 from core.settings import Settings, SettingsError, load_settings
 
@@ -361,6 +362,12 @@ def create_app(
         app.asgi_handler, lambda: getattr(state, "rate_limiter", None), settings.api, cors=cors
     )
     handler = AuthMiddleware(handler, lambda: getattr(state, "token_verifier", None))
+    handler = OverloadGuard(
+        handler,
+        max_in_flight=settings.api.max_in_flight,
+        timeout_s=settings.api.request_timeout_s,
+        cors=cors,
+    )
     handler = SecurityHeadersMiddleware(handler, hsts=settings.env == "prod")
     app.asgi_handler = RequestContextMiddleware(handler)
     return app

@@ -12,6 +12,7 @@ import re
 import time
 import uuid
 
+from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -121,3 +122,17 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+def cors_headers(scope: Scope, cors: CORSConfig | None) -> dict[str, str]:
+    """CORS headers for a response written outside Litestar's CORS layer (a 429 or a shed
+    503), so the PWA can read it."""
+    if cors is None:
+        return {}
+    origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+    if origin is None or not cors.is_origin_allowed(origin):
+        return {}
+    headers = dict(cors.simple_headers)
+    headers.setdefault("Access-Control-Allow-Origin", origin)
+    headers["Vary"] = "Origin"
+    return headers

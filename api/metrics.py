@@ -49,3 +49,8 @@ CHECKINS = Counter(
     "Check-ins by result (ok, already_used, invalid, ...).",
     ["result"],
 )
+REQUESTS_SHED = Counter(
+    "ticketbuster_requests_shed_total",
+    "API requests refused with 503 to shed load, by reason (capacity, timeout).",
+    ["reason"],
+)

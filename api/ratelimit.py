@@ -35,6 +35,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from redis.asyncio import RedisCluster
 
 from api.auth.principal import principal_from_scope
+from api.edge import cors_headers
 from api.errors import send_problem
 from core.errors import RateLimited
 from core.settings import ApiSettings
@@ -160,18 +161,6 @@ class RateLimitMiddleware:
         ip = client_ip(scope, self.trusted)
         return [await limiter.hit("ip", ip, s.rate_limit_per_ip, s.rate_limit_window_s)]
 
-    def _cors_headers(self, scope: Scope) -> dict[str, str]:
-        """The refusal is written here, outside Litestar's CORS layer: let the browser read it."""
-        if self.cors is None:
-            return {}
-        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
-        if origin is None or not self.cors.is_origin_allowed(origin):
-            return {}
-        headers = dict(self.cors.simple_headers)
-        headers.setdefault("Access-Control-Allow-Origin", origin)
-        headers["Vary"] = "Origin"
-        return headers
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         limiter = self.limiter()
         if (
@@ -193,7 +182,7 @@ class RateLimitMiddleware:
         if denied:
             worst = max(denied, key=lambda d: d.retry_after_s)
             headers = {k.decode(): v.decode() for k, v in worst.headers()}
-            headers.update(self._cors_headers(scope))
+            headers.update(cors_headers(scope, self.cors))
             await send_problem(
                 send,
                 RateLimited(

@@ -3,6 +3,7 @@ probes, problem+json errors, DI, security headers, CORS, metrics, schema, Grania
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,57 @@ def test_metrics_aggregate_granian_workers(api_settings: Settings, tmp_path: Pat
             assert total == 40, text[:2000]
         files = {p.name for p in (tmp_path / "prom").iterdir()}
     assert len({name.rsplit("_", 1)[-1] for name in files}) >= 2  # one set per worker
+
+
+_release = asyncio.Event()
+
+
+@get("/api/v1/test-platform/slow")
+async def slow() -> dict[str, bool]:
+    await asyncio.wait_for(_release.wait(), timeout=10)
+    return {"ok": True}
+
+
+def same_loop_client(settings: Settings) -> httpx.AsyncClient:
+    """The app on this event loop (no lifespan: these handlers need no clients), so
+    concurrent requests really overlap."""
+    app = create_app(settings, extra_route_handlers=[slow])
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, client=("127.0.0.1", 50000)),
+        base_url="http://127.0.0.1:8000",
+    )
+
+
+async def test_overload_is_shed_with_503_not_queued(api_settings: Settings) -> None:
+    s = with_overrides(api_settings, api={"max_in_flight": 2, "request_timeout_s": 30.0})
+    _release.clear()
+    async with same_loop_client(s) as client:
+        first = asyncio.create_task(client.get("/api/v1/test-platform/slow"))
+        second = asyncio.create_task(client.get("/api/v1/test-platform/slow"))
+        await asyncio.sleep(0.3)  # both are inside the handler now
+        refused = await client.get("/api/v1/test-platform/slow")
+        body = assert_problem(refused, 503, "unavailable")
+        assert "capacity" in str(body["detail"])
+        assert refused.headers["retry-after"] == "1"
+        # Probes are never shed.
+        assert (await client.get("/healthz")).status_code == 200
+        _release.set()
+        assert [(await t).status_code for t in (first, second)] == [200, 200]
+        # Capacity is back.
+        assert (await client.get("/api/v1/test-platform/slow")).status_code == 200
+        metrics = (await client.get("/metrics")).text
+    assert 'ticketbuster_requests_shed_total{reason="capacity"}' in metrics
+
+
+async def test_a_request_that_never_starts_answering_gets_503(api_settings: Settings) -> None:
+    s = with_overrides(api_settings, api={"request_timeout_s": 0.5})
+    _release.clear()
+    async with same_loop_client(s) as client:
+        started = asyncio.get_running_loop().time()
+        response = await client.get("/api/v1/test-platform/slow")
+        elapsed = asyncio.get_running_loop().time() - started
+        body = assert_problem(response, 503, "unavailable")
+        assert "too long" in str(body["detail"])
+        assert elapsed < 5  # not the handler's 10 s
+        # The process is fine afterwards.
+        assert (await client.get("/api/v1/me")).status_code == 401
