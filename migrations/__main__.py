@@ -88,13 +88,21 @@ def main(argv: list[str] | None = None) -> int:
             )
     args = parser.parse_args(argv)
     dsn = args.dsn or _default_dsn()
-    if args.command == "up":
-        return asyncio.run(_up(dsn))
-    if args.command == "status":
-        return asyncio.run(_status(dsn))
-    if args.command == "rebuild":
-        return asyncio.run(_rebuild(dsn, args))
-    return asyncio.run(_seed(dsn, args))
+    commands = {
+        "up": lambda: _up(dsn),
+        "status": lambda: _status(dsn),
+        "rebuild": lambda: _rebuild(dsn, args),
+        "seed": lambda: _seed(dsn, args),
+    }
+    try:
+        return asyncio.run(commands[args.command]())
+    except runner.MigrationError as exc:
+        print(f"python -m migrations {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Connection refused, unknown host: say which server, not a traceback.
+        print(f"python -m migrations {args.command}: cannot reach a server: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
