@@ -20,6 +20,9 @@ from api.logs import request_id_var
 
 access_log = logging.getLogger("ticketbuster.access")
 
+# Probes and scrapes: logged only when they fail, or they would drown the access log.
+QUIET_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 # The PWA is same-origin ES modules, a service worker, a manifest and a WebSocket.
@@ -65,7 +68,11 @@ class RequestContextMiddleware:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            if message["type"] == "websocket.accept":
+                status = 101
+            elif message["type"] == "websocket.close" and not status:
+                status = 403  # refused during the handshake
+            elif message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
@@ -75,16 +82,18 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            access_log.info(
-                "request",
-                extra={
-                    "method": scope.get("method", "WS"),
-                    "path": scope.get("path", ""),
-                    "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                    "client": (scope.get("client") or ("", 0))[0],
-                },
-            )
+            path = scope.get("path", "")
+            if not (path in QUIET_PATHS and status < 400):
+                access_log.info(
+                    "request",
+                    extra={
+                        "method": scope.get("method", "WS"),
+                        "path": path,
+                        "status": status,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                        "client": (scope.get("client") or ("", 0))[0],
+                    },
+                )
             request_id_var.reset(token)
 
 
