@@ -35,6 +35,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -368,6 +369,12 @@ def create_app(
         timeout_s=settings.api.request_timeout_s,
         cors=cors,
     )
-    handler = SecurityHeadersMiddleware(handler, hsts=settings.env == "prod")
+    issuer = urlsplit(settings.auth.issuer)
+    handler = SecurityHeadersMiddleware(
+        handler,
+        hsts=settings.env == "prod",
+        # The PWA fetches the issuer's discovery document and token endpoint.
+        connect_origins=(f"{issuer.scheme}://{issuer.netloc}",) if issuer.netloc else (),
+    )
     app.asgi_handler = RequestContextMiddleware(handler)
     return app

@@ -100,17 +100,31 @@ class RequestContextMiddleware:
 class SecurityHeadersMiddleware:
     """nosniff, Referrer-Policy, CSP with ``frame-ancestors 'none'``, HSTS in prod."""
 
-    def __init__(self, app: ASGIApp, *, hsts: bool, docs_prefix: str = "/schema") -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hsts: bool,
+        connect_origins: tuple[str, ...] = (),
+        docs_prefix: str = "/schema",
+    ) -> None:
+        """``connect_origins``: other origins the PWA may call (the OIDC issuer)."""
         self.app = app
         self.hsts = hsts
         self.docs_prefix = docs_prefix
+        extra = " ".join(o for o in connect_origins if o)
+        self.csp_app = (
+            CSP_APP.replace("connect-src 'self' ws: wss:", f"connect-src 'self' ws: wss: {extra}")
+            if extra
+            else CSP_APP
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        csp = CSP_DOCS if path.startswith(self.docs_prefix) else CSP_APP
+        csp = CSP_DOCS if path.startswith(self.docs_prefix) else self.csp_app
         extra = [
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"strict-origin-when-cross-origin"),

@@ -235,11 +235,18 @@ async def test_request_id_and_security_headers(api_settings: Settings) -> None:
 async def test_hsts_in_prod_and_dev_issuer_refused_in_prod(api_settings: Settings) -> None:
     prod = with_overrides(
         msgspec.structs.replace(api_settings, env="prod"),
-        auth={"dev_issuer_enabled": False, "jwks_url": "http://127.0.0.1:9/jwks.json"},
+        auth={
+            "dev_issuer_enabled": False,
+            "issuer": "https://login.example/realms/tb",
+            "jwks_url": "http://127.0.0.1:9/jwks.json",
+        },
     )
     async with api_client(prod) as client:
         response = await client.get("/healthz")
         assert "max-age=" in response.headers["strict-transport-security"]
+        # The PWA may talk to the OIDC issuer (discovery, token endpoint), nothing else.
+        csp = response.headers["content-security-policy"]
+        assert "connect-src 'self' ws: wss: https://login.example;" in csp
         assert (await client.post("/api/v1/auth/dev-token", json={"sub": "x"})).status_code in (
             404,
             405,
