@@ -428,6 +428,27 @@ def test_service_worker_precaches_every_shell_file() -> None:
 # --------------------------------------------------------------------------- tests: browser
 
 
+async def test_every_module_loads(browser: Any, pwa_system: System) -> None:
+    """Each ES module parses and links (most are loaded lazily, per screen)."""
+    files = [f for f in WEB.glob("**/*.js") if f.name != "sw.js"]
+    modules = sorted("/" + str(f.relative_to(WEB)) for f in files)
+    async with open_page(browser, pwa_system, "modules", DESKTOP) as p:
+        await p.page.goto("/")
+        await p.page.wait_for_selector(".event-card")
+        failures = await p.page.evaluate(
+            """async (mods) => {
+                const bad = [];
+                for (const m of mods) {
+                    try { await import(m); } catch (e) { bad.push(`${m}: ${e}`); }
+                }
+                return bad;
+            }""",
+            modules,
+        )
+        assert failures == []
+        assert p.console_errors() == []
+
+
 async def test_catalog_in_spanish_and_english(browser: Any, pwa_system: System) -> None:
     async with open_page(browser, pwa_system, "catalog-es", PHONE, "es-PE") as p:
         await p.page.goto("/")

@@ -83,7 +83,7 @@ export default {
   'hold.backToMap': 'Back to the map',
   'hold.warning': 'Your hold expires soon.',
   'hold.notFound': 'This hold no longer exists.',
-  'hold.seat': ({ s, row, num }) => `Section ${s} · Row ${row} · Seat ${num}`,
+  'hold.seat': ({ row, num }) => `Row ${row} · Seat ${num}`,
   'hold.secure': 'Prices come from the catalog; the order is sent once even if you retry.',
 
   'order.title': 'Your order',

@@ -83,7 +83,7 @@ export default {
   'hold.backToMap': 'Volver al mapa',
   'hold.warning': 'Tu reserva vence pronto.',
   'hold.notFound': 'Esta reserva ya no existe.',
-  'hold.seat': ({ s, row, num }) => `Sección ${s} · Fila ${row} · Asiento ${num}`,
+  'hold.seat': ({ row, num }) => `Fila ${row} · Asiento ${num}`,
   'hold.secure': 'El precio lo fija el catálogo; el pedido se envía una sola vez aunque reintentes.',
 
   'order.title': 'Tu pedido',

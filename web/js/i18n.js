@@ -96,3 +96,9 @@ export function categoryName(code) {
   const out = t(key);
   return out === key ? String(code) : out;
 }
+
+/** A price category code as people write it: "PLATINUM" -> "Platinum", "VIP" stays. */
+export function zoneName(code) {
+  const text = String(code || '');
+  return text.length <= 3 ? text : text.charAt(0) + text.slice(1).toLowerCase().replace(/_/g, ' ');
+}

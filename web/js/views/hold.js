@@ -2,7 +2,7 @@
 // placed with an Idempotency-Key through the offline outbox).
 import { api, ApiError, OfflineError, serverNow } from '../api.js';
 import { h, mount, s, toast } from '../dom.js';
-import { dateLong, money, t } from '../i18n.js';
+import { dateLong, money, t, zoneName } from '../i18n.js';
 import { normalizeHold, parseSeatId } from '../model.js';
 import { pending, queueOrder } from '../outbox.js';
 import { navigate, watchHold } from '../app.js';
@@ -52,7 +52,8 @@ export function render(main, [holdId]) {
       const p = parseSeatId(seat.id);
       return h('li', { dataset: { seat: seat.id } },
         h('span', { class: 'sw', style: { background: seat.color || '#6d28d9' } }),
-        h('span', null, h('strong', null, t('hold.seat', { s: p.section, row: p.row, num: p.number })), h('br'), h('span', { class: 'muted small' }, seat.categoryName || seat.category || '')),
+        h('span', null, h('strong', null, t('hold.seat', { row: p.row, num: p.number })), h('br'),
+          h('span', { class: 'muted small' }, `${t('event.section', { s: p.section })} · ${seat.categoryName || zoneName(seat.category)}`)),
         h('span', { class: 'price' }, seat.price !== undefined ? money(seat.price, hold.currency) : ''));
     }));
     totalEl.textContent = hold.total !== undefined ? money(hold.total, hold.currency) : '';

@@ -1,7 +1,7 @@
 // My tickets: from IndexedDB first (works offline), then refreshed online.
 import { currentUser } from '../auth.js';
 import { h, mount, toast } from '../dom.js';
-import { categoryName, dateLong, money, t } from '../i18n.js';
+import { dateLong, money, t, zoneName } from '../i18n.js';
 import { askPermission, notificationPermission } from '../notify.js';
 import { savedTickets, syncTickets } from '../wallet.js';
 
@@ -25,7 +25,7 @@ function ticketCard(ticket) {
         h('dt', null, t('tickets.section')), h('dd', null, ticket.section),
         h('dt', null, t('tickets.row')), h('dd', null, ticket.row),
         h('dt', null, t('tickets.seat')), h('dd', null, String(ticket.number)),
-        ticket.category ? [h('dt', null, t('event.zone')), h('dd', null, categoryName(ticket.category))] : null,
+        ticket.category ? [h('dt', null, t('event.zone')), h('dd', null, zoneName(ticket.category))] : null,
         ticket.price !== undefined && ticket.price !== null ? [h('dt', null, t('hold.total')), h('dd', null, money(ticket.price, ticket.currency))] : null,
         ticket.used_at ? [h('dt', null, t('tickets.used')), h('dd', null, dateLong(ticket.used_at))] : null)),
     h('div', { class: 'ticket-foot' },
