@@ -29,7 +29,7 @@ from typing import Any, Protocol, TypeVar, cast
 import msgspec
 
 from api.catalog.repository import CatalogRepository, EventRecord, LayoutSection, ListFilters
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, Unavailable
 from core.events import (
     SEAT_STATUS_CODES,
     SEAT_STATUS_LEGEND,
@@ -394,6 +394,10 @@ class Catalog:
 
     async def _render(self, event_id: int, layout: _CompiledLayout) -> RenderedSeatMap:
         version, statuses = await self.inventory.seat_statuses(event_id)
+        if all(v == "0-0" for v in version.split(",")):
+            # A loaded partition always has a stream entry (load appends a "reload" delta):
+            # no entry means no inventory yet, and "every seat free" would be a lie.
+            raise Unavailable(f"the seat inventory of event {event_id} is not loaded yet")
         seat_map = await self._build_seat_map(event_id, layout, version, statuses)
         body = msgspec.json.encode(seat_map)
         # The tag covers the bytes, not only the version: a hold that expired lazily

@@ -3,6 +3,7 @@ full seed, and the real Redis Cluster inventory."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import socket
@@ -22,6 +23,7 @@ from api.catalog.service import Catalog
 from core.errors import InvalidInput, NotFound
 from core.events import plan_seat_map
 from core.inventory import Inventory
+from migrations.seed import seed_event
 from tests.integration.catalog_seed import SeededCatalog, cluster_client, seeded_catalog
 
 __all__ = ["seeded_catalog"]
@@ -376,6 +378,27 @@ async def test_seat_map_is_gzipped_for_clients_that_accept_it(
     # Either tag revalidates the other representation.
     for tag in (plain.headers["etag"], zipped.headers["etag"]):
         assert (await http.get(path, headers={"If-None-Match": tag})).status_code == 304
+
+
+async def test_event_without_inventory(
+    http: httpx.AsyncClient, seeded_catalog: SeededCatalog
+) -> None:
+    """In PostgreSQL but not (yet) in Redis: no availability, and no seat map (503) rather
+    than a map of free seats that cannot be held."""
+    base = seeded_catalog.events[0]
+    event = dataclasses.replace(base, slug="not-loaded", title="Not loaded yet")
+    conn = await asyncpg.connect(seeded_catalog.dsn)
+    event_id = 0
+    try:
+        event_id, _ = await seed_event(conn, event, datetime.now(UTC))
+        detail = await http.get(f"/api/v1/events/{event_id}")
+        assert detail.status_code == 200
+        assert {p["available"] for p in detail.json()["prices"]} == {None}
+        body = _problem(await http.get(f"/api/v1/events/{event_id}/seats"), 503)
+        assert "not loaded" in body["detail"]
+    finally:
+        await conn.execute("DELETE FROM catalog.events WHERE id = $1", event_id)
+        await conn.close()
 
 
 async def test_openapi_documents_the_catalog(http: httpx.AsyncClient) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from api.catalog.repository import LayoutRun, LayoutSection
 from api.catalog.service import MAX_CACHE_ENTRIES, NEGATIVE_TTL_S, Catalog
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, Unavailable
 from core.events import PriceCategory, SeatMap, plan_seat_map, price_categories
 
 EVENT = 7
@@ -231,3 +231,10 @@ async def test_event_records_are_cached_briefly() -> None:
     clock.now += 11
     await catalog._record(EVENT)
     assert repo.calls["event"] == 2
+
+
+async def test_seat_map_of_an_event_without_inventory_is_unavailable() -> None:
+    catalog, _, inventory, *_ = make()
+    inventory.version = "0-0"
+    with pytest.raises(Unavailable):
+        await catalog.seat_map(EVENT)
