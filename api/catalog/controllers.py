@@ -1,7 +1,7 @@
 """Catalog endpoints: thin handlers over ``api.catalog.service.Catalog``.
 
 Browsing is public. ``GET /events/{id}/seats`` answers ``If-None-Match`` with 304: its
-ETag changes with the event's inventory version (every seat change) and its layout.
+ETag covers the bytes: it changes with every seat change (inventory version) and layout.
 """
 
 from __future__ import annotations

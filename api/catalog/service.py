@@ -97,7 +97,7 @@ class _CompiledLayout(msgspec.Struct, frozen=True):
     # "<section>-<row>" -> [(run index, first number, count)], to place a seat id.
     rows: dict[str, list[tuple[int, int, int]]]
     run_count: int
-    digest: str  # changes when the layout does; part of the ETag
+    digest: str  # changes when the layout does
 
 
 def _compile(sections: list[LayoutSection]) -> _CompiledLayout:
