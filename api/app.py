@@ -12,11 +12,15 @@ dependency             what
 ``settings``           ``core.settings.Settings``
 ``db_pool``            ``asyncpg.Pool``
 ``redis``              ``redis.asyncio.RedisCluster`` (bytes, not decoded)
-``inventory``          ``core.inventory.Inventory`` (None until it exists)
+``inventory``          ``core.inventory.Inventory``
 ``kafka_producer``     connected ``aiokafka.AIOKafkaProducer`` (else 503)
 ``principal``          ``api.auth.Principal`` of a valid bearer token (else 401)
 ``optional_principal`` the ``Principal`` or None
 =====================  ==================================================
+
+``app.state`` also holds ``kafka`` (the producer handle, with ``check()``),
+``token_verifier`` (``api.auth.tokens.TokenVerifier``, e.g. for WebSocket tokens),
+``dev_issuer`` (or None) and ``rate_limiter``.
 
 Declare them explicitly (Litestar 2.23+ deprecates inferred injection), e.g.
 ``principal: NamedDependency[Principal]`` with ``from litestar.di import NamedDependency``.
@@ -24,7 +28,8 @@ Declare them explicitly (Litestar 2.23+ deprecates inferred injection), e.g.
 Adding routes: list your module in ``DOMAIN_ROUTE_MODULES``. It may expose
 ``create_route_handlers(settings)`` or ``route_handlers`` (a list of
 controllers, routers or handlers); otherwise every Controller, Router and
-route handler *defined* in the module is registered.
+route handler *defined* in the module is registered. Domain lifespans go in
+``DOMAIN_LIFESPANS``.
 """
 
 from __future__ import annotations
@@ -228,11 +233,25 @@ def _jwks_cache(settings: Settings, state: State, http: httpx.AsyncClient) -> Jw
     return JwksCache(dev_keys)
 
 
-def _domain_lifespans() -> list[Any]:
-    """Lifespans of domain modules that run inside the main one (after its clients exist)."""
-    from api.live.lifespan import live_lifespan  # the live hub (area 7)
+# Lifespans of domain modules ("module:attribute"), entered after the main one, so the
+# shared clients already are in ``app.state``; exited before it closes them.
+DOMAIN_LIFESPANS: tuple[str, ...] = (
+    "api.live.lifespan:live_lifespan",  # the live hub (area 7)
+)
 
-    return [live_lifespan]
+
+def _domain_lifespans() -> list[Any]:
+    lifespans: list[Any] = []
+    for spec in DOMAIN_LIFESPANS:
+        module_name, _, attribute = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        lifespans.append(getattr(module, attribute))
+    return lifespans
 
 
 # --- dependencies ---------------------------------------------------------------
