@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final, cast
 
+import jwt
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from redis.exceptions import RedisError
@@ -29,6 +30,7 @@ from api.live.hub import (
     Batch,
     Channel,
     LiveHub,
+    LiveUnavailable,
     Outbox,
     UnknownEvent,
 )
@@ -72,6 +74,8 @@ USER_PATH: Final = "/api/v1/me/live"
 MAX_EVENT_ID: Final = 2**63 - 1
 # How long a close frame may take to leave (a stuck client must not hold the handler).
 _CLOSE_TIMEOUT_S: Final = 2.0
+# Clock skew allowed on the token's expiry (as the HTTP verifier allows).
+_TOKEN_LEEWAY_S: Final = 30.0
 
 ClientFrame = EventClientFrame | UserClientFrame
 
@@ -97,6 +101,8 @@ class LiveConnection:
         self.last_seen = time.monotonic()
         # Per partition: the newest version this client has (deltas up to it are skipped).
         self.last_sent: dict[int, tuple[int, int]] = {}
+        # User channel: when the token runs out (epoch seconds); a fresh auth frame renews.
+        self.token_expires: float | None = None
         self._frames = WS_FRAMES.labels(channel)
 
     async def send_now(self, item: Frame | Batch) -> None:
@@ -205,6 +211,12 @@ class LiveConnection:
                 reason = f"no frame from the client in {timeout:g}s"
                 self.outbox.close(CLOSE_HEARTBEAT_TIMEOUT, reason)
                 return
+            if (
+                self.token_expires is not None
+                and time.time() > self.token_expires + _TOKEN_LEEWAY_S
+            ):
+                self.outbox.close(CLOSE_UNAUTHORIZED, "the token expired; send a fresh auth frame")
+                return
             self.outbox.put(Ping(t=int(time.time() * 1000)))
 
 
@@ -284,6 +296,8 @@ async def _event_session(
         raise _Close(CLOSE_UNKNOWN_EVENT, f"unknown event {event_id}") from None
     except AtCapacity as exc:
         raise _Close(CLOSE_TRY_AGAIN, str(exc)) from None
+    except LiveUnavailable:
+        raise _Close(CLOSE_TRY_AGAIN, "live updates unavailable, reconnect shortly") from None
     try:
         try:
             since = parse_since(raw_since, room.partitions) if raw_since else None
@@ -332,6 +346,7 @@ async def live_me(socket: WebSocket[Any, Any, Any]) -> None:
 
 
 async def _verify(conn: LiveConnection, token: str) -> str:
+    """The token's subject (close 4401 if invalid); records when the token expires."""
     verifier = getattr(conn.socket.app.state, "token_verifier", None)
     if verifier is None:
         raise _Close(CLOSE_TRY_AGAIN, "authentication is starting")
@@ -342,6 +357,9 @@ async def _verify(conn: LiveConnection, token: str) -> str:
     sub = str(principal.sub)
     if not valid_subject(sub):
         raise _Close(CLOSE_UNAUTHORIZED, "the token's subject is not usable")
+    # Verified above; only its expiry is read here.
+    exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    conn.token_expires = float(exp) if isinstance(exp, int | float) else None
     return sub
 
 
@@ -374,7 +392,9 @@ async def _user_session(
             if isinstance(frame, ClientPong):
                 return
             if isinstance(frame, Auth):  # a token refresh must be the same user's
+                previous = conn.token_expires
                 if await _verify(conn, frame.token) != sub:
+                    conn.token_expires = previous
                     raise _Close(CLOSE_FORBIDDEN, "that token belongs to another user")
                 return
             if isinstance(frame, WatchHold):

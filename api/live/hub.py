@@ -96,6 +96,10 @@ class AtCapacity(Exception):
     """This replica serves as many connections or tails as many streams as it may."""
 
 
+class LiveUnavailable(Exception):
+    """Redis could not be reached to look up or open the event; retry shortly."""
+
+
 class Outbox:
     """A bounded queue of frames for one connection, closed with a code and a reason."""
 
@@ -362,7 +366,10 @@ class LiveHub:
         later frame follows (the client's starting point)."""
         room = self._rooms.get(event_id)
         if room is None:
-            count = await self.partitions_of(event_id)
+            try:
+                count = await self.partitions_of(event_id)
+            except Exception as exc:
+                raise LiveUnavailable(str(exc)) from exc
             if count is None or count < 1:
                 raise UnknownEvent(f"no event {event_id}")
             room = self._rooms.get(event_id)  # another connection may have opened it
@@ -379,7 +386,12 @@ class LiveHub:
         if room.close_handle is not None:
             room.close_handle.cancel()
             room.close_handle = None
-        await asyncio.shield(room.ready)
+        try:
+            await asyncio.shield(room.ready)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise LiveUnavailable(str(exc)) from exc
         # No await between here and the return: the versions and the subscription are
         # taken at the same instant, so every later batch follows these versions.
         room.subscribers.add(outbox)

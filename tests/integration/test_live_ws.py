@@ -529,3 +529,29 @@ async def test_metrics_count_connections_and_frames(
     text = httpx.get(f"http://{apis[0]}/metrics").text
     assert 'ticketbuster_ws_connections{channel="event"}' in text
     assert 'ticketbuster_ws_frames_total{channel="event"}' in text
+
+
+async def test_user_channel_closes_when_the_token_expires(
+    apis: list[str], redis_cluster: Any, settings: Any
+) -> None:
+    import jwt
+
+    from api.auth.dev_issuer import ALGORITHM, DevIssuer, load_or_create_key
+
+    issuer = DevIssuer(settings.auth, await load_or_create_key(redis_cluster))
+    now = int(time.time())
+    # Expired 29 s ago: still inside the verifier's 30 s leeway, out of it in a second.
+    claims = {
+        "iss": issuer.issuer,
+        "aud": issuer.audience,
+        "sub": f"expiring-{fresh_event_id()}",
+        "iat": now - 60,
+        "exp": now - 29,
+    }
+    token = jwt.encode(
+        claims, issuer._private_key, algorithm=ALGORITHM, headers={"kid": issuer.kid}
+    )
+    client = await _connect(f"ws://{apis[0]}/api/v1/me/live?token={token}", user=True)
+    assert type(await client.frame()).__name__ == "UserHello"
+    code, reason = await client.closed(timeout=10)
+    assert code == CLOSE_UNAUTHORIZED and "expired" in reason
