@@ -213,7 +213,9 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if settings.auth.dev_issuer_enabled:
             dev = await DevIssuer.create(settings.auth, redis)
             state.dev_issuer = dev
-        state.token_verifier = TokenVerifier(settings.auth, _jwks_cache(settings, state, http))
+        verifier = TokenVerifier(settings.auth, _jwks_cache(settings, state, http))
+        await verifier.keys.refresh(force=True)  # warm: the first request pays no fetch
+        state.token_verifier = verifier
         yield
 
 
