@@ -115,6 +115,7 @@ export default {
   'tickets.notifyOn': 'Notifications are on.',
   'tickets.notifyDenied': 'Notifications are blocked in the browser.',
   'tickets.qrAlt': ({ seat }) => `QR code of ticket ${seat}`,
+  'tickets.qrPending': 'Issuing the code…',
   'tickets.copy': 'Copy code',
   'tickets.copied': 'Code copied.',
   'tickets.used': 'Used',

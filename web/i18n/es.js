@@ -115,6 +115,7 @@ export default {
   'tickets.notifyOn': 'Notificaciones activadas.',
   'tickets.notifyDenied': 'Las notificaciones están bloqueadas en el navegador.',
   'tickets.qrAlt': ({ seat }) => `Código QR de la entrada ${seat}`,
+  'tickets.qrPending': 'Generando el código…',
   'tickets.copy': 'Copiar código',
   'tickets.copied': 'Código copiado.',
   'tickets.used': 'Usada',

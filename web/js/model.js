@@ -297,6 +297,7 @@ export function normalizeOrder(raw) {
 export function normalizeTicket(raw) {
   const seatId = String(pick(raw, 'seat_id', 'seat') || '');
   const p = parseSeatId(seatId);
+  const qr = pick(raw, 'qr_svg');
   return {
     ticket_id: String(pick(raw, 'ticket_id', 'id')),
     order_id: pick(raw, 'order_id'),
@@ -311,9 +312,12 @@ export function normalizeTicket(raw) {
     category: pick(raw, 'category'),
     price: priceMinor(pick(raw, 'price', 'price_minor')),
     currency: pick(raw, 'currency') || 'PEN',
+    issued: pick(raw, 'issued') ?? true,
+    // The API gives a link to the QR (or, some day, the SVG itself).
+    qr_url: typeof qr === 'string' && !qr.trim().startsWith('<') ? qr : undefined,
+    qr_svg: typeof qr === 'string' && qr.trim().startsWith('<') ? qr : undefined,
     token: pick(raw, 'token', 'jwt', 'qr_token'),
-    status: pick(raw, 'status'),
-    used_at: pick(raw, 'used_at', 'checked_in_at'),
+    used_at: pick(raw, 'checked_in_at', 'used_at'),
   };
 }
 

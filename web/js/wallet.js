@@ -16,8 +16,8 @@ export async function savedTickets() {
   return list.sort((a, b) => String(a.starts_at || '').localeCompare(String(b.starts_at || '')) || String(a.seat_id).localeCompare(String(b.seat_id), 'en', { numeric: true }));
 }
 
-async function fetchQr(ticketId) {
-  const res = await fetch(`/api/v1/tickets/${encodeURIComponent(ticketId)}/qr.svg`, {
+async function fetchQr(ticketId, url) {
+  const res = await fetch(url || `/api/v1/tickets/${encodeURIComponent(ticketId)}/qr.svg`, {
     headers: { Authorization: `Bearer ${getToken()}`, Accept: 'image/svg+xml' },
   });
   if (!res.ok) return null;
@@ -39,7 +39,11 @@ export function syncTickets() {
     for (const t of items) {
       const old = known.get(t.ticket_id);
       t.owner = user.sub;
-      t.qr_svg = old?.qr_svg || (await fetchQr(t.ticket_id).catch(() => null));
+      if (t.issued) {
+        // Fetched once per ticket and kept: the QR and the signed code work offline.
+        t.qr_svg = t.qr_svg || old?.qr_svg || (await fetchQr(t.ticket_id, t.qr_url).catch(() => null));
+        t.token = t.token || old?.token || (await request(`/tickets/${encodeURIComponent(t.ticket_id)}`).then((x) => x?.token).catch(() => null));
+      }
       if ((!t.event_title || !t.starts_at) && t.event_id) {
         if (!events.has(t.event_id)) events.set(t.event_id, await request(`/events/${t.event_id}`, { auth: false }).catch(() => null));
         const ev = events.get(t.event_id);

@@ -31,6 +31,7 @@ export function render(main, [orderId]) {
   if (notificationPermission() === 'default' && !localStorage.getItem('tb.notif.asked')) ask.hidden = false;
 
   function renderStatus() {
+    if (status !== 'pending') ask.hidden = true;
     pill.className = `pill ${status}`;
     pill.dataset.status = status;
     pill.textContent = t(`order.${status}`) || status;

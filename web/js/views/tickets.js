@@ -6,7 +6,7 @@ import { askPermission, notificationPermission } from '../notify.js';
 import { savedTickets, syncTickets } from '../wallet.js';
 
 function qrImage(ticket) {
-  if (!ticket.qr_svg) return h('span', { class: 'muted small' }, '—');
+  if (!ticket.qr_svg) return h('span', { class: 'muted small qr-pending' }, h('span', { class: 'spinner dark' }), h('br'), t('tickets.qrPending'));
   return h('img', {
     src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(ticket.qr_svg)}`,
     alt: t('tickets.qrAlt', { seat: ticket.seat_id }), width: 128, height: 128,
@@ -83,18 +83,37 @@ export function render(main) {
   }
 
   let disposed = false;
+  let retries = 0;
+  let retryTimer = null;
+  function refresh(saved) {
+    syncTickets()
+      .then((fresh) => {
+        if (disposed) return;
+        show(fresh);
+        // Tickets are signed by a worker shortly after the order confirms.
+        if (fresh.some((x) => !x.qr_svg) && retries < 30) {
+          retries += 1;
+          retryTimer = setTimeout(() => refresh(fresh), 2000);
+        }
+      })
+      .catch(() => {
+        if (!disposed) {
+          show(saved);
+          note.hidden = false;
+        }
+      });
+  }
   savedTickets().then((saved) => {
     if (disposed) return;
     if (saved.length || navigator.onLine === false) show(saved);
     note.hidden = navigator.onLine !== false;
-    if (navigator.onLine !== false) {
-      syncTickets().then((fresh) => { if (!disposed) show(fresh); }).catch(() => { if (!disposed) { show(saved); note.hidden = false; } });
-    }
+    if (navigator.onLine !== false) refresh(saved);
   });
   const onTickets = () => savedTickets().then((x) => { if (!disposed) show(x); });
   window.addEventListener('tb:tickets', onTickets);
   return () => {
     disposed = true;
+    clearTimeout(retryTimer);
     window.removeEventListener('tb:tickets', onTickets);
   };
 }
