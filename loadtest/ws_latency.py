@@ -227,13 +227,14 @@ async def run(args: argparse.Namespace, base: str) -> list[dict[str, Any]]:
                 "p99_ms": round(_percentile(delays, 99), 1),
                 "max_ms": round(max(delays) if delays else float("nan"), 1),
                 "seconds": round(elapsed, 1),
+                "loadavg_1m": round(os.getloadavg()[0], 2),
             }
             results.append(row)
             print(
                 f"N={n:5d}  holds={held:5d}  sampled={samples:4d}"
                 f"  deliveries={len(delays):7d}/{expected:<7d}"
                 f"  p50={row['p50_ms']:7.1f} ms  p99={row['p99_ms']:7.1f} ms"
-                f"  max={row['max_ms']:7.1f} ms",
+                f"  max={row['max_ms']:7.1f} ms  load={row['loadavg_1m']:.1f}",
                 flush=True,
             )
             over = over + 1 if row["p99_ms"] >= args.target_ms or row["missing"] else 0
