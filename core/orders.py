@@ -185,6 +185,8 @@ class TicketView(msgspec.Struct, frozen=True):
     checked_in_at: int | None = None
     qr_svg: str | None = None
     qr_png: str | None = None
+    # The signed token (compact JWS) itself, on the single-ticket endpoint only.
+    token: str | None = None
 
 
 class OrderView(msgspec.Struct, frozen=True):

@@ -13,14 +13,16 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
-from faststream import FastStream
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
@@ -252,3 +254,58 @@ async def ensure_topics(settings: Settings) -> None:
                 log.info("create_topics: %s", exc)
     finally:
         await admin.close()
+
+
+RecordsHandler = Callable[[Sequence[ConsumerRecord[Any, Any]]], Awaitable[None]]
+
+
+def batch_consumer(
+    broker: KafkaBroker,
+    settings: Settings,
+    topics: Sequence[str],
+    group: str,
+    handle: RecordsHandler,
+    *,
+    name: str,
+) -> None:
+    """Subscribe ``handle`` to batches of ``topics`` with at-least-once delivery.
+
+    Offsets are committed only after ``handle`` returns; if it raises, the batch is
+    rewound and retried after a pause (the handler must be idempotent).
+    """
+    failures = 0
+
+    @broker.subscriber(
+        *topics,
+        group_id=group,
+        batch=True,
+        max_records=settings.workers.batch_max_records,
+        batch_timeout_ms=settings.workers.batch_timeout_ms,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+    )
+    async def consume(msg: KafkaMessage) -> None:
+        nonlocal failures
+        records = msg.raw_message
+        if not isinstance(records, tuple):
+            records = (records,)
+        try:
+            await handle(records)
+        except Exception:
+            failures += 1
+            log.exception("%s: batch of %d failed; retrying", name, len(records))
+            rewind(msg.consumer, records)
+            await asyncio.sleep(min(5.0, 0.5 * failures))
+            return
+        failures = 0
+        await msg.ack()
+
+
+def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    """Seek every partition of the batch back to its first record (nothing is committed)."""
+    earliest: dict[TopicPartition, int] = {}
+    for r in records:
+        tp = TopicPartition(r.topic, r.partition)
+        earliest[tp] = min(earliest.get(tp, r.offset), r.offset)
+    for tp, offset in earliest.items():
+        consumer.seek(tp, offset)

@@ -1,0 +1,75 @@
+"""Order endpoints: ``POST /api/v1/orders`` and ``GET /api/v1/orders/{order_id}``.
+
+Thin handlers over ``api.orders.service.OrderService``; the buyer's lists
+(``/api/v1/me/orders``, ``/api/v1/me/tickets``) live in ``api/me/``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, Response, get, post
+from litestar.di import NamedDependency
+from litestar.params import Parameter
+
+from api.auth.principal import Principal, requires_role_or_scope
+from api.me.controllers import MeController
+from api.metrics import ORDERS
+from api.orders.deps import ORDER_SERVICE_DEPENDENCY
+from api.orders.service import OrderService, validate_idempotency_key
+from core.errors import DomainError
+from core.orders import OrderAccepted, OrderView, PlaceOrderRequest
+
+BUYERS = requires_role_or_scope(("buyer", "admin"), ("orders",))
+
+
+class OrderController(Controller):
+    path = "/api/v1/orders"
+    tags = ["orders"]
+    guards = [BUYERS]
+    dependencies = {"orders": ORDER_SERVICE_DEPENDENCY}
+
+    @post(
+        "/",
+        summary="Buy the seats of a hold",
+        status_code=202,
+        responses=None,
+    )
+    async def place_order(
+        self,
+        data: PlaceOrderRequest,
+        orders: NamedDependency[OrderService],
+        principal: NamedDependency[Principal],
+        idempotency_key: Annotated[
+            str | None,
+            Parameter(header="Idempotency-Key", required=False, description="Required."),
+        ] = None,
+    ) -> Response[OrderAccepted]:
+        """Confirm the hold and queue the order: 202 ``{order_id, status: "pending"}``.
+
+        The ``Idempotency-Key`` header is required: the same key with the same body gives
+        the same answer (also while the first request runs); with another body, 422.
+        Prices come from the catalog. 503 + Retry-After if the order cannot be queued;
+        the hold is then kept and can be bought again.
+        """
+        key = validate_idempotency_key(idempotency_key)
+        try:
+            status, body = await orders.place(principal.sub, key, data.hold_id)
+        except DomainError as exc:
+            ORDERS.labels(status="unavailable" if exc.status == 503 else "refused").inc()
+            raise
+        ORDERS.labels(status="placed").inc()
+        return Response(content=body, status_code=status, media_type="application/json")  # type: ignore[arg-type]
+
+    @get("/{order_id:str}", summary="Read an order", cache_control=None)
+    async def get_order(
+        self,
+        order_id: Annotated[str, Parameter(max_length=64)],
+        orders: NamedDependency[OrderService],
+        principal: NamedDependency[Principal],
+    ) -> OrderView:
+        """Pending, then confirmed with its tickets or rejected with a reason (owner only)."""
+        return await orders.order(principal.sub, order_id)
+
+
+route_handlers = [OrderController, MeController]

@@ -1,0 +1,381 @@
+"""Placing and reading orders: the API's half of the purchase saga.
+
+``place`` runs the saga's first steps (docs/decisions/0401-purchase-saga.md):
+
+1. idempotency: ``SET NX`` of ``{idem:<sub>}:<key>`` with the request fingerprint
+   (a concurrent duplicate waits for the first one's answer; a different body -> 422);
+2. confirm: ``Inventory.confirm`` turns the hold into a sold-pending order;
+3. price it from the catalog (never from the client), record it as pending for the
+   buyer (``{user:<sub>}:orders``, so GET can answer before the persister writes it);
+4. publish ``OrderPlaced`` (key = event id, acks=all); on any failure the compensation is
+   ``Inventory.revert`` (the hold comes back) and 503 + Retry-After;
+5. 202 ``{order_id, status: "pending"}``, stored under the key for replays.
+
+Reads come from PostgreSQL (decided orders, tickets) and the buyer's pending record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Final, Literal
+
+import asyncpg
+import msgspec
+from aiokafka import AIOKafkaProducer
+from redis.asyncio.cluster import RedisCluster
+
+from api.catalog.service import Catalog
+from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
+from core.holds import parse_hold_id
+from core.inventory import Inventory
+from core.orders import (
+    TOPIC_PLACED,
+    OrderAccepted,
+    OrderPlaced,
+    OrderSeat,
+    OrderView,
+    TicketView,
+    build_order,
+    encode,
+    event_key,
+    topic,
+)
+from core.settings import Settings
+
+log = logging.getLogger("ticketbuster.api.orders")
+
+IDEMPOTENCY_TTL_S: Final = 86_400
+# An in-progress claim outlives any real request but not a crashed pod.
+IN_PROGRESS_TTL_S: Final = 30
+PENDING_TTL_S: Final = 7 * 86_400
+WAIT_FOR_DUPLICATE_S: Final = 15.0
+
+
+class IdempotencyKeyReused(DomainError):
+    """The Idempotency-Key was already used with a different request body."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency-Key reused with another request"
+
+
+class _Claim(msgspec.Struct, frozen=True):
+    fp: str
+    state: Literal["in_progress", "done"]
+    status: int = 0
+    body: str = ""
+
+
+def idempotency_redis_key(sub: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return f"{{idem:{sub}}}:{digest}"
+
+
+def pending_orders_key(sub: str) -> str:
+    """The buyer's orders that the persister has not decided yet (hash order_id -> OrderPlaced)."""
+    return f"{{user:{sub}}}:orders"
+
+
+def validate_idempotency_key(key: str | None) -> str:
+    if key is None or not key:
+        raise InvalidInput("the Idempotency-Key header is required", field="Idempotency-Key")
+    if len(key) > 200 or not key.isascii() or not key.isprintable():
+        raise InvalidInput(
+            "Idempotency-Key must be 1-200 printable ASCII characters", field="Idempotency-Key"
+        )
+    return key
+
+
+def fingerprint(hold_id: str) -> str:
+    """The request's identity for idempotency: what was asked, not how it was spelled."""
+    return hashlib.sha256(msgspec.json.encode({"hold_id": hold_id})).hexdigest()
+
+
+def _ms(value: Any) -> int:
+    return int(value.timestamp() * 1000)
+
+
+_PLACED: Final = msgspec.json.Decoder(OrderPlaced)
+_SEATS: Final = msgspec.json.Decoder(tuple[OrderSeat, ...])
+
+
+class OrderService:
+    """The order endpoints' logic over Redis, the inventory, the catalog, Kafka and PostgreSQL."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: RedisCluster,
+        pool: asyncpg.Pool,
+        inventory: Inventory | None = None,
+        catalog: Catalog | None = None,
+        producer: Callable[[], AIOKafkaProducer] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.pool = pool
+        self.inventory = inventory
+        self.catalog = catalog
+        self.producer = producer
+
+    # -- placing ----------------------------------------------------------------------------
+
+    async def place(self, sub: str, key: str, hold_id: str) -> tuple[int, bytes]:
+        """(status, JSON body) of POST /orders, the same for every retry of the same key."""
+        fp = fingerprint(hold_id)
+        rkey = idempotency_redis_key(sub, key)
+        replay = await self._claim(rkey, fp)
+        if replay is not None:
+            return replay
+        try:
+            durable = await self._durable_replay(sub, key, fp)
+            if durable is not None:
+                status, body = durable
+            else:
+                accepted = await self._place(sub, key, fp, hold_id)
+                status, body = 202, msgspec.json.encode(accepted)
+        except BaseException:
+            # Nothing to replay: a retry with this key runs again (and gets the same error
+            # for a dead hold, or succeeds once the dependency is back).
+            await self._unclaim(rkey)
+            raise
+        done = _Claim(fp=fp, state="done", status=status, body=body.decode())
+        try:
+            await self.redis.set(rkey, msgspec.json.encode(done), ex=IDEMPOTENCY_TTL_S)
+        except Exception as exc:  # the order stands; the durable copy answers replays
+            log.warning("could not store idempotent response: %s", exc)
+        return status, body
+
+    async def _claim(self, rkey: str, fp: str) -> tuple[int, bytes] | None:
+        """Claim the key (None) or return the stored response of an earlier identical request."""
+        mine = msgspec.json.encode(_Claim(fp=fp, state="in_progress"))
+        deadline = time.monotonic() + WAIT_FOR_DUPLICATE_S
+        delay = 0.02
+        while True:
+            try:
+                if await self.redis.set(rkey, mine, nx=True, ex=IN_PROGRESS_TTL_S):
+                    return None
+                raw = await self.redis.get(rkey)
+            except Exception as exc:
+                raise Unavailable("order intake is unavailable, retry shortly") from exc
+            if raw is not None:
+                claim = msgspec.json.decode(raw, type=_Claim)
+                if claim.fp != fp:
+                    raise IdempotencyKeyReused(
+                        "this Idempotency-Key was used for a different request"
+                    )
+                if claim.state == "done":
+                    return claim.status, claim.body.encode()
+            if time.monotonic() > deadline:
+                raise Conflict(
+                    "a request with this Idempotency-Key is still in progress; retry shortly"
+                )
+            await asyncio.sleep(delay)
+            delay = min(0.2, delay * 2)
+
+    async def _unclaim(self, rkey: str) -> None:
+        try:
+            await self.redis.delete(rkey)
+        except Exception as exc:
+            log.warning("could not release idempotency claim: %s", exc)
+
+    async def _durable_replay(self, sub: str, key: str, fp: str) -> tuple[int, bytes] | None:
+        """The persisted copy of the key, for a retry that comes after Redis forgot it."""
+        try:
+            row = await self.pool.fetchrow(
+                "SELECT fingerprint, order_id FROM orders.idempotency_keys"
+                " WHERE buyer = $1 AND key = $2",
+                sub,
+                key,
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("idempotency lookup in PostgreSQL failed: %s", exc)
+            return None  # Redis claimed the key; go on
+        if row is None:
+            return None
+        if row["fingerprint"] != fp:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+        return 202, msgspec.json.encode(OrderAccepted(order_id=str(row["order_id"])))
+
+    async def _place(self, sub: str, key: str, fp: str, hold_id: str) -> OrderAccepted:
+        if self.inventory is None or self.catalog is None or self.producer is None:
+            raise Unavailable("order intake is not ready, retry shortly")
+        event_id, _ = parse_hold_id(hold_id)
+        # Prices first (cached): a missing price must not leave a confirmed hold behind.
+        prices = {code: p.price_minor for code, p in (await self.catalog.prices(event_id)).items()}
+        producer = self.producer()  # 503 before touching the hold if Kafka is down
+        order_id = str(uuid.uuid4())
+        confirmed = await self.inventory.confirm(hold_id, sub, order_id)
+        try:
+            order = build_order(
+                order_id=order_id,
+                event_id=confirmed.event_id,
+                partition=confirmed.partition,
+                hold_id=hold_id,
+                buyer=sub,
+                seats=confirmed.seats,
+                categories=[confirmed.categories[s] for s in confirmed.seats],
+                prices=prices,
+                placed_at=confirmed.confirmed_at,
+                idempotency_key=key,
+                fingerprint=fp,
+            )
+            payload = encode(order)
+            await self._record_pending(sub, order_id, payload)
+            await asyncio.wait_for(
+                producer.send_and_wait(
+                    topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
+                    value=payload,
+                    key=event_key(order.event_id),
+                ),
+                timeout=self.settings.kafka.request_timeout_s,
+            )
+        except BaseException as exc:
+            await self._compensate(sub, confirmed.event_id, confirmed.partition, order_id)
+            if isinstance(exc, DomainError):
+                raise
+            log.warning("OrderPlaced %s not published: %s: %s", order_id, type(exc).__name__, exc)
+            raise Unavailable(
+                "the order could not be placed; your hold is kept, retry shortly",
+                retry_after_s=2,
+            ) from exc
+        return OrderAccepted(order_id=order_id)
+
+    async def _record_pending(self, sub: str, order_id: str, payload: bytes) -> None:
+        key = pending_orders_key(sub)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(key, order_id, payload)
+            pipe.expire(key, PENDING_TTL_S)
+            await pipe.execute()
+
+    async def _compensate(self, sub: str, event_id: int, partition: int, order_id: str) -> None:
+        """Undo the confirm: the seats go back to the hold (or free if it has expired)."""
+        assert self.inventory is not None
+        try:
+            await self.inventory.revert(event_id, partition, order_id)
+        except Exception as exc:
+            # The reconciler finds the pending order (and its record) after the grace period.
+            log.error("revert of order %s failed: %s", order_id, exc)
+            return
+        try:
+            await self.redis.hdel(pending_orders_key(sub), order_id)
+        except Exception as exc:
+            log.warning("pending record of %s not removed: %s", order_id, exc)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def order(self, sub: str, order_id: str) -> OrderView:
+        """The caller's order: decided (PostgreSQL) or pending (Redis); 404 otherwise."""
+        try:
+            uuid.UUID(order_id)
+        except ValueError:
+            raise NotFound(f"order {order_id} not found") from None
+        row = await self.pool.fetchrow(
+            "SELECT * FROM orders.orders WHERE order_id = $1 AND buyer = $2", order_id, sub
+        )
+        if row is not None:
+            tickets = await self._tickets("order", order_id)
+            return _order_view(row, tickets)
+        raw = await self.redis.hget(pending_orders_key(sub), order_id)
+        if raw is None:
+            raise NotFound(f"order {order_id} not found")
+        return _pending_view(_PLACED.decode(raw))
+
+    async def orders_of(self, sub: str, limit: int = 100) -> list[OrderView]:
+        rows = await self.pool.fetch(
+            "SELECT * FROM orders.orders WHERE buyer = $1 ORDER BY placed_at DESC, order_id"
+            " LIMIT $2",
+            sub,
+            limit,
+        )
+        ids = [r["order_id"] for r in rows]
+        by_order: dict[str, list[TicketView]] = {}
+        for t in await self._tickets("orders", ids):
+            by_order.setdefault(t.order_id, []).append(t)
+        views = [_order_view(r, by_order.get(str(r["order_id"]), [])) for r in rows]
+        decided = {str(i) for i in ids}
+        pending = await self.redis.hgetall(pending_orders_key(sub))
+        stale = []
+        for oid, raw in pending.items():
+            order_id = oid.decode() if isinstance(oid, bytes) else oid
+            if order_id in decided:
+                stale.append(oid)
+                continue
+            views.append(_pending_view(_PLACED.decode(raw)))
+        if stale:
+            await self.redis.hdel(pending_orders_key(sub), *stale)
+        views.sort(key=lambda v: (v.placed_at, v.order_id), reverse=True)
+        return views[:limit]
+
+    async def tickets_of(self, sub: str, limit: int = 500) -> list[TicketView]:
+        return await self._tickets("holder", sub, limit=limit)
+
+    async def _tickets(
+        self, where: Literal["order", "orders", "holder"], arg: Any, limit: int = 1000
+    ) -> list[TicketView]:
+        rows = await self.pool.fetch(_TICKETS_SQL[where], arg, limit)
+        return [ticket_view(r) for r in rows]
+
+
+_TICKETS_BASE: Final = (
+    "SELECT t.ticket_id, t.order_id, t.event_id, t.seat_id, t.category, t.price_minor,"
+    " t.currency, t.issued_at, t.token, c.checked_in_at"
+    " FROM orders.tickets t LEFT JOIN orders.checkins c USING (ticket_id) WHERE "
+)
+_TICKETS_ORDER: Final = " ORDER BY t.created_at DESC, t.seat_id LIMIT $2"
+_TICKETS_SQL: Final = {
+    "order": _TICKETS_BASE + "t.order_id = $1::uuid" + _TICKETS_ORDER,
+    "orders": _TICKETS_BASE + "t.order_id = ANY($1::uuid[])" + _TICKETS_ORDER,
+    "holder": _TICKETS_BASE + "t.holder = $1" + _TICKETS_ORDER,
+}
+
+
+def ticket_view(row: Any, with_token: bool = False) -> TicketView:
+    tid = str(row["ticket_id"])
+    issued = row["issued_at"] is not None
+    return TicketView(
+        ticket_id=tid,
+        order_id=str(row["order_id"]),
+        event_id=row["event_id"],
+        seat_id=row["seat_id"],
+        category=row["category"],
+        price=row["price_minor"],
+        currency=row["currency"],
+        issued=issued,
+        checked_in_at=_ms(row["checked_in_at"]) if row["checked_in_at"] else None,
+        qr_svg=f"/api/v1/tickets/{tid}/qr.svg" if issued else None,
+        qr_png=f"/api/v1/tickets/{tid}/qr.png" if issued else None,
+        token=row["token"] if with_token else None,
+    )
+
+
+def _order_view(row: Any, tickets: list[TicketView]) -> OrderView:
+    return OrderView(
+        order_id=str(row["order_id"]),
+        event_id=row["event_id"],
+        status=row["status"],
+        seats=_SEATS.decode(row["seats"]),
+        total=row["total_minor"],
+        currency=row["currency"],
+        placed_at=_ms(row["placed_at"]),
+        reason=row["reason"],
+        conflicting_seats=tuple(row["conflicting_seats"]),
+        tickets=tuple(tickets),
+    )
+
+
+def _pending_view(order: OrderPlaced) -> OrderView:
+    return OrderView(
+        order_id=order.order_id,
+        event_id=order.event_id,
+        status="pending",
+        seats=order.seats,
+        total=order.total,
+        currency=order.currency,
+        placed_at=order.placed_at,
+    )
