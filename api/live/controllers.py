@@ -24,6 +24,7 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 from redis.exceptions import RedisError
 
+from api.auth.middleware import bearer_token
 from api.live.hub import (
     WS_CLOSED,
     AtCapacity,
@@ -333,10 +334,12 @@ async def _event_session(
 
 @websocket(USER_PATH, name="live_me")
 async def live_me(socket: WebSocket[Any, Any, Any]) -> None:
-    """The caller's order status changes and hold warnings. Token: ``?token=`` or a first
-    ``{"type": "auth", "token": ...}`` frame."""
+    """The caller's order status changes and hold warnings. Token: a first
+    ``{"type": "auth", "token": ...}`` frame, ``?token=``/``?access_token=``, or the
+    ``Authorization`` header."""
     query = socket.query_params
-    token = query.get("token") or query.get("access_token")
+    # Authorization header or ?access_token= (as for HTTP), or ?token=, or a first frame.
+    token = bearer_token(socket.scope) or query.get("token")
     since = query.get("since")
 
     async def session(conn: LiveConnection, hub: LiveHub) -> None:

@@ -458,6 +458,14 @@ async def test_user_channel_delivers_only_the_buyers_own_orders(
     clients += [a, b]
     hello_a, hello_b = await a.frame(), await b.frame()
     assert (hello_a.sub, hello_b.sub) == (alice, bob)
+    # A non-browser client may use the Authorization header instead.
+    c = await _connect(
+        f"ws://{apis[1]}/api/v1/me/live",
+        user=True,
+        additional_headers={"Authorization": f"Bearer {bob_token}"},
+    )
+    clients.append(c)
+    assert (await c.frame()).sub == bob
 
     await _order_event(redis_cluster, alice, "order-a1", "pending")
     await _order_event(redis_cluster, alice, "order-a1", "confirmed")
