@@ -41,7 +41,15 @@ async def _check_redis(state: State) -> None:
     redis = getattr(state, "redis", None)
     if redis is None:
         raise RuntimeError("no client")
-    await redis.ping()
+    # CLUSTER INFO rather than PING (which reaches one node): "ok" means every slot is
+    # served, so a primary that is down and not yet failed over makes the pod unready,
+    # while a lost replica does not.
+    info = await redis.cluster_info()
+    state = info.get("cluster_state")
+    if isinstance(state, bytes):
+        state = state.decode()
+    if state != "ok":
+        raise RuntimeError(f"cluster_state {state}")
 
 
 async def _check_postgres(state: State) -> None:
