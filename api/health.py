@@ -45,11 +45,11 @@ async def _check_redis(state: State) -> None:
     # served, so a primary that is down and not yet failed over makes the pod unready,
     # while a lost replica does not.
     info = await redis.cluster_info()
-    state = info.get("cluster_state")
-    if isinstance(state, bytes):
-        state = state.decode()
-    if state != "ok":
-        raise RuntimeError(f"cluster_state {state}")
+    cluster_state = info.get("cluster_state")
+    if isinstance(cluster_state, bytes):
+        cluster_state = cluster_state.decode()
+    if cluster_state != "ok":
+        raise RuntimeError(f"cluster_state {cluster_state}")
 
 
 async def _check_postgres(state: State) -> None:
