@@ -136,6 +136,9 @@ async def test_limiter_fails_open_when_redis_is_down(settings: Settings) -> None
             response = await client.get("/api/v1/nothing")
             assert response.status_code == 404  # served, not 429 and not 500
             assert "ratelimit-limit" not in response.headers
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert "redis" in ready.json()["failing"]
 
 
 async def test_gcra_refills_smoothly(redis_cluster: RedisCluster) -> None:
