@@ -182,7 +182,10 @@ def build_problem(
                 request_id=request_id,
             )
         )
-        body.update(msgspec.to_builtins(extra))
+        try:
+            body.update(msgspec.to_builtins(extra, enc_hook=str))
+        except (TypeError, ValueError):  # an extra member that cannot be JSON is dropped
+            log.warning("problem extras of %s not serialisable", type(exc).__name__)
         retry_after = getattr(exc, "retry_after_s", None)
         if retry_after is None and status in _DEFAULT_RETRY_AFTER_S:
             retry_after = _DEFAULT_RETRY_AFTER_S[status]

@@ -140,3 +140,13 @@ def test_problem_response_uses_problem_media_type() -> None:
     response = problem_response(SeatUnavailable("taken", seats=["1-A-1"]), request_id="abc")
     assert response.status_code == 409
     assert response.media_type == "application/problem+json"
+
+
+def test_extra_members_are_made_json_safe() -> None:
+    import datetime
+
+    when = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
+    _, body, _ = build_problem(HoldExpired("gone", expired_at=when, seats={"1-A-1"}, odd=object()))
+    assert body["expired_at"].startswith("2026-01-02T03:04:05")
+    assert body["seats"] == ["1-A-1"]
+    assert isinstance(body["odd"], str)
