@@ -8,6 +8,7 @@ rate limiter finds the user to count against.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
@@ -17,6 +18,8 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from api.auth.principal import AUTH_ERROR_KEY, PRINCIPAL_KEY
 from api.auth.tokens import TokenVerifier
 from core.errors import Unauthorized
+
+log = logging.getLogger("ticketbuster.api.auth")
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -55,4 +58,7 @@ class AuthMiddleware:
                         state[PRINCIPAL_KEY] = await verifier.verify(token)
                     except Unauthorized as exc:
                         state[AUTH_ERROR_KEY] = exc.detail
+                    except Exception:  # a verifier bug must not become a bare 500
+                        log.exception("token verification failed unexpectedly")
+                        state[AUTH_ERROR_KEY] = "The token could not be verified."
         await self.app(scope, receive, send)
