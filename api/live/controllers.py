@@ -137,7 +137,9 @@ class LiveConnection:
         WS_CLOSED.labels(self.channel, str(code)).inc()
         with contextlib.suppress(Exception):
             async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await self.socket.close(code=code, reason=reason[:120])
+                # A close reason is at most 123 bytes of UTF-8.
+                short = reason.encode()[:123].decode(errors="ignore")
+                await self.socket.close(code=code, reason=short)
 
     async def serve(self, on_frame: Callable[[ClientFrame], Awaitable[None]]) -> None:
         """Run until the client leaves or the outbox closes (then send the close frame)."""

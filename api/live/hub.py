@@ -249,7 +249,9 @@ class EventRoom:
 
     def flush(self, p: int) -> None:
         part = self.parts[p]
-        part.flush_handle = None
+        if part.flush_handle is not None:
+            part.flush_handle.cancel()  # when called directly, before the timer
+            part.flush_handle = None
         if not part.pending:
             return
         batch = Batch(self.event_id, p, part.pending)
