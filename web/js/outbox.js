@@ -29,6 +29,8 @@ export async function queueOrder(hold) {
   };
   if (!existing) await db.put('outbox', entry);
   await flush();
+  // Still waiting (offline, or the API asked to retry later): say so.
+  if (await db.get('outbox', entry.key)) emit('tb:order-queued', { entry });
   return entry;
 }
 
