@@ -6,9 +6,25 @@ port; gauges therefore declare how they aggregate across processes.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from typing import Any, cast
 
-ORDERS = Counter("ticketbuster_orders_total", "Orders decided by the persister.", ["status"])
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+
+def _shared(name: str, factory: Any) -> Any:
+    """The collector already registered under ``name`` (the API defines some of the same
+    metrics; tests run both in one process), else a new one."""
+    existing = REGISTRY._names_to_collectors.get(name)
+    return existing if existing is not None else factory()
+
+
+ORDERS = cast(
+    Counter,
+    _shared(
+        "ticketbuster_orders_total",
+        lambda: Counter("ticketbuster_orders_total", "Orders by status.", ["status"]),
+    ),
+)
 PURCHASE_DURATION = Histogram(
     "ticketbuster_purchase_duration_seconds",
     "From OrderPlaced (API) to the persister's decision.",
