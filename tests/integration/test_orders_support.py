@@ -22,8 +22,8 @@ PRICES = {"VIP": 25000, "GENERAL": 9950}
 
 
 def seat_ids(n: int, section: str = "101") -> list[str]:
-    """n seat ids in rows A, B, C... of 50 seats each."""
-    return [f"{section}-{chr(65 + i // 50)}-{i % 50 + 1}" for i in range(n)]
+    """n seat ids in rows R0, R1, R2... of 50 seats each."""
+    return [f"{section}-R{i // 50}-{i % 50 + 1}" for i in range(n)]
 
 
 async def create_catalog_event(
