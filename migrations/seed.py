@@ -12,11 +12,14 @@ event's inventory into Redis through ``core.inventory.Inventory.load``.
   same dates, same seats), and its Redis inventory is not reloaded when it is there
   already. Each new event is written in one transaction (event, prices, sections, rows
   and seats), so a crash never leaves half a seat map.
-- Fast: seats go in with COPY (asyncpg ``copy_records_to_table``).
+- Fast: seats go in with COPY (asyncpg ``copy_records_to_table``), and Redis loads overlap
+  the PostgreSQL writes (event N is loaded while event N+1 is copied); a new event is
+  loaded from memory, an existing one through ``rebuild_inventory``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
 import time
@@ -25,13 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 import asyncpg
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from core.events import parse_price_minor, plan_seat_map, price_categories
+from core.events import SectionPlan, parse_price_minor, plan_seat_map, price_categories
 from core.inventory import SINGLE_PARTITION, Inventory
 from migrations import runner
 from migrations.inventory import InventoryLoader, read_partition_plans, rebuild_inventory
@@ -190,7 +193,9 @@ async def seed_event(
         return int(event_id), len(seats)
 
 
-def _seat_records(event_id: int, plan: Sequence[Any]) -> list[tuple[int, str, str, int, str]]:
+def _seat_records(
+    event_id: int, plan: Sequence[SectionPlan]
+) -> list[tuple[int, str, str, int, str]]:
     return [
         (event_id, s.code, r.label, n, s.category)
         for s in plan
@@ -240,28 +245,66 @@ async def seed(
     report.timings["migrate"] = time.perf_counter() - started
     events = list(read_csv() if events is None else events)
     sale_opens_at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
-    conn: asyncpg.Connection = await asyncpg.connect(dsn)
+    # PostgreSQL writes and Redis loads overlap: while event N+1 is copied into
+    # PostgreSQL, event N is loaded into Redis (two servers, two cores).
+    queue: asyncio.Queue[tuple[int, list[tuple[str, str]] | None] | None] = asyncio.Queue()
+    writer: asyncpg.Connection = await asyncpg.connect(dsn)
+    reader: asyncpg.Connection | None = None
     try:
-        step = time.perf_counter()
-        for event in events:
-            event_id, written = await seed_event(conn, event, sale_opens_at)
-            if written is None:
-                report.existing.append((event_id, event.slug))
-            else:
-                report.created.append((event_id, event.slug, written))
-        report.timings["postgres"] = time.perf_counter() - step
-        if inventory is not None:
+
+        async def write_catalog() -> None:
             step = time.perf_counter()
-            loaded, present = await load_inventories(
-                conn, inventory, report.event_ids, reload=reload_inventory
-            )
-            report.inventory_loaded += loaded
-            report.inventory_present += present
-            report.timings["redis"] = time.perf_counter() - step
+            for event in events:
+                event_id, written = await seed_event(writer, event, sale_opens_at)
+                if written is None:
+                    report.existing.append((event_id, event.slug))
+                    queue.put_nowait((event_id, None))
+                else:
+                    report.created.append((event_id, event.slug, written))
+                    queue.put_nowait((event_id, layout_seats(plan_seat_map(event.capacity))))
+            queue.put_nowait(None)
+            report.timings["postgres"] = time.perf_counter() - step
+
+        async def load_redis(inventory: InventoryGateway, reader: asyncpg.Connection) -> None:
+            busy = 0.0
+            while (item := await queue.get()) is not None:
+                step = time.perf_counter()
+                event_id, seats = item
+                if not reload_inventory and await inventory.availability(event_id):
+                    report.inventory_present.append(event_id)
+                elif seats is None:
+                    # Existing event: PostgreSQL knows its seats and what was sold.
+                    await rebuild_inventory(reader, inventory, event_id)
+                    report.inventory_loaded.append(event_id)
+                else:
+                    # Just written, one partition, nothing sold yet: load from memory.
+                    await inventory.load(event_id, 0, seats, {})
+                    report.inventory_loaded.append(event_id)
+                busy += time.perf_counter() - step
+            report.timings["redis"] = busy
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(write_catalog())
+            if inventory is not None:
+                reader = await asyncpg.connect(dsn)
+                tasks.create_task(load_redis(inventory, reader))
     finally:
-        await conn.close()
+        await writer.close()
+        if reader is not None:
+            await reader.close()
     report.timings["total"] = time.perf_counter() - started
     return report
+
+
+def layout_seats(plan: Sequence[SectionPlan]) -> list[tuple[str, str]]:
+    """(seat_id, category) of a planned map in layout order — the order
+    ``migrations.inventory.read_inventory`` reads back: section, row, number."""
+    return [
+        (f"{s.code}-{r.label}-{n}", s.category)
+        for s in plan
+        for r in s.rows
+        for n in range(1, r.seats + 1)
+    ]
 
 
 def _cluster_client() -> RedisCluster:

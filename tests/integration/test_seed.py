@@ -17,8 +17,8 @@ import pytest
 
 from core.events import plan_seat_map, price_categories
 from core.inventory import SINGLE_PARTITION, Inventory, partition_keys
-from migrations.inventory import read_partition_plans, rebuild_inventory
-from migrations.seed import SeedEvent, seed, seed_event
+from migrations.inventory import read_inventory, read_partition_plans, rebuild_inventory
+from migrations.seed import SeedEvent, layout_seats, seed, seed_event
 from tests.integration.catalog_seed import (
     SeededCatalog,
     cluster_client,
@@ -142,6 +142,21 @@ async def test_inventory_is_loaded_into_redis(
             assert sum(free.values()) == event.capacity, event.slug
     finally:
         await client.aclose()
+
+
+async def test_loaded_seats_are_in_the_order_postgres_gives_back(
+    seeded_catalog: SeededCatalog,
+) -> None:
+    """The seed loads new events into Redis from memory; a rebuild reads PostgreSQL. Both
+    must hand the inventory the same seats in the same (front-first) order."""
+    event = next(e for e in seeded_catalog.events if e.capacity == 3500)
+    conn = await asyncpg.connect(seeded_catalog.dsn)
+    try:
+        parts = await read_inventory(conn, seeded_catalog.ids[event.slug])
+    finally:
+        await conn.close()
+    assert list(parts) == [0]
+    assert parts[0].seats == layout_seats(plan_seat_map(event.capacity))
 
 
 async def test_seed_again_changes_nothing(
