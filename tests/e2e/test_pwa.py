@@ -234,6 +234,37 @@ def my_orders(system: System, token: str) -> list[dict[str, Any]]:
     return list(items)
 
 
+def buy_via_api(system: System, event_id: int, token: str, quantity: int = 1) -> list[str]:
+    """Hold, order and wait until the tickets are issued; returns their signed tokens."""
+    auth = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=f"{system.base_url}/api/v1", headers=auth, timeout=10) as api:
+        hold = api.post(
+            f"/events/{event_id}/holds", json={"quantity": quantity, "category": "GENERAL"}
+        )
+        assert hold.status_code == 201, hold.text
+        order = api.post(
+            "/orders",
+            json={"hold_id": hold.json()["hold_id"]},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert order.status_code == 202, order.text
+        order_id = order.json()["order_id"]
+        deadline = time.monotonic() + CONFIRM_TIMEOUT_S
+        tokens: list[str] = []
+        while time.monotonic() < deadline:
+            view = api.get(f"/orders/{order_id}").json()
+            assert view["status"] != "rejected", view
+            tickets = view.get("tickets") or []
+            if view["status"] == "confirmed" and tickets:
+                tokens = [
+                    api.get(f"/tickets/{t['ticket_id']}").json().get("token") for t in tickets
+                ]
+                if all(tokens):
+                    return [str(t) for t in tokens]
+            time.sleep(0.3)
+        raise AssertionError(f"order {order_id} not confirmed with issued tickets: {tokens}")
+
+
 def new_buyer() -> str:
     return f"pwa-{uuid.uuid4().hex[:10]}"
 
@@ -680,6 +711,46 @@ async def test_offline_purchase_syncs_into_exactly_one_order(
             await wait_confirmed(p)
             await p.shot("synced-confirmed")
         assert p.console_errors(allow=(r"net::ERR_INTERNET_DISCONNECTED", r"Failed to fetch")) == []
+
+
+async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system: System) -> None:
+    if not (pwa_system.confirms and pwa_system.issues_tickets):
+        pytest.skip("needs the persister and the ticket issuer")
+    event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    buyer_token = dev_token(pwa_system, new_buyer())
+    ticket = buy_via_api(pwa_system, event_id, buyer_token)[0]
+    header, claims, signature = ticket.split(".")
+    forged_sig = ("A" if signature[0] != "A" else "B") + signature[1:]
+    async with open_page(browser, pwa_system, "scanner", PHONE) as p:
+        await login(p, new_buyer(), roles=("scanner",))
+        await p.page.goto("/#/scan")
+        await p.page.wait_for_selector("#scan-keys:has-text('claves')")
+
+        async def scan(token: str, verdict: str) -> str:
+            await p.page.fill("#scan-token", token)
+            await p.page.click("#scan-submit")
+            box = p.page.locator(f"#scan-verdict [data-verdict={verdict}]")
+            await box.wait_for()
+            return await box.inner_text()
+
+        admitted = await scan(ticket, "admitted")
+        assert "ADELANTE" in admitted
+        await p.shot("admitted")
+        used = await scan(ticket, "used")
+        assert "YA USADA" in used and re.search(r"\d{1,2}:\d{2}", used), used
+        await p.shot("used")
+        checkins: list[str] = []
+        p.page.on(
+            "request",
+            lambda r: checkins.append(r.url) if r.url.endswith("/api/v1/checkins") else None,
+        )
+        invalid = await scan(f"{header}.{claims}.{forged_sig}", "invalid")
+        assert checkins == []
+        assert "NO VÁLIDA" in invalid
+        await p.shot("invalid")
+        # A forged signature is caught on the device: it never reaches the API. The
+        # browser itself logs the second scan's HTTP 409, which the page handled.
+        assert p.console_errors(allow=(r"status of 409",)) == []
 
 
 def teardown_module() -> None:
