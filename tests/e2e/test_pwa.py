@@ -456,6 +456,22 @@ def test_service_worker_precaches_every_shell_file() -> None:
         assert (WEB / url.lstrip("/")).is_file(), url
 
 
+def test_spanish_and_english_have_the_same_strings() -> None:
+    def keys(lang: str) -> set[str]:
+        text = (WEB / "i18n" / f"{lang}.js").read_text()
+        return set(re.findall(r"^  '([a-zA-Z0-9_.]+)':", text, re.MULTILINE))
+
+    es, en = keys("es"), keys("en")
+    assert len(es) > 100
+    assert es ^ en == set()
+    used = set()
+    for path in WEB.glob("js/**/*.js"):
+        used |= set(re.findall(r"\bt\('([a-zA-Z0-9_.]+)'", path.read_text()))
+    used |= set(re.findall(r'data-i18n(?:-aria)?="([^"]+)"', (WEB / "index.html").read_text()))
+    # `order.${status}` and `cat.${code}` are built at run time.
+    assert used - es == set(), "strings used but not translated"
+
+
 # --------------------------------------------------------------------------- tests: browser
 
 
@@ -724,7 +740,7 @@ async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system:
     async with open_page(browser, pwa_system, "scanner", PHONE) as p:
         await login(p, new_buyer(), roles=("scanner",))
         await p.page.goto("/#/scan")
-        await p.page.wait_for_selector("#scan-keys:has-text('claves')")
+        await p.page.wait_for_selector("#scan-keys:has-text('clave')")
 
         async def scan(token: str, verdict: str) -> str:
             await p.page.fill("#scan-token", token)

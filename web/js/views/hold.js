@@ -87,7 +87,7 @@ export function render(main, [holdId]) {
   function showQueued() {
     buying = true;
     buyBtn.disabled = true;
-    buyBtn.textContent = t('order.queued');
+    buyBtn.textContent = t('hold.waiting');
     extendBtn.disabled = true;
     releaseBtn.disabled = true;
     mount(status, h('p', { class: 'pill queued', id: 'order-queued' }, t('order.queued')), h('p', { class: 'notice' }, t('hold.queued')));
