@@ -138,6 +138,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _wait_healthy(base: str, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the API exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the API at {base} did not become healthy")
+        time.sleep(0.2)
+
+
 @contextlib.contextmanager
 def _own_api() -> Any:
     port = _free_port()
@@ -146,18 +161,7 @@ def _own_api() -> Any:
         [sys.executable, "-m", "api"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"the API exited with {proc.returncode}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("the API did not become healthy")
-            time.sleep(0.2)
+        _wait_healthy(f"127.0.0.1:{port}", proc)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -283,6 +287,7 @@ def main() -> None:
 
     with contextlib.ExitStack() as stack:
         base = args.url or stack.enter_context(_own_api())
+        _wait_healthy(base)
         results = asyncio.run(run(args, base))
     ok = [r["clients"] for r in results if r["p99_ms"] < args.target_ms and not r["missing"]]
     best = max(ok) if ok else 0
