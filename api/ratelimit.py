@@ -9,14 +9,15 @@ One GCRA script (``api/ratelimit.lua``) per check, on one key, so it runs in
 one slot and atomically; time comes from Redis, not from the replicas' clocks.
 Only ``/api/`` is limited (static PWA files and probes are not). Responses
 carry ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` and
-``RateLimit-Policy`` (IETF draft) for the tightest of the applicable limits; a
-refusal is a 429 problem with ``Retry-After``.
+``RateLimit-Policy`` (IETF draft) of the budget spent; a refusal is a 429
+problem with ``Retry-After``.
 
 ``X-Forwarded-For`` is honoured only when the peer is one of
 ``TB_API_TRUSTED_PROXIES`` (IPs or CIDRs): the client is the right-most address
-that is not a trusted proxy. If Redis is unreachable the limiter fails open
-(and logs): a broken limiter must not take the sale down; ``/readyz`` reports
-Redis.
+that is not a trusted proxy. If Redis is unreachable or slow the limiter fails
+open (and logs), and stops asking for a few seconds so a stalled Redis does not
+add its timeout to every request: a broken limiter must not take the sale down;
+``/readyz`` reports Redis.
 """
 
 from __future__ import annotations
@@ -99,16 +100,29 @@ def client_ip(scope: Scope, trusted: list[Network]) -> str:
 class RateLimiter:
     """GCRA limits in Redis: ``hit(key, limit, window_s)``."""
 
-    def __init__(self, redis: RedisCluster, namespace: str = "tb:rl") -> None:
+    def __init__(
+        self,
+        redis: RedisCluster,
+        namespace: str = "tb:rl",
+        pause_after_failure_s: float = 5.0,
+    ) -> None:
         self.redis = redis
         self.namespace = namespace
+        self.pause_after_failure_s = pause_after_failure_s
         self._script = redis.register_script(SCRIPT)
         self._last_error_log = 0.0
+        self._paused_until = 0.0
+
+    @property
+    def paused(self) -> bool:
+        """True for a few seconds after a failure: requests pass unlimited meanwhile."""
+        return time.monotonic() < self._paused_until
 
     async def hit(self, scope: str, ident: str, limit: int, window_s: int) -> Decision:
         # The policy is part of the key: GCRA state only makes sense for one (limit, window),
         # and apps with different policies (tests, canaries) must not disturb each other.
         key = f"{self.namespace}:{scope}:{limit}/{window_s}:{ident}"
+        # Bounded by the client's socket timeout (TB_REDIS_SOCKET_TIMEOUT_S).
         allowed, remaining, retry_ms, reset_ms = await self._script(
             keys=[key], args=[limit, window_s * 1000]
         )
@@ -124,13 +138,14 @@ class RateLimiter:
 
     def log_failure(self, exc: BaseException) -> None:
         now = time.monotonic()
+        self._paused_until = now + self.pause_after_failure_s
         if now - self._last_error_log > 10:
             self._last_error_log = now
             log.warning("rate limiter unavailable, failing open: %s: %s", type(exc).__name__, exc)
 
 
 class RateLimitMiddleware:
-    """Checks the per-IP (always) and per-user (with a valid token) limits for ``/api/``."""
+    """Spends the user's (valid token) or the address's budget for each ``/api/`` request."""
 
     def __init__(
         self,
@@ -165,6 +180,7 @@ class RateLimitMiddleware:
         limiter = self.limiter()
         if (
             limiter is None
+            or limiter.paused
             or not self.settings.rate_limit_enabled
             or scope["type"] != ScopeType.HTTP
             or not scope.get("path", "").startswith(self.path_prefix)
