@@ -34,6 +34,7 @@ route handler *defined* in the module is registered. Domain lifespans go in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib
 import logging
@@ -171,6 +172,15 @@ async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
+async def _close_pool(pool: asyncpg.Pool, timeout_s: float = 10.0) -> None:
+    """Close gracefully, but never let a stuck connection hold up the shutdown."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        log.warning("PostgreSQL pool did not close in %ss; terminating it", timeout_s)
+        pool.terminate()
+
+
 def _create_redis(settings: Settings) -> RedisCluster:
     rs = settings.redis
     return RedisCluster(
@@ -197,7 +207,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.redis = redis
 
         state.db_pool = await _create_db_pool(settings)
-        stack.push_async_callback(state.db_pool.close)
+        stack.push_async_callback(_close_pool, state.db_pool)
 
         kafka = KafkaProducerHandle(settings.kafka)
         await kafka.start()
