@@ -294,7 +294,15 @@ def main() -> None:
     print(f"largest N with p99 < {args.target_ms:g} ms: {best}")
     print(
         msgspec.json.encode(
-            {"target_ms": args.target_ms, "largest_n": best, "steps": results}
+            {
+                "target_ms": args.target_ms,
+                "largest_n": best,
+                "delay": (
+                    "p50/p99/max: commit -> delivery (the change's stream id, i.e. Redis time"
+                    " of the hold script, to receipt); request_*: from just before the hold call"
+                ),
+                "steps": results,
+            }
         ).decode()
     )
 
