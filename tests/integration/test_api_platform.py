@@ -324,6 +324,9 @@ def test_served_by_granian(api_settings: Settings, tmp_path: Path) -> None:
         assert "litestar_requests_total" in http.get("/metrics").text
     log = (tmp_path / "granian.log").read_text()
     assert '"logger":"ticketbuster.access"' in log  # structured JSON access log
+    # SIGTERM: the lifespan closed the pools and the process ended cleanly.
+    assert server.proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log
 
 
 def test_metrics_aggregate_granian_workers(api_settings: Settings, tmp_path: Path) -> None:
