@@ -1,0 +1,173 @@
+"""The orders API without the workers: intake, pending reads, validation, ownership.
+
+The API runs in-process with its real lifespan (Redis Cluster, PostgreSQL, Tansu). No
+persister runs in this module, so a placed order stays pending here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+
+from core.inventory import Inventory, partition_keys
+from core.orders import OrderPlaced
+from core.settings import Settings
+from migrations.seed import SeedEvent, seed
+from tests.integration.api_servers import api_client, with_overrides
+from tests.integration.catalog_seed import cluster_client, restart_event_ids
+from tests.integration.test_orders_support import TopicReader
+
+
+class Ctx(msgspec.Struct):
+    http: Any
+    event_id: int
+    seats: dict[str, str]
+    prices: dict[str, int]
+    settings: Any
+
+
+@pytest.fixture(scope="module")
+async def ctx(settings: Settings, pg_dsn: str, services: dict[str, str]) -> AsyncIterator[Ctx]:
+    config = with_overrides(settings, database={"url": pg_dsn}, api={"rate_limit_enabled": False})
+    await restart_event_ids(pg_dsn)
+    redis = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+    await redis.initialize()
+    event = SeedEvent(
+        slug=f"orders-api-{uuid.uuid4().hex[:8]}",
+        title="Orders API",
+        category="CONCERT",
+        venue=f"Orders Hall {uuid.uuid4().hex[:6]}",
+        address="Loopback 2",
+        starts_at=datetime.now(UTC) + timedelta(days=20),
+        base_price_minor=12_345,
+        capacity=60,
+    )
+    report = await seed(pg_dsn, Inventory(redis), [event])
+    event_id = report.created[0][0]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        seats = {
+            r["seat_id"]: r["category"]
+            for r in await conn.fetch(
+                "SELECT seat_id, category FROM catalog.seats WHERE event_id = $1", event_id
+            )
+        }
+        prices = {
+            r["code"]: r["price_minor"]
+            for r in await conn.fetch(
+                "SELECT code, price_minor FROM catalog.price_categories WHERE event_id = $1",
+                event_id,
+            )
+        }
+    finally:
+        await conn.close()
+    try:
+        async with api_client(config) as http:
+            yield Ctx(http=http, event_id=event_id, seats=seats, prices=prices, settings=config)
+    finally:
+        for key in partition_keys(event_id, 0):
+            await redis.delete(key)
+        await redis.aclose()
+
+
+async def auth(http: Any, sub: str) -> dict[str, str]:
+    r = await http.post("/api/v1/auth/dev-token", json={"sub": sub})
+    assert r.status_code == 200, r.text
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+_used: set[str] = set()
+
+
+async def hold(ctx: Ctx, headers: dict[str, str], n: int) -> dict[str, Any]:
+    seats = [s for s in sorted(ctx.seats) if s not in _used][:n]
+    _used.update(seats)
+    r = await ctx.http.post(
+        f"/api/v1/events/{ctx.event_id}/holds", json={"seats": seats}, headers=headers
+    )
+    assert r.status_code == 201, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def test_order_is_pending_priced_by_the_catalog_and_published(ctx: Ctx) -> None:
+    ana = await auth(ctx.http, "ana-orders")
+    held = await hold(ctx, ana, 3)
+    r = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": held["hold_id"]},
+        headers={**ana, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 202, r.text
+    order_id = r.json()["order_id"]
+    assert r.json() == {"order_id": order_id, "status": "pending"}
+
+    view = (await ctx.http.get(f"/api/v1/orders/{order_id}", headers=ana)).json()
+    assert view["status"] == "pending"
+    expected = {s["seat_id"]: ctx.prices[ctx.seats[s["seat_id"]]] for s in held["seats"]}
+    assert {s["seat_id"]: s["price"] for s in view["seats"]} == expected
+    assert view["total"] == sum(expected.values()) and view["currency"] == "PEN"
+    mine = (await ctx.http.get("/api/v1/me/orders", headers=ana)).json()["items"]
+    assert [o["order_id"] for o in mine] == [order_id]
+
+    # Not visible to anyone else; unknown ids are 404 too.
+    ben = await auth(ctx.http, "ben-orders")
+    assert (await ctx.http.get(f"/api/v1/orders/{order_id}", headers=ben)).status_code == 404
+    assert (await ctx.http.get("/api/v1/orders/not-a-uuid", headers=ana)).status_code == 404
+
+    # The OrderPlaced on the wire: key = event id, catalog prices.
+    placed = ctx.settings.kafka.topic_prefix + "orders.placed"
+    async with TopicReader(ctx.settings.kafka.bootstrap, [placed]) as reader:
+        messages = await reader.wait_for(
+            lambda m: any(d.get("order_id") == order_id for _, d in m), 30
+        )
+    doc = next(d for _, d in messages if d.get("order_id") == order_id)
+    event = msgspec.convert(doc, OrderPlaced)
+    assert event.v == 1 and event.buyer == "ana-orders" and event.total == view["total"]
+
+    # The hold is consumed: buying it again is refused.
+    again = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": held["hold_id"]},
+        headers={**ana, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert again.status_code in (404, 409, 410), again.text
+
+
+async def test_idempotency_key_is_required_and_body_is_strict(ctx: Ctx) -> None:
+    cy = await auth(ctx.http, "cy-orders")
+    held = await hold(ctx, cy, 1)
+    r = await ctx.http.post("/api/v1/orders", json={"hold_id": held["hold_id"]}, headers=cy)
+    assert r.status_code == 422
+    r = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": held["hold_id"], "price": 1},
+        headers={**cy, "Idempotency-Key": "x"},
+    )
+    assert r.status_code in (400, 422)
+    r = await ctx.http.post("/api/v1/orders", json={"hold_id": held["hold_id"]})
+    assert r.status_code == 401
+
+
+async def test_someone_elses_hold_cannot_be_bought(ctx: Ctx) -> None:
+    dee = await auth(ctx.http, "dee-orders")
+    eve = await auth(ctx.http, "eve-orders")
+    held = await hold(ctx, dee, 1)
+    r = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": held["hold_id"]},
+        headers={**eve, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code == 404, r.text
+    r = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": "h1.0.0123456789abcdef"},
+        headers={**eve, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert r.status_code in (404, 410), r.text
