@@ -228,6 +228,8 @@ def build_problem(
             )
         )
         headers.update(exc.headers or {})
+        if status == 401:
+            headers.setdefault("WWW-Authenticate", 'Bearer realm="ticketbuster"')
         if status in _DEFAULT_RETRY_AFTER_S:
             headers.setdefault("Retry-After", str(_DEFAULT_RETRY_AFTER_S[status]))
     elif isinstance(exc, DEPENDENCY_ERRORS):
