@@ -167,3 +167,42 @@ async def test_a_rebuilt_partition_tells_clients_to_refetch(
     frames = [f async for f in hub.replay(event_id, 0, before, after)]
     assert len(frames) == 1 and isinstance(frames[0], Resync) and frames[0].reason == "rebuilt"
     hub.leave_event(room, outbox)
+
+
+async def test_an_idle_room_stops_tailing_after_the_linger(
+    hub: LiveHub, redis_cluster: Any
+) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    await _xadd(redis_cluster, event_id, "F-1-1", "held")
+    for _ in range(20):  # a reconnect storm reuses one room
+        outbox = Outbox(4)
+        room, _ = await hub.join_event(event_id, outbox)
+        hub.leave_event(room, outbox)
+    assert hub._rooms.get(event_id) is room
+    tailer = room.parts[0].task
+    await asyncio.sleep(hub.settings.linger_s + 0.3)
+    assert event_id not in hub._rooms
+    assert tailer is not None and tailer.done()
+    assert hub._tailers == sum(r.partitions for r in hub._rooms.values())
+
+
+async def test_stopping_the_hub_closes_every_connection_with_going_away(
+    settings: Settings, redis_cluster: Any
+) -> None:
+    live = LiveSettings(block_ms=200)
+    redis, tail = _client(settings), _client(settings, socket_timeout=5.0)
+
+    async def one_partition(event_id: int) -> int | None:
+        return 1
+
+    h = LiveHub(live, redis, tail, one_partition)
+    await h.start()
+    outbox = Outbox(4)
+    h.register(outbox)
+    room, _ = await h.join_event(fresh_event_id(), outbox)
+    await h.stop()
+    assert outbox.closed == (1001, "server shutting down")
+    assert all(p.task is None or p.task.done() for p in room.parts)
+    await redis.aclose()
+    await tail.aclose()
