@@ -52,8 +52,9 @@ CHROMIUM_ARGS = [
 ]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1366, "height": 900}
-# Small venues of the seed: quick to load, enough seats for every test.
-PWA_EVENTS = ("stand-up-comedy-noche-de-risas", "obra-de-teatro-el-avaro-de-moliere")
+# Two small venues of the seed (quick, enough seats for every test) and one stadium.
+STADIUM = "final-copa-libertadores-2026"  # 80,000 seats
+PWA_EVENTS = ("stand-up-comedy-noche-de-risas", "obra-de-teatro-el-avaro-de-moliere", STADIUM)
 # Worker modules started next to the API when they exist: module -> port setting.
 WORKER_MODULES = {
     "workers.persister": "TB_WORKERS_PERSISTER_PORT",
@@ -643,6 +644,37 @@ async def test_live_hold_by_someone_else_greys_the_seat(browser: Any, pwa_system
         # Picking it now is refused on the spot, without a round trip.
         await p.page.keyboard.press("Enter")
         assert (await cursor_seat(p))[1] == "taken"
+        assert p.console_errors() == []
+
+
+async def test_stadium_map_stays_small_in_the_page(browser: Any, pwa_system: System) -> None:
+    """80,000 seats: a drawing of 80 sections, then one section on a canvas; the page
+    never holds a node per seat."""
+    event_id = pwa_system.event_ids[STADIUM]
+    async with open_page(browser, pwa_system, "stadium", DESKTOP) as p:
+        await p.page.goto(f"/#/events/{event_id}")
+        await p.page.wait_for_selector(".venue-map .venue-sec")
+        sections = await p.page.locator(".venue-map .venue-sec").count()
+        assert sections == 80
+        legend = await p.page.locator(".legend").inner_text()
+        assert "48,000" in legend or "48.000" in legend or "48 000" in legend, legend
+        await p.shot("overview")
+        # Keyboard: into the drawing, one step outward, open it.
+        await p.page.locator(".venue-sec[tabindex='0']").focus()
+        await p.page.keyboard.press("ArrowDown")
+        await p.page.keyboard.press("Enter")
+        await p.page.wait_for_selector(".seat-canvas-wrap")
+        assert "Platinum" in await p.page.locator("#map-title").inner_text()
+        await p.page.locator(".seat-canvas-wrap").focus()
+        await p.page.keyboard.press("ArrowDown")
+        seat, status = await cursor_seat(p)
+        assert re.fullmatch(r"2\d\d-B-\d+", seat) and status == "free", seat
+        await p.shot("section")
+        nodes = await p.page.evaluate("() => document.getElementsByTagName('*').length")
+        assert nodes < 3000, nodes
+        # Back to the overview with the browser's back button.
+        await p.page.go_back()
+        await p.page.wait_for_selector(".venue-map")
         assert p.console_errors() == []
 
 
