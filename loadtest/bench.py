@@ -55,6 +55,7 @@ OUT = ROOT / "docs" / "BENCHMARKS.md"
 HOST = "127.0.0.1"
 SELLOUT_TITLE = "Final Copa Libertadores"
 RETURNING_BUYERS = 3_500
+HOT_SEATS = 20
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -70,8 +71,8 @@ class Config:
     sellout_seats: int | None = None  # None: the whole 80,000-seat event
     sellout_cap_s: int = 150
     drain_cap_s: int = 150
-    redis_requests: int = 100_000
-    redis_keyspace: int = 300_000
+    redis_requests: int = 60_000
+    redis_keyspace: int = 200_000
     persister_orders: int = 20_000  # 80,000 tickets
     one_by_one_cap_s: float = 15.0
     profile_s: int = 8
@@ -88,6 +89,7 @@ def quick(config: Config) -> Config:
     config.warmup_s = 1
     config.sellout_seats = 8_000
     config.redis_requests = 30_000
+    config.redis_keyspace = 100_000
     config.persister_orders = 2_000
     config.one_by_one_cap_s = 5.0
     config.profile_s = 3
@@ -332,12 +334,14 @@ def hold_runs(
     *,
     paced: bool,
     returning: tuple[Path, Path] | None = None,
+    hot: tuple[Path, Path] | None = None,
 ) -> dict[str, HttpRun]:
     """Warm-up, a peak run and (if ``paced``) a run at about half the peak rate.
 
     ``files`` gives every request a new buyer (20,000 round robin: the API's verified-token
     cache never helps). ``returning``, if given, adds a peak run whose few thousand buyers
-    come back (their tokens fit the cache), as buyers who retry after a 409 do.
+    come back (their tokens fit the cache), as buyers who retry after a 409 do. ``hot``, if
+    given, adds a run where everyone goes for the same few front-row seats (mostly 409s).
     """
     runs: dict[str, HttpRun] = {}
 
@@ -371,6 +375,8 @@ def hold_runs(
     if returning is not None:
         once(config.warmup_s, 0, "warm-up, returning buyers", returning)
         runs["returning"] = once(config.duration_s, 0, "peak, returning buyers", returning)
+    if hot is not None:
+        runs["hot"] = once(config.duration_s, 0, "hot seats", hot)
     return runs
 
 
@@ -529,7 +535,7 @@ def write_lines(path: Path, lines: Sequence[str]) -> Path:
 
 
 @dataclass
-class RedisCeiling:
+class StorageCeiling:
     requests: int
     rps: float
     p50_ms: float
@@ -542,7 +548,7 @@ class RedisCeiling:
     command: str
 
 
-def redis_ceiling(config: Config) -> RedisCeiling:
+def redis_ceiling(config: Config) -> StorageCeiling:
     """redis-benchmark: EVALSHA of prelude + hold.lua on a standalone redis-server."""
     import redis
 
@@ -554,7 +560,8 @@ def redis_ceiling(config: Config) -> RedisCeiling:
     server = Proc(
         "redis-ceiling",
         ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly",
-         "no", "--dir", str(workdir), "--protected-mode", "yes"],
+         "no", "--dir", str(workdir), "--protected-mode", "yes",
+         "--busy-reply-threshold", "60000"],
         dict(os.environ),
         config.work / "logs",
     )  # fmt: skip
@@ -564,13 +571,14 @@ def redis_ceiling(config: Config) -> RedisCeiling:
         keys = partition_keys(1, 0)
         load_sha = client.script_load(script_source("load"))
         hold_sha = client.script_load(script_source("hold"))
-        n = config.redis_keyspace
         # Seat ids match redis-benchmark's 12-digit __rand_int__ (as the row: one seat a
-        # row keeps load.lua's per-row sort trivial).
-        args: list[str | int] = ["", n]
-        for i in range(n):
-            args += (f"1-{i:012d}-1", "GENERAL")
-        client.evalsha(load_sha, len(keys), *keys, *args)
+        # row keeps load.lua's per-row work trivial). Packed the way Inventory.load packs
+        # them (lua/load.lua); checked below, since this bypasses the gateway's validation.
+        n = config.redis_keyspace
+        lines = "\n".join(f"1-{i:012d}-1\tGENERAL" for i in range(n))
+        client.evalsha(load_sha, len(keys), *keys, "", lines, "")
+        if int(client.hlen(keys[0])) != n:
+            raise RuntimeError("the ceiling's inventory did not load (has lua/load.lua changed?)")
         cmd = [
             "redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(config.connections),
             "-n", str(config.redis_requests), "-r", str(n), "-P", "1", "--csv",
@@ -592,7 +600,7 @@ def redis_ceiling(config: Config) -> RedisCeiling:
             " <sha of prelude+hold.lua> 13 <the 13 partition keys> h1.0.__rand_int__"
             " b__rand_int__ 600000 1200000 6 1-__rand_int__-1"
         )
-        return RedisCeiling(
+        return StorageCeiling(
             requests=config.redis_requests,
             rps=float(cells[1]),
             p50_ms=float(cells[4]),
@@ -607,6 +615,115 @@ def redis_ceiling(config: Config) -> RedisCeiling:
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+PGBENCH_HOLD = """\\set n random(1, :nseats)
+\\set b random(1, 1000000000)
+SELECT seat_id AS seat FROM naive.seat_index WHERE i = :n \\gset
+BEGIN;
+SELECT pg_advisory_xact_lock(hashtextextended('pgbench-' || :b, :event));
+SELECT (sold OR coalesce(hold_expires_at > now(), false))::int AS taken,
+       (SELECT count(*) FROM naive.seats x WHERE x.event_id = :event
+           AND x.hold_buyer = 'pgbench-' || :b
+           AND (x.sold OR x.hold_expires_at > now())) AS used
+  FROM naive.seats WHERE event_id = :event AND seat_id = ANY(ARRAY[:seat::text])
+ ORDER BY seat_id FOR UPDATE \\gset
+\\if :taken = 0
+WITH held AS (
+    UPDATE naive.seats
+       SET hold_id = 'hp' || :b || '-' || :n, hold_buyer = 'pgbench-' || :b,
+           hold_expires_at = now() + interval '600 seconds'
+     WHERE event_id = :event AND seat_id = ANY(ARRAY[:seat::text])
+       AND NOT sold AND (hold_expires_at IS NULL OR hold_expires_at <= now())
+ RETURNING seat_id, hold_expires_at
+)
+INSERT INTO naive.holds (hold_id, event_id, buyer, seats, expires_at)
+SELECT 'hp' || :b || '-' || :n, :event, 'pgbench-' || :b, array_agg(seat_id), max(hold_expires_at)
+  FROM held HAVING count(*) > 0;
+\\endif
+END;
+"""
+
+
+def pg_ceiling(config: Config, dsn: str) -> StorageCeiling:
+    """pgbench running the naive baseline's hold transaction (the same SQL) on PostgreSQL."""
+    import asyncpg
+
+    from loadtest.naive_baseline import prepare_event
+
+    event_id = 1
+    n = config.redis_keyspace
+    seats = [(f"1-{i:012d}-1", "GENERAL") for i in range(n)]
+    asyncio.run(prepare_event(dsn, event_id, seats))
+
+    async def index() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "DROP TABLE IF EXISTS naive.seat_index;"
+                " CREATE TABLE naive.seat_index (i int PRIMARY KEY, seat_id text NOT NULL)"
+            )
+            await conn.copy_records_to_table(
+                "seat_index",
+                schema_name="naive",
+                records=[(i + 1, s) for i, (s, _) in enumerate(seats)],
+            )
+            await conn.execute("ANALYZE naive.seat_index")
+        finally:
+            await conn.close()
+
+    async def holds() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM naive.holds WHERE event_id = $1", event_id
+                )
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(index())
+    workdir = config.work / "pgbench"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    script = workdir / "naive_hold.sql"
+    script.write_text(PGBENCH_HOLD)
+    cmd = [
+        "pgbench", "-n", "-M", "prepared", "-c", str(min(config.connections, 64)), "-j", "1",
+        "-T", str(config.duration_s), "-f", str(script), "-D", f"event={event_id}",
+        "-D", f"nseats={n}", "-l", "--log-prefix", str(workdir / "log"), dsn,
+    ]  # fmt: skip
+    cpu0 = children_cpu_s()
+    started = time.perf_counter()
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=config.duration_s + 120, check=False
+    )
+    elapsed = time.perf_counter() - started
+    gen_cpu = children_cpu_s() - cpu0
+    latencies: list[int] = []
+    for log_file in workdir.glob("log*"):
+        for line in log_file.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[2].isdigit():
+                latencies.append(int(parts[2]))
+    if done.returncode != 0 or not latencies:
+        raise RuntimeError(f"pgbench failed ({done.returncode}): {done.stderr[-800:]}")
+    latencies.sort()
+    ok = asyncio.run(holds())
+    shown = " ".join(cmd[: cmd.index("-l")]).replace(str(workdir), ".tb/bench/pgbench")
+    return StorageCeiling(
+        requests=len(latencies),
+        rps=len(latencies) / config.duration_s,
+        p50_ms=latencies[len(latencies) // 2] / 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000,
+        ok_fraction=ok / len(latencies),
+        clients=min(config.connections, 64),
+        generator_cpu_s=gen_cpu,
+        server_cpu_s=0.0,
+        duration_s=elapsed,
+        command=shown + " DSN",
+    )
 
 
 def _ping(client: Any) -> bool:
@@ -1110,7 +1227,8 @@ class Results:
     started: str = ""
     elapsed_s: float = 0.0
     holds: dict[str, dict[str, HttpRun]] = field(default_factory=dict)
-    redis: RedisCeiling | None = None
+    redis: StorageCeiling | None = None
+    postgres: StorageCeiling | None = None
     sellout: Sellout | None = None
     persister: PersisterFigures | None = None
     ws: dict[str, Any] = field(default_factory=dict)
@@ -1288,7 +1406,7 @@ def main(argv: list[str] | None = None) -> int:
         "--only",
         default="",
         help="comma list of steps: empty,naive,ticketbuster,profile,sellout,persister,ws,"
-        "redis,wire",
+        "redis,postgres,wire",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -1353,6 +1471,11 @@ def main(argv: list[str] | None = None) -> int:
             write_lines(config.work / "returning-tokens.txt", tokens[:RETURNING_BUYERS]),
             files[1],
         )
+        # Everyone after the same front-row seats: the flash-sale minute.
+        hot = (
+            files[0],
+            write_lines(config.work / "hot-seats.txt", [s for s, _ in hold_seats[:HOT_SEATS]]),
+        )
 
         if wrk and config.wants("empty"):
             proc, base = start_server(
@@ -1380,7 +1503,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 results.holds["naive"] = hold_runs(
                     wrk, config, "naive baseline", base, proc, hold_event, files, reset_naive,
-                    paced=True,
+                    paced=True, hot=hot,
                 )  # fmt: skip
             finally:
                 proc.stop()
@@ -1396,7 +1519,7 @@ def main(argv: list[str] | None = None) -> int:
                 if config.wants("ticketbuster"):
                     results.holds["ticketbuster"] = hold_runs(
                         wrk, config, "TicketBuster", base, api, hold_event, files, reset_tb,
-                        paced=True, returning=returning,
+                        paced=True, returning=returning, hot=hot,
                     )  # fmt: skip
                 if config.wants("profile"):
                     reset_tb()
@@ -1415,7 +1538,12 @@ def main(argv: list[str] | None = None) -> int:
             results.persister = run_persister(config, env, settings, events)
         if config.wants("redis"):
             results.redis = redis_ceiling(config)
-            log(f"redis ceiling: {results.redis.rps:,.0f} EVALSHA/s")
+            r = results.redis
+            log(f"redis ceiling: {r.rps:,.0f} EVALSHA/s, {r.ok_fraction:.0%} held")
+        if config.wants("postgres"):
+            results.postgres = pg_ceiling(config, dsn)
+            r = results.postgres
+            log(f"postgres ceiling: {r.rps:,.0f} hold tx/s, {r.ok_fraction:.0%} held")
         if config.wants("wire"):
             results.wire = wire_benchmarks(config)
     finally:
