@@ -1044,7 +1044,9 @@ def fold_profile(raw: Path, top: int = 15) -> dict[str, Any]:
         if not stack or not count_s.isdigit():
             continue
         count = int(count_s)
-        frames = stack.split(";")
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
         total += count
         self_time[frames[-1]] += count
         layers[_layer(frames)] += count
@@ -1055,31 +1057,39 @@ def fold_profile(raw: Path, top: int = 15) -> dict[str, Any]:
     }
 
 
-# Innermost frame's file decides the layer; the order matters (first match wins).
-_LAYERS: tuple[tuple[str, str], ...] = (
-    ("/api/", "api/ (our handlers, auth, rate limit, middleware)"),
-    ("core/inventory", "core/inventory.py (the gateway)"),
-    ("/core/", "core/ (domain)"),
-    ("/redis/", "redis-py (cluster client, parsing)"),
-    ("hiredis", "redis-py (cluster client, parsing)"),
-    ("/jwt/", "pyjwt + cryptography (token check)"),
-    ("/cryptography/", "pyjwt + cryptography (token check)"),
-    ("/litestar/", "litestar (routing, DI, middleware)"),
-    ("/msgspec/", "msgspec"),
-    ("/prometheus_client/", "prometheus_client"),
-    ("/logging/", "logging"),
-    ("/asyncio/", "asyncio / uvloop"),
-    ("uvloop", "asyncio / uvloop"),
-    ("/granian/", "granian (server)"),
+# A sample belongs to the innermost frame that names a part of the hold path (scanning
+# from the innermost frame out), so a redis-py frame under Inventory.hold counts as the
+# hold's Redis call and one under the rate limiter as the limiter's. Samples in no part
+# go to the innermost frame's library (second list).
+_PARTS: tuple[tuple[str, str], ...] = (
+    ("TokenVerifier._verify", "token check (pyjwt + cryptography, EdDSA)"),
+    ("RateLimiter.hit", "rate limit (GCRA script, a Redis round trip)"),
+    ("(core/inventory.py)", "the hold (inventory gateway + redis-py, a Redis round trip)"),
+    ("(logging/", "access log (a JSON line per request)"),
+    ("(prometheus_client/", "Prometheus metrics"),
+    ("sync_to_thread", "sync guard run in a thread pool (Litestar)"),
+    ("(concurrent/futures/", "sync guard run in a thread pool (Litestar)"),
+    ("resolve_dependencies", "dependency injection (Litestar, anyio task group)"),
+    ("authorize_connection", "guards (Litestar)"),
+    ("(msgspec", "msgspec (decode/encode)"),
+)
+_LIBRARIES: tuple[tuple[str, str], ...] = (
+    ("(api/", "our middleware and handlers (api/)"),
+    ("(litestar/", "Litestar (routing, middleware, response)"),
+    ("(granian/", "Granian (server, ASGI bridge)"),
+    ("(redis/", "redis-py (outside the two calls above)"),
+    ("(asyncio/", "asyncio / uvloop"),
+    ("(anyio/", "anyio"),
 )
 
 
 def _layer(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        for needle, name in _LAYERS:
-            if needle in frame:
-                return name
-    return "other (interpreter, idle)"
+    for table in (_PARTS, _LIBRARIES):
+        for frame in reversed(frames):
+            for needle, name in table:
+                if needle in frame:
+                    return name
+    return "other (interpreter)"
 
 
 def profile_hold_path(
@@ -1091,7 +1101,7 @@ def profile_hold_path(
         return None
     raw = config.work / "profile.txt"
     cmd = [
-        spy, "record", "--pid", str(server.popen.pid), "--subprocesses", "--duration",
+        spy, "record", "--pid", str(server.popen.pid), "--subprocesses", "--gil", "--duration",
         str(config.profile_s), "--rate", "250", "--format", "raw", "--nolineno",
         "--output", str(raw),
     ]  # fmt: skip
