@@ -44,14 +44,15 @@ _configured = False
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """JSON lines on stderr for the ``ticketbuster`` loggers (idempotent)."""
+    """JSON lines on stderr: the ``ticketbuster`` loggers from ``level``, and the libraries'
+    warnings (asyncpg, aiokafka, redis, Litestar) through the root logger (idempotent)."""
     global _configured
     if _configured:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JSONFormatter())
+    logging.getLogger().addHandler(handler)
     logger = logging.getLogger("ticketbuster")
-    logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = True  # pytest's caplog still sees records
+    logger.propagate = True  # to the root handler (and pytest's caplog)
     _configured = True
