@@ -11,6 +11,7 @@ from __future__ import annotations
 from litestar import Controller, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.params import JSONBody
 
 from api.auth.principal import Principal, requires_role
 from api.metrics import CHECKINS
@@ -34,7 +35,7 @@ class CheckinController(Controller):
     @post("/", summary="Admit a ticket at the gate", status_code=201)
     async def check_in(
         self,
-        data: CheckinRequest,
+        data: JSONBody[CheckinRequest],
         state: State,
         orders: NamedDependency[OrderService],
         principal: NamedDependency[Principal],

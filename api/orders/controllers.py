@@ -10,7 +10,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import HeaderParameter, JSONBody, Parameter
 
 from api.auth.principal import Principal, requires_role_or_scope
 from api.me.controllers import MeController
@@ -37,12 +37,12 @@ class OrderController(Controller):
     )
     async def place_order(
         self,
-        data: PlaceOrderRequest,
+        data: JSONBody[PlaceOrderRequest],
         orders: NamedDependency[OrderService],
         principal: NamedDependency[Principal],
         idempotency_key: Annotated[
             str | None,
-            Parameter(header="Idempotency-Key", required=False, description="Required."),
+            HeaderParameter(name="Idempotency-Key", required=False, description="Required."),
         ] = None,
     ) -> Response[OrderAccepted]:
         """Confirm the hold and queue the order: 202 ``{order_id, status: "pending"}``.

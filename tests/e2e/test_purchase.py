@@ -46,6 +46,9 @@ from workers.runtime import ensure_topics
 
 pytestmark = pytest.mark.slow
 
+# Buyers unique to this run: Redis (shared between runs) keeps per-user records.
+RUN = uuid.uuid4().hex[:8]
+
 
 @post("/test-only/kafka/{action:str}", status_code=200)
 async def kafka_switch(action: str, state: State) -> dict[str, bool]:
@@ -176,7 +179,7 @@ async def confirmed_order(stack: Stack, headers: dict[str, str], order_id: str) 
 
 
 async def test_hold_to_gate(stack: Stack) -> None:
-    alice = await auth(stack.http, "alice-e2e")
+    alice = await auth(stack.http, f"alice-e2e-{RUN}")
     held = await hold(stack, alice, 2)
     response = await place(stack, alice, held["hold_id"], "k-" + uuid.uuid4().hex)
     assert response.status_code == 202, response.text
@@ -192,7 +195,7 @@ async def test_hold_to_gate(stack: Stack) -> None:
     )
     assert order["total"] == held["total_minor"]  # priced by the catalog, as the hold showed
     # Someone else cannot see it.
-    bob = await auth(stack.http, "bob-e2e")
+    bob = await auth(stack.http, f"bob-e2e-{RUN}")
     assert (await stack.http.get(f"/api/v1/orders/{order_id}", headers=bob)).status_code == 404
 
     ticket_id = order["tickets"][0]["ticket_id"]
@@ -219,7 +222,11 @@ async def test_hold_to_gate(stack: Stack) -> None:
     # A scanner verifies it offline with the published keys.
     jwks = (await stack.http.get("/api/v1/tickets/jwks.json")).json()
     claims = verify_ticket(token, jwks)
-    assert (claims.ticket, claims.event, claims.holder) == (ticket_id, stack.event_id, "alice-e2e")
+    assert (claims.ticket, claims.event, claims.holder) == (
+        ticket_id,
+        stack.event_id,
+        f"alice-e2e-{RUN}",
+    )
 
     gate = await auth(stack.http, "gate-1", roles=["scanner"])
     first = await stack.http.post("/api/v1/checkins", json={"token": token}, headers=gate)
@@ -242,7 +249,7 @@ async def test_hold_to_gate(stack: Stack) -> None:
     assert [o["order_id"] for o in orders] == [order_id]
 
     async def notified() -> bool:
-        entries = await stack.redis.xrange(user_events_key("alice-e2e"))
+        entries = await stack.redis.xrange(user_events_key(f"alice-e2e-{RUN}"))
         docs = [msgspec.json.decode(f[b"data"]) for _, f in entries]
         return any(d["order_id"] == order_id and d["status"] == "confirmed" for d in docs)
 
@@ -269,7 +276,7 @@ async def test_forged_and_malformed_tokens_are_refused(stack: Stack) -> None:
 
 
 async def test_concurrent_scans_admit_exactly_once(stack: Stack) -> None:
-    carol = await auth(stack.http, "carol-e2e")
+    carol = await auth(stack.http, f"carol-e2e-{RUN}")
     held = await hold(stack, carol, 1)
     order_id = (await place(stack, carol, held["hold_id"], uuid.uuid4().hex)).json()["order_id"]
     order = await confirmed_order(stack, carol, order_id)
@@ -293,7 +300,7 @@ async def test_concurrent_scans_admit_exactly_once(stack: Stack) -> None:
 
 
 async def test_idempotency_key_under_concurrency(stack: Stack) -> None:
-    dave = await auth(stack.http, "dave-e2e")
+    dave = await auth(stack.http, f"dave-e2e-{RUN}")
     held = await hold(stack, dave, 2)
     key = "same-" + uuid.uuid4().hex
     responses = await asyncio.gather(*(place(stack, dave, held["hold_id"], key) for _ in range(8)))
@@ -317,7 +324,7 @@ async def test_idempotency_key_under_concurrency(stack: Stack) -> None:
 
 
 async def test_broker_unreachable_at_publish_gives_503_and_keeps_the_hold(stack: Stack) -> None:
-    erin = await auth(stack.http, "erin-e2e")
+    erin = await auth(stack.http, f"erin-e2e-{RUN}")
     held = await hold(stack, erin, 2)
     assert (await stack.http.post("/test-only/kafka/cut")).status_code == 200
     try:
@@ -340,7 +347,7 @@ async def test_broker_unreachable_at_publish_gives_503_and_keeps_the_hold(stack:
 
 
 async def test_after_drain_tickets_equal_sold_seats(stack: Stack) -> None:
-    buyers = [await auth(stack.http, f"drain-{i}") for i in range(6)]
+    buyers = [await auth(stack.http, f"drain-{i}-{RUN}") for i in range(6)]
     placed = []
     for headers in buyers:
         held = await hold(stack, headers, 3)

@@ -23,6 +23,9 @@ from tests.integration.api_servers import api_client, with_overrides
 from tests.integration.catalog_seed import cluster_client, restart_event_ids
 from tests.integration.test_orders_support import TopicReader
 
+# Buyers unique to this run: Redis (shared between runs) keeps per-user records.
+RUN = uuid.uuid4().hex[:8]
+
 
 class Ctx(msgspec.Struct):
     http: Any
@@ -97,7 +100,7 @@ async def hold(ctx: Ctx, headers: dict[str, str], n: int) -> dict[str, Any]:
 
 
 async def test_order_is_pending_priced_by_the_catalog_and_published(ctx: Ctx) -> None:
-    ana = await auth(ctx.http, "ana-orders")
+    ana = await auth(ctx.http, f"ana-orders-{RUN}")
     held = await hold(ctx, ana, 3)
     r = await ctx.http.post(
         "/api/v1/orders",
@@ -117,7 +120,7 @@ async def test_order_is_pending_priced_by_the_catalog_and_published(ctx: Ctx) ->
     assert [o["order_id"] for o in mine] == [order_id]
 
     # Not visible to anyone else; unknown ids are 404 too.
-    ben = await auth(ctx.http, "ben-orders")
+    ben = await auth(ctx.http, f"ben-orders-{RUN}")
     assert (await ctx.http.get(f"/api/v1/orders/{order_id}", headers=ben)).status_code == 404
     assert (await ctx.http.get("/api/v1/orders/not-a-uuid", headers=ana)).status_code == 404
 
@@ -129,7 +132,7 @@ async def test_order_is_pending_priced_by_the_catalog_and_published(ctx: Ctx) ->
         )
     doc = next(d for _, d in messages if d.get("order_id") == order_id)
     event = msgspec.convert(doc, OrderPlaced)
-    assert event.v == 1 and event.buyer == "ana-orders" and event.total == view["total"]
+    assert event.v == 1 and event.buyer == f"ana-orders-{RUN}" and event.total == view["total"]
 
     # The hold is consumed: buying it again is refused.
     again = await ctx.http.post(
@@ -141,7 +144,7 @@ async def test_order_is_pending_priced_by_the_catalog_and_published(ctx: Ctx) ->
 
 
 async def test_idempotency_key_is_required_and_body_is_strict(ctx: Ctx) -> None:
-    cy = await auth(ctx.http, "cy-orders")
+    cy = await auth(ctx.http, f"cy-orders-{RUN}")
     held = await hold(ctx, cy, 1)
     r = await ctx.http.post("/api/v1/orders", json={"hold_id": held["hold_id"]}, headers=cy)
     assert r.status_code == 422
@@ -156,8 +159,8 @@ async def test_idempotency_key_is_required_and_body_is_strict(ctx: Ctx) -> None:
 
 
 async def test_someone_elses_hold_cannot_be_bought(ctx: Ctx) -> None:
-    dee = await auth(ctx.http, "dee-orders")
-    eve = await auth(ctx.http, "eve-orders")
+    dee = await auth(ctx.http, f"dee-orders-{RUN}")
+    eve = await auth(ctx.http, f"eve-orders-{RUN}")
     held = await hold(ctx, dee, 1)
     r = await ctx.http.post(
         "/api/v1/orders",
