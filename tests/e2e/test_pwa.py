@@ -801,6 +801,87 @@ async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system:
         assert p.console_errors(allow=(r"status of 409",)) == []
 
 
+async def test_login_with_authorization_code_and_pkce(browser: Any, pwa_system: System) -> None:
+    """With a real provider configured, sign-in is Authorization Code + PKCE (S256).
+
+    The provider is simulated with routes: discovery, the authorization endpoint
+    (redirects straight back with a code) and the token endpoint (checks the
+    verifier against the challenge, then returns a token the dev issuer signed).
+    """
+    import base64
+    import hashlib
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    # Same origin as the app: the API's CSP allows the configured issuer's origin only.
+    issuer = f"{pwa_system.base_url}/fake-idp/realms/tb"
+    access_token = dev_token(pwa_system, "oidc-user")
+    seen: dict[str, Any] = {}
+
+    async with open_page(browser, pwa_system, "pkce", PHONE, "en-US") as p:
+
+        async def config(route: Any) -> None:
+            body = {"auth_mode": "oidc", "issuer": issuer, "client_id": "ticketbuster-pwa"}
+            await route.fulfill(json=body)
+
+        async def discovery(route: Any) -> None:
+            await route.fulfill(
+                json={
+                    "issuer": issuer,
+                    "authorization_endpoint": f"{issuer}/auth",
+                    "token_endpoint": f"{issuer}/token",
+                },
+                headers={"Access-Control-Allow-Origin": "*"},
+            )
+
+        async def authorize(route: Any) -> None:
+            query = parse_qs(urlsplit(route.request.url).query)
+            seen["authorize"] = query
+            back = f"{query['redirect_uri'][0]}?code=the-code&state={query['state'][0]}"
+            await route.fulfill(status=302, headers={"Location": back})
+
+        async def token(route: Any) -> None:
+            if route.request.method == "OPTIONS":
+                await route.fulfill(
+                    status=204,
+                    headers={
+                        "Access-Control-Allow-Origin": "*",
+                        "Access-Control-Allow-Headers": "content-type",
+                    },
+                )
+                return
+            form = parse_qs(route.request.post_data or "")
+            seen["token"] = form
+            await route.fulfill(
+                body=json.dumps({"access_token": access_token, "token_type": "Bearer"}),
+                content_type="application/json",
+                headers={"Access-Control-Allow-Origin": "*"},
+            )
+
+        await p.page.route("**/config.json", config)
+        await p.page.route(f"{issuer}/.well-known/openid-configuration", discovery)
+        await p.page.route(f"{issuer}/auth?*", authorize)
+        await p.page.route(f"{issuer}/token", token)
+
+        await p.page.goto("/#/login")
+        await p.page.click("text=Sign in with your account")
+        await p.page.wait_for_function("() => !!localStorage.getItem('tb.token')")
+        await p.page.wait_for_function("() => !location.search")
+
+        auth = seen["authorize"]
+        assert auth["response_type"] == ["code"]
+        assert auth["code_challenge_method"] == ["S256"]
+        assert auth["client_id"] == ["ticketbuster-pwa"]
+        form = seen["token"]
+        assert form["grant_type"] == ["authorization_code"]
+        assert form["code"] == ["the-code"]
+        verifier = form["code_verifier"][0]
+        digest = hashlib.sha256(verifier.encode()).digest()
+        challenge = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        assert auth["code_challenge"] == [challenge]
+        await p.page.wait_for_selector(".tabbar >> text=oidc-user")
+
+
 def teardown_module() -> None:
     # Keep the screenshots; drop old run folders beyond the last three.
     runs = sorted(ARTIFACTS.glob("run-*"), key=lambda d: d.stat().st_mtime)
