@@ -24,14 +24,21 @@ from typing import Final, Literal
 import msgspec
 
 from core.errors import InvalidInput
+from core.seats import SeatStatus
 
 CURRENCY: Final = "PEN"
 
 EventStatus = Literal["draft", "published", "cancelled"]
 
-# One character per seat status (core.seats.SEAT_STATUSES) in SeatRow.status.
-SEAT_STATUS_CODES: Final[dict[str, str]] = {"free": "f", "held": "h", "pending": "p", "sold": "s"}
-SEAT_STATUS_LEGEND: Final[dict[str, str]] = {v: k for k, v in SEAT_STATUS_CODES.items()}
+# One character per seat status in SeatRow.status. The statuses themselves are
+# core.seats' (SeatStatus, SEAT_STATUSES); this only picks a letter for each.
+SEAT_STATUS_CODES: Final[dict[SeatStatus, str]] = {
+    "free": "f",
+    "held": "h",
+    "pending": "p",
+    "sold": "s",
+}
+SEAT_STATUS_LEGEND: Final[dict[str, SeatStatus]] = {v: k for k, v in SEAT_STATUS_CODES.items()}
 
 
 class PriceTier(msgspec.Struct, frozen=True):

@@ -25,7 +25,7 @@ from typing import Final, Literal, cast
 
 import msgspec
 
-SeatStatus = Literal["free", "held", "pending", "sold"]
+from core.seats import SEAT_STATUSES, SeatStatus
 
 # Subprotocols a client may ask for in Sec-WebSocket-Protocol.
 SUBPROTOCOL_JSON: Final = "tb.json"
@@ -115,7 +115,7 @@ class SeatChange(msgspec.Struct, frozen=True, array_like=False):
     status: SeatStatus
 
 
-_STATUSES: Final[frozenset[str]] = frozenset({"free", "held", "pending", "sold"})
+_STATUSES: Final[frozenset[str]] = frozenset(SEAT_STATUSES)
 
 
 def seat_change_from_stream(entry_id: bytes | str, fields: dict[bytes, bytes]) -> SeatChange | None:

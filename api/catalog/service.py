@@ -22,7 +22,7 @@ import gzip
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast
 
@@ -44,6 +44,7 @@ from core.events import (
     SeatSection,
 )
 from core.inventory import stream_key
+from core.seats import SeatStatus, seat_row_and_number
 
 log = logging.getLogger("ticketbuster.api.catalog")
 
@@ -69,7 +70,7 @@ class InventoryView(Protocol):
 
     async def availability(self, event_id: int) -> dict[str, int]: ...
 
-    async def seat_statuses(self, event_id: int) -> tuple[str, dict[str, str]]: ...
+    async def seat_statuses(self, event_id: int) -> tuple[str, Mapping[str, SeatStatus]]: ...
 
 
 class StreamReader(Protocol):
@@ -420,18 +421,22 @@ class Catalog:
         return rendered
 
     async def _build_seat_map(
-        self, event_id: int, layout: _CompiledLayout, version: str, statuses: dict[str, str]
+        self,
+        event_id: int,
+        layout: _CompiledLayout,
+        version: str,
+        statuses: Mapping[str, SeatStatus],
     ) -> SeatMap:
         free = SEAT_STATUS_CODES["free"].encode()
         runs: list[bytearray] = []
         for section in layout.sections:
             runs.extend(bytearray(free * run.count) for run in section.runs)
         for seat, status in statuses.items():
-            row_id, _, number_text = seat.rpartition("-")
             code = SEAT_STATUS_CODES.get(status)
-            if code is None or not number_text.isdigit():
+            place = seat_row_and_number(seat)  # the strict seat-id rule of core.seats
+            if code is None or place is None:
                 continue
-            number = int(number_text)
+            row_id, number = place
             for index, first, count in layout.rows.get(row_id, ()):
                 if first <= number < first + count:
                     runs[index][number - first] = ord(code)

@@ -176,6 +176,9 @@ async def test_bad_requests(http: httpx.AsyncClient, seeded: Seeded) -> None:
         {"seats": [seat], "quantity": 1, "category": "VIP"},
         {"quantity": 2},
         {"seats": ["not a seat"]},
+        # Loose spellings of a real seat: one seat has one id (core.seats).
+        {"seats": [seat + "\n"]},
+        {"seats": ["{}-0{}".format(*seat.rsplit("-", 1))]},
         {"seats": [seat] * 2},
         {"seats": seeded.of("GENERAL")[:7]},
         {"quantity": 0, "category": "VIP"},
