@@ -162,6 +162,8 @@ async function start() {
   window.addEventListener('tb:auth', () => {
     updateNav(routes.find((r) => r[0].test(currentPath()))?.[2] || '');
     connectUserChannel();
+    // A purchase queued while the session had expired can go now.
+    if (currentUser()) flush();
   });
   window.addEventListener('tb:unauthorized', () => toast(t('login.expired'), 'warn'));
   window.addEventListener('tb:order-placed', (ev) => {

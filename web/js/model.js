@@ -5,7 +5,7 @@ export const STATUS = { free: 0, held: 1, pending: 2, sold: 3 };
 const STATUS_NAMES = ['free', 'held', 'pending', 'sold'];
 // Colour per price rank (most expensive first); chosen to stay apart for
 // common colour-vision deficiencies and to carry white text.
-export const PALETTE = ['#6d28d9', '#c2185b', '#d35400', '#00838f', '#2e7d32', '#1d4ed8', '#8d6e00', '#5d4037'];
+export const PALETTE = ['#6d28d9', '#c2185b', '#b84a00', '#00727c', '#2e7d32', '#1d4ed8', '#8d6e00', '#5d4037'];
 
 export function statusCode(name) {
   return STATUS[String(name).toLowerCase()] ?? STATUS.sold;
