@@ -63,6 +63,33 @@ class LimitExceeded(DomainError):
     title = "Seat limit reached"
 
 
+class NotOnSale(DomainError):
+    """The event's seats cannot be held now: its sale window is not open.
+
+    409: the request conflicts with the event's current state (not with the caller's
+    rights, which 403 is for). Subclasses name which side of the window the event is on.
+    """
+
+    status = 409
+    code = "not_on_sale"
+    title = "Not on sale"
+
+
+class SaleNotOpen(NotOnSale):
+    """The sale has not opened yet; ``extra['sale_opens_at']`` says when it does."""
+
+    code = "sale_not_open"
+    title = "Sale not open yet"
+
+
+class SaleClosed(NotOnSale):
+    """The sale is over (closed, the event started) or the event is cancelled;
+    ``extra['reason']`` says which."""
+
+    code = "sale_closed"
+    title = "Sale closed"
+
+
 class Conflict(DomainError):
     status = 409
     code = "conflict"

@@ -23,7 +23,7 @@ from typing import Final, Literal
 
 import msgspec
 
-from core.errors import InvalidInput
+from core.errors import InvalidInput, SaleClosed, SaleNotOpen
 from core.seats import SeatStatus
 
 CURRENCY: Final = "PEN"
@@ -217,6 +217,48 @@ def seats_per_category(capacity: int) -> dict[str, int]:
             counts[donor] -= 1
             counts[i] = 1
     return {t.code: n for t, n in zip(PRICE_TIERS, counts, strict=True)}
+
+
+# -- the sale window ------------------------------------------------------------------------
+
+
+def ensure_on_sale(
+    event_id: int,
+    *,
+    status: EventStatus,
+    sale_opens_at: datetime,
+    sale_closes_at: datetime,
+    starts_at: datetime,
+    now: datetime,
+) -> None:
+    """Raise unless buyers may hold seats of this event at ``now``.
+
+    On sale means: status ``published`` and ``sale_opens_at <= now < sale_closes_at``, and
+    the event has not started (the catalog keeps ``sale_closes_at <= starts_at``; the start
+    is checked too, so a bad row cannot sell seats for a show already under way).
+    ``SaleNotOpen`` (409 ``sale_not_open``, with ``sale_opens_at``) before the window;
+    ``SaleClosed`` (409 ``sale_closed``, with ``reason``: ended, started or the status)
+    after it or when the event is not published.
+    """
+    if status != "published":
+        raise SaleClosed(f"event {event_id} is {status}: its seats are not on sale", reason=status)
+    if now < sale_opens_at:
+        raise SaleNotOpen(
+            f"the sale of event {event_id} opens at {sale_opens_at.isoformat()}",
+            sale_opens_at=sale_opens_at.isoformat(),
+        )
+    if now >= starts_at:
+        raise SaleClosed(
+            f"event {event_id} started at {starts_at.isoformat()}: the sale is over",
+            reason="started",
+            sale_closes_at=min(sale_closes_at, starts_at).isoformat(),
+        )
+    if now >= sale_closes_at:
+        raise SaleClosed(
+            f"the sale of event {event_id} closed at {sale_closes_at.isoformat()}",
+            reason="ended",
+            sale_closes_at=sale_closes_at.isoformat(),
+        )
 
 
 # -- seat map layout ------------------------------------------------------------------------

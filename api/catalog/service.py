@@ -6,7 +6,8 @@ One ``Catalog`` per process (``api/catalog/deps.py``) keeps small caches:
   answers the hold and order paths without a PostgreSQL query per request;
 - seat-map layouts (TTL ``LAYOUT_TTL_S``): the static part of ``GET .../seats``;
 - the last rendered seat map per event, reused while the inventory version is unchanged;
-- events (TTL ``EVENT_TTL_S``), so an event page read by a crowd is one query per process;
+- events (TTL ``EVENT_TTL_S``), so an event page read by a crowd is one query per process,
+  and the hold path checks the sale window (``on_sale``) without a query per hold;
 - one in-flight load per key, so a burst of requests for one stadium makes one query.
 
 A layout or price change reaches every process within its TTL; nothing else changes
@@ -42,6 +43,7 @@ from core.events import (
     SeatMap,
     SeatRow,
     SeatSection,
+    ensure_on_sale,
 )
 from core.inventory import stream_key
 from core.seats import SeatStatus, seat_row_and_number
@@ -131,13 +133,15 @@ class Catalog:
         price_ttl_s: float = PRICE_TTL_S,
         layout_ttl_s: float = LAYOUT_TTL_S,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.repository = repository
         self.inventory = inventory
         self._streams = streams
         self._price_ttl_s = price_ttl_s
         self._layout_ttl_s = layout_ttl_s
-        self._clock = clock
+        self._clock = clock  # monotonic, for cache ages
+        self._now = now  # wall clock, for sale windows
         self._cache: dict[tuple[str, int], _Cached] = {}
         self._inflight: dict[tuple[str, int], asyncio.Future[Any]] = {}
         self._rendered: dict[int, RenderedSeatMap] = {}
@@ -322,6 +326,25 @@ class Catalog:
         if record is None:
             self._store(("event", event_id), NEGATIVE_TTL_S, None)
             raise NotFound(f"event {event_id} not found")
+        return record
+
+    async def on_sale(self, event_id: int) -> EventRecord:
+        """The event, if buyers may hold its seats now (for the hold path).
+
+        The record is the cached one (``EVENT_TTL_S``): no PostgreSQL query while warm; a
+        change of the window or a cancellation reaches every process within that TTL.
+        NotFound for an unknown or draft event; SaleNotOpen / SaleClosed (409) outside the
+        sale window (``core.events.ensure_on_sale``).
+        """
+        record = await self._record(event_id)
+        ensure_on_sale(
+            event_id,
+            status=record.status,
+            sale_opens_at=record.sale_opens_at,
+            sale_closes_at=record.sale_closes_at,
+            starts_at=record.starts_at,
+            now=self._now(),
+        )
         return record
 
     async def event(self, event_id: int) -> Event:

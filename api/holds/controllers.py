@@ -74,12 +74,16 @@ class HoldController(Controller):
 
         All or nothing: 409 names the seats already taken, 429 when the buyer's
         per-event seat limit would be passed, 422 for unknown seats or a bad body.
+        Only while the event is on sale: 409 ``sale_not_open`` before its sale window,
+        ``sale_closed`` after it (or once the event started, or if it was cancelled).
         """
         started = time.perf_counter()
         failure: BaseException | None = None
         try:
             mode = data.mode()
-            prices = await catalog.prices(event_id)  # cached: no query on a warm path
+            # Both cached: no PostgreSQL query on a warm path, one Redis call below.
+            await catalog.on_sale(event_id)  # 404 unknown, 409 outside the sale window
+            prices = await catalog.prices(event_id)
             if mode == "seats":
                 assert data.seats is not None
                 hold = await inventory.hold(event_id, data.seats, principal.sub)

@@ -13,9 +13,10 @@ import asyncpg
 import httpx
 import pytest
 
-from core.inventory import Inventory, partition_keys
+from core.inventory import SINGLE_PARTITION, Inventory, partition_keys
 from core.settings import Settings
-from migrations.seed import SeedEvent, seed
+from migrations.inventory import read_partition_plans, rebuild_inventory
+from migrations.seed import SeedEvent, seed, seed_event
 from tests.integration.api_servers import granian_server, with_overrides
 from tests.integration.catalog_seed import cluster_client, restart_event_ids
 
@@ -63,6 +64,94 @@ async def seeded(pg_dsn: str, services: dict[str, str]) -> AsyncIterator[Seeded]
     for key in partition_keys(event_id, 0):
         await client.delete(key)
     await client.aclose()
+
+
+class EventMaker:
+    """Adds events to the session database after the API started (so the API learns of
+    them only through its catalog), with their inventory loaded; cleans Redis up."""
+
+    def __init__(self, dsn: str, client: Any) -> None:
+        self.dsn = dsn
+        self.client = client
+        self.made: list[tuple[int, int]] = []  # (event id, partitions)
+
+    async def add(
+        self,
+        name: str,
+        *,
+        sale_opens_in: timedelta = timedelta(days=-1),
+        sale_closes_in: timedelta | None = None,
+        status: str = "published",
+        partition_of_section: dict[str, int] | None = None,
+    ) -> Seeded:
+        """A 200-seat event starting in 30 days; ``partition_of_section`` maps a section
+        code's first digit (price level: "1" VIP, "2" PLATINUM, "3" GENERAL) to a partition."""
+        now = datetime.now(UTC)
+        event = SeedEvent(
+            slug=f"{name}-{now.timestamp():.0f}-{len(self.made)}",
+            title=f"Holds API {name}",
+            category="CONCERT",
+            venue="Test Hall",
+            address="Loopback 1",
+            starts_at=now + timedelta(days=30),
+            base_price_minor=BASE_PRICE,
+            capacity=200,
+        )
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            event_id, _ = await seed_event(conn, event, now + sale_opens_in)
+            closes = now + sale_closes_in if sale_closes_in is not None else event.starts_at
+            await conn.execute(
+                "UPDATE catalog.events SET sale_opens_at = $2, sale_closes_at = $3, status = $4"
+                " WHERE id = $1",
+                event_id,
+                now + sale_opens_in,
+                closes,
+                status,
+            )
+            partitions = 1
+            if partition_of_section:
+                partitions = max(partition_of_section.values()) + 1
+                await conn.execute(
+                    "UPDATE catalog.events SET partitions = $2 WHERE id = $1", event_id, partitions
+                )
+                for level, partition in partition_of_section.items():
+                    await conn.execute(
+                        "UPDATE catalog.sections SET partition = $3"
+                        " WHERE event_id = $1 AND left(code, 1) = $2",
+                        event_id,
+                        level,
+                        partition,
+                    )
+            self.made.append((event_id, partitions))
+            plans = await read_partition_plans(conn)
+            inventory = Inventory(self.client, plans=lambda e: plans.get(e, SINGLE_PARTITION))
+            report = await rebuild_inventory(conn, inventory, event_id)
+            assert report.partitions == partitions and report.seats == 200
+            rows = await conn.fetch(
+                "SELECT seat_id, category FROM catalog.seats WHERE event_id = $1", event_id
+            )
+        finally:
+            await conn.close()
+        return Seeded(event_id, {r["seat_id"]: r["category"] for r in rows})
+
+    async def drop(self) -> None:
+        for event_id, partitions in self.made:
+            for partition in range(partitions):
+                for key in partition_keys(event_id, partition):
+                    await self.client.delete(key)
+
+
+@pytest.fixture
+async def events(pg_dsn: str, services: dict[str, str]) -> AsyncIterator[EventMaker]:
+    client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+    await client.initialize()
+    maker = EventMaker(pg_dsn, client)
+    try:
+        yield maker
+    finally:
+        await maker.drop()
+        await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +337,52 @@ async def test_hold_metrics_are_exported(http: httpx.AsyncClient, seeded: Seeded
     assert 'ticketbuster_holds_total{result="invalid"}' in text
     assert 'ticketbuster_holds_total{result="ok"}' in text
     assert "ticketbuster_hold_duration_seconds_bucket" in text
+
+
+# -- the sale window ------------------------------------------------------------------------
+
+
+async def test_seed_events_are_on_sale(http: httpx.AsyncClient, seeded: Seeded) -> None:
+    event = (await http.get(f"/api/v1/events/{seeded.event_id}")).json()
+    now = datetime.now(UTC)
+    assert event["status"] == "published"
+    assert datetime.fromisoformat(event["sale_opens_at"]) <= now
+    assert now < datetime.fromisoformat(event["sale_closes_at"])
+    gina = await token(http, "gina-api")
+    held = await http.post(
+        f"/api/v1/events/{seeded.event_id}/holds",
+        json={"quantity": 1, "category": "GENERAL"},
+        headers=gina,
+    )
+    assert held.status_code == 201, held.text
+    await http.delete(f"/api/v1/holds/{held.json()['hold_id']}", headers=gina)
+
+
+async def test_no_hold_before_the_sale_opens(http: httpx.AsyncClient, events: EventMaker) -> None:
+    soon = await events.add("not-open", sale_opens_in=timedelta(days=2))
+    hank = await token(http, "hank-api")
+    url = f"/api/v1/events/{soon.event_id}/holds"
+    opens = (await http.get(f"/api/v1/events/{soon.event_id}")).json()["sale_opens_at"]
+    for body in ({"seats": soon.of("VIP")[:2]}, {"quantity": 2, "category": "GENERAL"}):
+        refused = problem(await http.post(url, json=body, headers=hank), 409, "sale_not_open")
+        assert refused["title"] == "Sale not open yet"
+        assert datetime.fromisoformat(refused["sale_opens_at"]) == datetime.fromisoformat(opens)
+        assert "opens at" in refused["detail"]
+    # Nothing was held: every seat of the event is still free.
+    seat_map = (await http.get(f"/api/v1/events/{soon.event_id}/seats")).json()
+    assert {c for s in seat_map["sections"] for r in s["rows"] for c in r["status"]} == {"f"}
+
+
+async def test_no_hold_after_the_sale_closes_or_when_cancelled(
+    http: httpx.AsyncClient, events: EventMaker
+) -> None:
+    ended = await events.add(
+        "ended", sale_opens_in=timedelta(days=-3), sale_closes_in=timedelta(minutes=-1)
+    )
+    cancelled = await events.add("cancelled", status="cancelled")
+    ivan = await token(http, "ivan-api")
+    for event, reason in ((ended, "ended"), (cancelled, "cancelled")):
+        url = f"/api/v1/events/{event.event_id}/holds"
+        for body in ({"seats": event.of("GENERAL")[:1]}, {"quantity": 1, "category": "VIP"}):
+            refused = problem(await http.post(url, json=body, headers=ivan), 409, "sale_closed")
+            assert refused["reason"] == reason

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.catalog.service import decode_cursor, encode_cursor
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotOnSale, SaleClosed, SaleNotOpen
 from core.events import (
     MAX_GENERATED_CAPACITY,
     PRICE_TIERS,
@@ -19,6 +19,7 @@ from core.events import (
     SEAT_STATUS_LEGEND,
     EventPage,
     PriceCategory,
+    ensure_on_sale,
     parse_price_minor,
     plan_seat_map,
     price_categories,
@@ -164,6 +165,62 @@ def test_status_codes_cover_the_shared_statuses() -> None:
 def test_event_page_round_trips_as_json() -> None:
     page = EventPage(items=[], next_cursor="abc")
     assert msgspec.json.decode(msgspec.json.encode(page), type=EventPage) == page
+
+
+# -- the sale window ------------------------------------------------------------------------
+
+OPENS = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+CLOSES = datetime(2026, 12, 20, 19, 0, tzinfo=UTC)
+STARTS = datetime(2026, 12, 20, 20, 0, tzinfo=UTC)
+
+
+def on_sale_at(now: datetime, status: str = "published", starts: datetime = STARTS) -> None:
+    ensure_on_sale(
+        9,
+        status=status,  # type: ignore[arg-type]
+        sale_opens_at=OPENS,
+        sale_closes_at=CLOSES,
+        starts_at=starts,
+        now=now,
+    )
+
+
+def test_on_sale_inside_the_window() -> None:
+    on_sale_at(OPENS)  # opening instant included
+    on_sale_at(CLOSES - timedelta(microseconds=1))
+
+
+def test_before_the_window_is_sale_not_open() -> None:
+    with pytest.raises(SaleNotOpen) as caught:
+        on_sale_at(OPENS - timedelta(microseconds=1))
+    assert caught.value.status == 409 and caught.value.code == "sale_not_open"
+    assert caught.value.extra == {"sale_opens_at": OPENS.isoformat()}
+    assert OPENS.isoformat() in caught.value.detail
+
+
+@pytest.mark.parametrize(
+    ("now", "status", "starts", "reason"),
+    [
+        (CLOSES, "published", STARTS, "ended"),  # closing instant excluded
+        (STARTS + timedelta(days=1), "published", STARTS, "started"),
+        # A row whose sale closes after the start still stops selling at the start.
+        (CLOSES - timedelta(hours=2), "published", CLOSES - timedelta(hours=2), "started"),
+        (OPENS + timedelta(days=1), "cancelled", STARTS, "cancelled"),
+        (OPENS + timedelta(days=1), "draft", STARTS, "draft"),
+    ],
+)
+def test_after_the_window_or_not_published_is_sale_closed(
+    now: datetime, status: str, starts: datetime, reason: str
+) -> None:
+    with pytest.raises(SaleClosed) as caught:
+        on_sale_at(now, status, starts)
+    assert caught.value.status == 409 and caught.value.code == "sale_closed"
+    assert caught.value.extra["reason"] == reason
+
+
+def test_not_on_sale_errors_share_a_base() -> None:
+    assert issubclass(SaleNotOpen, NotOnSale) and issubclass(SaleClosed, NotOnSale)
+    assert SaleNotOpen.code != SaleClosed.code != NotOnSale.code
 
 
 # -- the seed's CSV reading ------------------------------------------------------------------

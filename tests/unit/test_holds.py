@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.errors import InvalidInput
+from api.catalog.repository import EventRecord
+from api.catalog.service import EVENT_TTL_S, Catalog
+from core.errors import InvalidInput, NotFound, SaleClosed, SaleNotOpen
+from core.events import Venue
 from core.holds import (
     hold_ttl_ms,
     max_lifetime_ms,
@@ -111,3 +115,70 @@ def test_partition_keys_share_one_hash_tag() -> None:
     assert len(keys) == 13
     assert all(k.startswith("{ev:42:3}:") for k in keys)
     assert keys[-1] == "{ev:42:3}:stream"
+
+
+# -- the sale window on the hold path (api.catalog.service.Catalog.on_sale) -----------------
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+class Events:
+    """The one catalog query ``on_sale`` may make, counted."""
+
+    def __init__(self, **changes: object) -> None:
+        fields: dict[str, object] = {
+            "id": 5,
+            "title": "Show",
+            "category": "CONCERT",
+            "venue": Venue("Hall", "Street 1"),
+            "starts_at": NOW + timedelta(days=10),
+            "sale_opens_at": NOW - timedelta(days=1),
+            "sale_closes_at": NOW + timedelta(days=10),
+            "status": "published",
+            "capacity": 100,
+            "partitions": 1,
+        }
+        fields.update(changes)
+        self.record = EventRecord(**fields)  # type: ignore[arg-type]
+        self.queries = 0
+
+    async def event(self, event_id: int) -> EventRecord | None:
+        self.queries += 1
+        return self.record if event_id == self.record.id else None
+
+
+def catalog_for(events: Events, now: datetime = NOW) -> tuple[Catalog, list[float]]:
+    clock = [1000.0]
+    catalog = Catalog(
+        events,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        clock=lambda: clock[0],
+        now=lambda: now,
+    )
+    return catalog, clock
+
+
+async def test_the_sale_check_is_served_from_the_cached_event() -> None:
+    events = Events()
+    catalog, clock = catalog_for(events)
+    for _ in range(100):
+        assert (await catalog.on_sale(5)).id == 5
+    assert events.queries == 1  # not one query per hold
+    clock[0] += EVENT_TTL_S + 0.1
+    await catalog.on_sale(5)
+    assert events.queries == 2  # a short TTL: catalog changes arrive soon
+
+
+async def test_holds_outside_the_sale_window_are_refused() -> None:
+    early, _ = catalog_for(Events(sale_opens_at=NOW + timedelta(hours=1)))
+    with pytest.raises(SaleNotOpen):
+        await early.on_sale(5)
+    late, _ = catalog_for(Events(sale_closes_at=NOW, starts_at=NOW + timedelta(hours=1)))
+    with pytest.raises(SaleClosed):
+        await late.on_sale(5)
+    cancelled, _ = catalog_for(Events(status="cancelled"))
+    with pytest.raises(SaleClosed):
+        await cancelled.on_sale(5)
+    unknown, _ = catalog_for(Events())
+    with pytest.raises(NotFound):
+        await unknown.on_sale(6)
