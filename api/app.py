@@ -72,7 +72,9 @@ from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
 from api.openapi import document_problems
 from api.overload import OverloadGuard
+from api.partitions import PartitionPlans
 from api.ratelimit import RateLimiter, RateLimitMiddleware
+from core.inventory import Inventory
 from core.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("ticketbuster.api")
@@ -147,16 +149,10 @@ def route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
 # --- lifespan -------------------------------------------------------------------
 
 
-def _create_inventory(redis: RedisCluster, settings: Settings) -> Any:
-    """``core.inventory.Inventory`` over the cluster client (area 1); None until it exists."""
-    try:
-        from core.inventory import Inventory
-    except ModuleNotFoundError as exc:
-        if exc.name == "core.inventory":
-            log.warning("core.inventory is not available yet; holds will answer 503")
-            return None
-        raise
-    return Inventory(redis, settings.holds)
+def _create_inventory(redis: RedisCluster, settings: Settings, plans: PartitionPlans) -> Inventory:
+    """``core.inventory.Inventory`` over the cluster client, with the catalog's partition
+    plans (events split over several hash slots)."""
+    return Inventory(redis, settings.holds, plans=plans)
 
 
 async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
@@ -214,7 +210,11 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stack.push_async_callback(kafka.stop)
         state.kafka = kafka
 
-        state.inventory = _create_inventory(redis, settings)
+        plans = PartitionPlans(state.db_pool)
+        await plans.start()
+        stack.push_async_callback(plans.stop)
+        state.partition_plans = plans
+        state.inventory = _create_inventory(redis, settings, plans)
         state.rate_limiter = RateLimiter(redis)
 
         http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
@@ -279,8 +279,9 @@ async def provide_redis(state: State) -> RedisCluster:
     return redis
 
 
-async def provide_inventory(state: State) -> Any:
-    return state.inventory
+async def provide_inventory(state: State) -> Inventory:
+    inventory: Inventory = state.inventory
+    return inventory
 
 
 async def provide_kafka_producer(state: State) -> AIOKafkaProducer:

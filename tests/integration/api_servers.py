@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -145,3 +147,83 @@ def granian_server(
         yield server
     finally:
         server.stop()
+
+
+class OneEventCatalog(msgspec.Struct):
+    dsn: str
+    event_id: int
+
+
+async def _admin(dsn: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(urlunsplit(urlsplit(dsn)._replace(path="/postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def _seed_one_event(dsn: str, settings: Settings) -> int:
+    from core.inventory import Inventory
+    from migrations.runner import migrate
+    from migrations.seed import read_csv, seed
+    from tests.integration.catalog_seed import cluster_client, restart_event_ids
+
+    await migrate(dsn)
+    await restart_event_ids(dsn)
+    smallest = min(read_csv(), key=lambda e: e.capacity)
+    client = cluster_client(settings.redis.cluster_nodes)
+    try:
+        report = await seed(dsn, Inventory(client), [smallest])
+    finally:
+        await client.aclose()
+    return int(report.created[0][0])
+
+
+async def _drop_event_inventory(settings: Settings, event_id: int) -> None:
+    from tests.integration.catalog_seed import cluster_client, drop_inventory
+
+    client = cluster_client(settings.redis.cluster_nodes)
+    try:
+        await drop_inventory(client, [event_id])
+    finally:
+        await client.aclose()
+
+
+@contextlib.contextmanager
+def one_event_catalog(admin_dsn: str, settings: Settings) -> Iterator[OneEventCatalog]:
+    """A database of its own (migrated by the real runner) holding the smallest seed event,
+    its inventory loaded into the Redis Cluster; both removed afterwards. Synchronous, for
+    module fixtures (it runs its own event loops)."""
+    import asyncio
+
+    name = f"tb_api_{secrets.token_hex(4)}"
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+    asyncio.run(_admin(admin_dsn, f'CREATE DATABASE "{name}"'))
+    event_id: int | None = None
+    try:
+        event_id = asyncio.run(_seed_one_event(dsn, settings))
+        yield OneEventCatalog(dsn=dsn, event_id=event_id)
+    finally:
+        if event_id is not None:
+            asyncio.run(_drop_event_inventory(settings, event_id))
+        asyncio.run(_admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.asynccontextmanager
+async def one_event_catalog_async(
+    admin_dsn: str, settings: Settings
+) -> AsyncIterator[OneEventCatalog]:
+    """``one_event_catalog`` for async tests."""
+    name = f"tb_api_{secrets.token_hex(4)}"
+    dsn = urlunsplit(urlsplit(admin_dsn)._replace(path=f"/{name}"))
+    await _admin(admin_dsn, f'CREATE DATABASE "{name}"')
+    event_id: int | None = None
+    try:
+        event_id = await _seed_one_event(dsn, settings)
+        yield OneEventCatalog(dsn=dsn, event_id=event_id)
+    finally:
+        if event_id is not None:
+            await _drop_event_inventory(settings, event_id)
+        await _admin(admin_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -404,3 +404,44 @@ async def test_a_request_that_never_starts_answering_gets_503(api_settings: Sett
         assert elapsed < 5  # not the handler's 10 s
         # The process is fine afterwards.
         assert (await client.get("/api/v1/me")).status_code == 401
+
+
+async def test_inventory_follows_the_catalogs_partition_plans(
+    services: dict[str, str], settings: Settings
+) -> None:
+    """An event split over two partitions in the catalog is routed by the API's inventory
+    without a restart (plans are re-read in the background)."""
+    import asyncpg
+
+    from tests.integration.api_servers import one_event_catalog_async
+
+    async with one_event_catalog_async(services["TB_DATABASE_URL"], settings) as catalog:
+        s = with_overrides(settings, database={"url": catalog.dsn})
+        async with api_client(s) as client:
+            app = client.app
+            assert app.state.inventory.plan(catalog.event_id).count == 1
+            conn = await asyncpg.connect(catalog.dsn)
+            try:
+                sections = [
+                    r["code"]
+                    for r in await conn.fetch(
+                        "SELECT code FROM catalog.sections WHERE event_id = $1 ORDER BY position",
+                        catalog.event_id,
+                    )
+                ]
+                await conn.execute(
+                    "UPDATE catalog.events SET partitions = 2 WHERE id = $1", catalog.event_id
+                )
+                await conn.execute(
+                    "UPDATE catalog.sections SET partition = 1 WHERE event_id = $1 AND code = $2",
+                    catalog.event_id,
+                    sections[-1],
+                )
+            finally:
+                await conn.close()
+            # What the background loop does every minute, on the app's own loop and pool.
+            await asyncio.to_thread(client.blocking_portal.call, app.state.partition_plans.refresh)
+            plan = app.state.inventory.plan(catalog.event_id)
+            assert plan.count == 2
+            assert plan.sections[sections[-1]] == 1
+            assert plan.sections[sections[0]] == 0

@@ -8,15 +8,12 @@ loaded into the Redis Cluster), dropped afterwards.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import httpx
 import pytest
 import schemathesis
@@ -32,10 +29,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from core.inventory import Inventory
 from core.settings import Settings
-from tests.integration.api_servers import GranianServer, granian_server, with_overrides
-from tests.integration.catalog_seed import cluster_client, drop_inventory, restart_event_ids
+from tests.integration.api_servers import (
+    GranianServer,
+    granian_server,
+    one_event_catalog,
+    with_overrides,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -48,62 +48,21 @@ CHECKS = [
 ]
 
 
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(urlunsplit(urlsplit(dsn)._replace(path="/postgres")))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-async def _seed_one_event(dsn: str, settings: Settings) -> int:
-    from migrations.runner import migrate
-    from migrations.seed import read_csv, seed
-
-    await migrate(dsn)
-    await restart_event_ids(dsn)
-    smallest = min(read_csv(), key=lambda e: e.capacity)
-    client = cluster_client(settings.redis.cluster_nodes)
-    try:
-        report = await seed(dsn, Inventory(client), [smallest])
-    finally:
-        await client.aclose()
-    return int(report.created[0][0])
-
-
-async def _drop_event_inventory(settings: Settings, event_id: int) -> None:
-    client = cluster_client(settings.redis.cluster_nodes)
-    try:
-        await drop_inventory(client, [event_id])
-    finally:
-        await client.aclose()
-
-
 @pytest.fixture(scope="module")
 def fuzz_server(
     services: dict[str, str], settings: Settings, tmp_path_factory: Any
 ) -> Iterator[GranianServer]:
-    base = services["TB_DATABASE_URL"]
-    name = f"tb_fuzz_{secrets.token_hex(4)}"
-    dsn = urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-    asyncio.run(_admin(base, f'CREATE DATABASE "{name}"'))
-    event_id = None
-    try:
-        event_id = asyncio.run(_seed_one_event(dsn, settings))
+    with one_event_catalog(services["TB_DATABASE_URL"], settings) as catalog:
         s = with_overrides(
             settings,
-            database={"url": dsn},
+            database={"url": catalog.dsn},
             # Generous limits: the run must exercise handlers, not the limiter.
             api={"rate_limit_per_ip": 1_000_000, "rate_limit_per_user": 1_000_000},
         )
         log = Path(tmp_path_factory.mktemp("fuzz")) / "granian.log"
         with granian_server(s, log) as server:
-            server.event_id = event_id  # type: ignore[attr-defined]
+            server.event_id = catalog.event_id  # type: ignore[attr-defined]
             yield server
-    finally:
-        if event_id is not None:
-            asyncio.run(_drop_event_inventory(settings, event_id))
-        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module")
