@@ -1138,9 +1138,9 @@ def ws_latency(config: Config, base: str, env: dict[str, str]) -> dict[str, Any]
     quick_run = config.duration_s < 10
     flags = [
         "--url", urlsplit(base).netloc,
-        "--max-clients", "100" if quick_run else "800",
+        "--max-clients", "100" if quick_run else "400",
         "--duration", "2" if quick_run else "3",
-        "--budget-s", "30" if quick_run else "100",
+        "--budget-s", "30" if quick_run else "60",
     ]  # fmt: skip
     cmd = [sys.executable, "-m", "loadtest.ws_latency", *flags]
     done = subprocess.run(
