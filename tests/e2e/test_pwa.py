@@ -164,8 +164,14 @@ def pwa_system(
     run_dir = ARTIFACTS / f"run-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
     key_path = run_dir / "ticket-signing-key.pem"
+    # Own topics: other suites may run their own workers in this session, and a
+    # ticket signed by another issuer's key would not verify against our JWKS.
     test_settings = msgspec.structs.replace(
-        settings, database=msgspec.structs.replace(settings.database, url=pg_dsn)
+        settings,
+        database=msgspec.structs.replace(settings.database, url=pg_dsn),
+        kafka=msgspec.structs.replace(
+            settings.kafka, topic_prefix=f"{settings.kafka.topic_prefix}pwa."
+        ),
     )
     extra = {"TB_TICKETS_SIGNING_KEY_PATH": str(key_path)}
     port = free_port()
@@ -858,12 +864,15 @@ async def test_login_with_authorization_code_and_pkce(browser: Any, pwa_system: 
                 headers={"Access-Control-Allow-Origin": "*"},
             )
 
-        await p.page.route("**/config.json", config)
-        await p.page.route(f"{issuer}/.well-known/openid-configuration", discovery)
-        await p.page.route(f"{issuer}/auth?*", authorize)
-        await p.page.route(f"{issuer}/token", token)
+        # Context routes also see the requests the service worker makes.
+        await p.context.route("**/config.json", config)
+        await p.context.route(f"{issuer}/.well-known/openid-configuration", discovery)
+        await p.context.route(f"{issuer}/auth?*", authorize)
+        await p.context.route(f"{issuer}/token", token)
 
         await p.page.goto("/#/login")
+        # With the service worker in control, as a returning user would be.
+        await wait_service_worker(p)
         await p.page.click("text=Sign in with your account")
         await p.page.wait_for_function("() => !!localStorage.getItem('tb.token')")
         await p.page.wait_for_function("() => !location.search")
