@@ -6,66 +6,85 @@ port; gauges therefore declare how they aggregate across processes.
 
 from __future__ import annotations
 
-from typing import Any, cast
-
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
-
-
-def _shared(name: str, factory: Any) -> Any:
-    """The collector already registered under ``name`` (the API defines some of the same
-    metrics; tests run both in one process), else a new one."""
-    existing = REGISTRY._names_to_collectors.get(name)
-    return existing if existing is not None else factory()
-
-
-ORDERS = cast(
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
     Counter,
-    _shared(
-        "ticketbuster_orders_total",
-        lambda: Counter("ticketbuster_orders_total", "Orders by status.", ["status"]),
-    ),
+    Gauge,
+    Histogram,
 )
+
+# The workers' own registry (served on their probe port), so that a process that also
+# builds the API (tests) does not register the shared names twice.
+REGISTRY = CollectorRegistry(auto_describe=True)
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
+
+ORDERS = Counter("ticketbuster_orders_total", "Orders by status.", ["status"], registry=REGISTRY)
 PURCHASE_DURATION = Histogram(
     "ticketbuster_purchase_duration_seconds",
     "From OrderPlaced (API) to the persister's decision.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
     "ticketbuster_consumer_lag",
     "Messages behind the end of the topic, per consumer group.",
     ["topic", "group"],
     multiprocess_mode="max",
+    registry=REGISTRY,
 )
 BATCH_SIZE = Histogram(
     "ticketbuster_persister_batch_size",
     "Orders per persisted batch.",
     buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+    registry=REGISTRY,
 )
 BATCH_DURATION = Histogram(
     "ticketbuster_persister_batch_duration_seconds",
     "Time to persist one batch (transaction, publishes, Redis updates).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
 )
-TICKETS = Counter("ticketbuster_persister_tickets_total", "Tickets written by the persister.")
+TICKETS = Counter(
+    "ticketbuster_persister_tickets_total", "Tickets written by the persister.", registry=REGISTRY
+)
 DEAD_LETTERS = Counter(
-    "ticketbuster_dead_letters_total", "Messages sent to the dead-letter topic.", ["worker"]
+    "ticketbuster_dead_letters_total",
+    "Messages sent to the dead-letter topic.",
+    ["worker"],
+    registry=REGISTRY,
 )
-TICKETS_ISSUED = Counter("ticketbuster_tickets_issued_total", "Tickets signed by the issuer.")
+TICKETS_ISSUED = Counter(
+    "ticketbuster_tickets_issued_total", "Tickets signed by the issuer.", registry=REGISTRY
+)
 NOTIFICATIONS = Counter(
-    "ticketbuster_notifications_total", "Order status changes delivered to buyers.", ["status"]
+    "ticketbuster_notifications_total",
+    "Order status changes delivered to buyers.",
+    ["status"],
+    registry=REGISTRY,
 )
 RECONCILER_MISMATCHES = Gauge(
     "ticketbuster_reconciler_mismatches",
     "Seats on which Redis and PostgreSQL disagree at the last reconcile pass.",
     ["kind"],
     multiprocess_mode="max",
+    registry=REGISTRY,
 )
 OVERSOLD_SEATS = Gauge(
     "ticketbuster_oversold_seats",
     "Seats sold more than once (must stay 0).",
     multiprocess_mode="max",
+    registry=REGISTRY,
 )
-HOLDS_SWEPT = Counter("ticketbuster_holds_swept_total", "Expired holds released by the sweeper.")
+HOLDS_SWEPT = Counter(
+    "ticketbuster_holds_swept_total", "Expired holds released by the sweeper.", registry=REGISTRY
+)
 STUCK_ORDERS = Counter(
-    "ticketbuster_reconciler_actions_total", "Stuck orders the reconciler acted on.", ["action"]
+    "ticketbuster_reconciler_actions_total",
+    "Stuck orders the reconciler acted on.",
+    ["action"],
+    registry=REGISTRY,
 )
