@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 import msgspec
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -60,7 +60,9 @@ from workers.runtime import (
     create_redis,
     ensure_topics,
     now_ms,
+    observe_lag,
     pg_ready,
+    rewind,
     run,
 )
 
@@ -447,27 +449,6 @@ class Persister:
             metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
 
 
-def _rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-    earliest: dict[TopicPartition, int] = {}
-    for r in records:
-        tp = TopicPartition(r.topic, r.partition)
-        earliest[tp] = min(earliest.get(tp, r.offset), r.offset)
-    for tp, offset in earliest.items():
-        consumer.seek(tp, offset)
-
-
-async def _observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:
-    per_topic: dict[str, int] = {}
-    for tp in consumer.assignment():
-        high = consumer.highwater(tp)
-        if high is None:
-            continue
-        position = await consumer.position(tp)
-        per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - position)
-    for name, lag in per_topic.items():
-        metrics.CONSUMER_LAG.labels(topic=name, group=group).set(lag)
-
-
 def create_persister(
     settings: Settings | None = None, *, ledger: SeatLedger | None = None, with_ledger: bool = True
 ) -> FastStream:
@@ -498,13 +479,13 @@ def create_persister(
         except TransientError as exc:
             # Nothing was acknowledged: rewind and try the same batch again shortly.
             log.warning("batch of %d will be retried: %s", len(records), exc)
-            _rewind(consumer, records)
+            rewind(consumer, records)
             await asyncio.sleep(min(5.0, 0.5 * (1 + state.get("failures", 0))))
             state["failures"] = state.get("failures", 0) + 1
             return
         state["failures"] = 0
         await msg.ack()  # commits the consumed offsets, only after the DB commit
-        await _observe_lag(consumer, group)
+        await observe_lag(consumer, group)
 
     async def startup() -> None:
         await ensure_topics(settings)

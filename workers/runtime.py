@@ -301,6 +301,7 @@ def batch_consumer(
             return
         failures = 0
         await msg.ack()
+        await observe_lag(msg.consumer, group)
 
 
 def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
@@ -311,3 +312,18 @@ def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any
         earliest[tp] = min(earliest.get(tp, r.offset), r.offset)
     for tp, offset in earliest.items():
         consumer.seek(tp, offset)
+
+
+async def observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:
+    """Set ticketbuster_consumer_lag{topic,group}: high watermark minus position, summed."""
+    from workers import metrics
+
+    per_topic: dict[str, int] = {}
+    for tp in consumer.assignment():
+        high = consumer.highwater(tp)
+        if high is None:
+            continue
+        position = await consumer.position(tp)
+        per_topic[tp.topic] = per_topic.get(tp.topic, 0) + max(0, high - position)
+    for name, lag in per_topic.items():
+        metrics.CONSUMER_LAG.labels(topic=name, group=group).set(lag)
