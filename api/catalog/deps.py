@@ -1,7 +1,8 @@
 """Dependency providers of the catalog.
 
-The app's lifespan (api/app.py) puts the asyncpg pool on ``app.state.db_pool`` and the
-inventory gateway on ``app.state.inventory``. The ``Catalog`` (with its caches) is made
+The app's lifespan (api/app.py) puts the asyncpg pool on ``app.state.db_pool``, the
+inventory gateway on ``app.state.inventory`` and its partition plans on
+``app.state.partition_plans``. The ``Catalog`` (with its caches) is made
 once per process from them, on first use, and kept on ``app.state.catalog``.
 
 Other controllers (holds, orders) reach prices through the same dependency::
@@ -30,8 +31,14 @@ def catalog_from_state(state: State) -> Catalog:
     inventory = getattr(state, "inventory", None)
     if pool is None or inventory is None:
         raise RuntimeError("app.state needs db_pool and inventory (see api/app.py lifespan)")
-    # The cluster client lets seat-map requests check the inventory version cheaply.
-    catalog = Catalog(CatalogRepository(pool), inventory, streams=getattr(state, "redis", None))
+    # The cluster client lets seat-map requests check the inventory version cheaply; the
+    # partition plans (api.partitions, made by the lifespan) are the inventory's routing.
+    catalog = Catalog(
+        CatalogRepository(pool),
+        inventory,
+        streams=getattr(state, "redis", None),
+        plans=getattr(state, "partition_plans", None),
+    )
     state.catalog = catalog
     return catalog
 

@@ -10,6 +10,12 @@ One ``Catalog`` per process (``api/catalog/deps.py``) keeps small caches:
   and the hold path checks the sale window (``on_sale``) without a query per hold;
 - one in-flight load per key, so a burst of requests for one stadium makes one query.
 
+Partition plans: the inventory routes seats by the API's partition plans (``plans``, read
+from the catalog at startup and in the background). When a loaded event record says the
+event has another number of partitions than its plan (split, or created, since the last
+read), the plans are re-read before the record is used: a split event is served right
+from its first request (holds in each partition, a seat map of all of them).
+
 A layout or price change reaches every process within its TTL; nothing else changes
 them at runtime (the catalog is written by the seed / back office).
 """
@@ -45,7 +51,7 @@ from core.events import (
     SeatSection,
     ensure_on_sale,
 )
-from core.inventory import stream_key
+from core.inventory import PartitionPlan, stream_key
 from core.seats import SeatStatus, seat_row_and_number
 
 log = logging.getLogger("ticketbuster.api.catalog")
@@ -73,6 +79,15 @@ class InventoryView(Protocol):
     async def availability(self, event_id: int) -> dict[str, int]: ...
 
     async def seat_statuses(self, event_id: int) -> tuple[str, Mapping[str, SeatStatus]]: ...
+
+
+class PlanSource(Protocol):
+    """The API's partition plans (``api.partitions.PartitionPlans``): the lookup the
+    inventory routes by, and a re-read of the catalog's plans."""
+
+    def __call__(self, event_id: int) -> PartitionPlan: ...
+
+    async def refresh(self) -> None: ...
 
 
 class StreamReader(Protocol):
@@ -130,6 +145,7 @@ class Catalog:
         inventory: InventoryView,
         *,
         streams: StreamReader | None = None,
+        plans: PlanSource | None = None,
         price_ttl_s: float = PRICE_TTL_S,
         layout_ttl_s: float = LAYOUT_TTL_S,
         clock: Callable[[], float] = time.monotonic,
@@ -138,6 +154,7 @@ class Catalog:
         self.repository = repository
         self.inventory = inventory
         self._streams = streams
+        self._plans = plans
         self._price_ttl_s = price_ttl_s
         self._layout_ttl_s = layout_ttl_s
         self._clock = clock  # monotonic, for cache ages
@@ -295,6 +312,7 @@ class Catalog:
             filters = msgspec.structs.replace(filters, starts_after=datetime.now(UTC))
         records = await self.repository.list_events(filters, limit + 1)
         page, more = records[:limit], len(records) > limit
+        await self._follow_partitions(page)  # availability reads every partition
         ids = [r.id for r in page]
         prices = await self._prices_for(ids)
         free = await asyncio.gather(*(self._availability(i) for i in ids))
@@ -316,13 +334,31 @@ class Catalog:
         cursor = encode_cursor(page[-1].starts_at, page[-1].id) if more and page else None
         return EventPage(items=items, next_cursor=cursor)
 
+    async def _follow_partitions(self, records: list[EventRecord]) -> None:
+        """Re-read the partition plans if one of ``records`` disagrees with its plan.
+
+        The plans are otherwise re-read in the background (every minute): an event split
+        or created since then would be routed as one partition until that read. One
+        re-read at a time, shared by concurrent callers.
+        """
+        plans = self._plans
+        if plans is None or all(plans(r.id).count == r.partitions for r in records):
+            return
+        await self._single_flight(("plans", 0), 0, plans.refresh)
+
     async def _record(self, event_id: int) -> EventRecord:
-        """The event (cached ``EVENT_TTL_S``; an unknown id ``NEGATIVE_TTL_S``)."""
+        """The event (cached ``EVENT_TTL_S``; an unknown id ``NEGATIVE_TTL_S``), with the
+        inventory's partition plan in agreement with it."""
+
+        async def load() -> EventRecord | None:
+            found = await self.repository.event(event_id)
+            if found is not None:
+                await self._follow_partitions([found])
+            return found
+
         if not 0 < event_id <= MAX_EVENT_ID:
             raise NotFound(f"event {event_id} not found")
-        record: EventRecord | None = await self._cached(
-            "event", event_id, EVENT_TTL_S, lambda: self.repository.event(event_id)
-        )
+        record: EventRecord | None = await self._cached("event", event_id, EVENT_TTL_S, load)
         if record is None:
             self._store(("event", event_id), NEGATIVE_TTL_S, None)
             raise NotFound(f"event {event_id} not found")

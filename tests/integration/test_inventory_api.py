@@ -386,3 +386,67 @@ async def test_no_hold_after_the_sale_closes_or_when_cancelled(
         for body in ({"seats": event.of("GENERAL")[:1]}, {"quantity": 1, "category": "VIP"}):
             refused = problem(await http.post(url, json=body, headers=ivan), 409, "sale_closed")
             assert refused["reason"] == reason
+
+
+# -- events split over several inventory partitions -----------------------------------------
+
+
+async def test_a_two_partition_event_end_to_end(
+    http: httpx.AsyncClient, events: EventMaker
+) -> None:
+    # Created after the API started: it learns of the split from its catalog, not at startup.
+    split = await events.add("split", partition_of_section={"1": 0, "2": 0, "3": 1})
+    url = f"/api/v1/events/{split.event_id}/holds"
+    event = (await http.get(f"/api/v1/events/{split.event_id}")).json()
+    assert event["partitions"] == 2
+    free = {p["code"]: p["available"] for p in event["prices"]}
+    assert free == {"VIP": 20, "PLATINUM": 60, "GENERAL": 120}  # both partitions counted
+
+    jane, kim = await token(http, "jane-api"), await token(http, "kim-api")
+    vip, general = split.of("VIP")[0], split.of("GENERAL")[0]
+    front = await http.post(url, json={"seats": [vip]}, headers=jane)
+    assert front.status_code == 201, front.text
+    assert front.json()["hold_id"].startswith(f"h{split.event_id}.0.")
+    back = await http.post(url, json={"seats": [general]}, headers=kim)
+    assert back.status_code == 201, back.text
+    assert back.json()["hold_id"].startswith(f"h{split.event_id}.1.")
+    best = await http.post(url, json={"quantity": 2, "category": "GENERAL"}, headers=jane)
+    assert best.status_code == 201, best.text
+    assert best.json()["hold_id"].startswith(f"h{split.event_id}.1.")
+    best_seats = [s["seat_id"] for s in best.json()["seats"]]
+
+    # Conflicts are found in the seat's own partition; one hold never spans two.
+    taken = await http.post(url, json={"seats": [general]}, headers=jane)
+    assert problem(taken, 409, "seat_unavailable")["seats"] == [general]
+    across = await http.post(
+        url, json={"seats": [split.of("VIP")[1], split.of("GENERAL")[5]]}, headers=kim
+    )
+    problem(across, 422, "invalid_input")
+
+    # The seat map merges both partitions; so does availability.
+    seat_map = (await http.get(f"/api/v1/events/{split.event_id}/seats")).json()
+    assert len(seat_map["version"].split(",")) == 2
+    held = {
+        f"{section['code']}-{run['row']}-{run['first'] + i}"
+        for section in seat_map["sections"]
+        for run in section["rows"]
+        for i, code in enumerate(run["status"])
+        if code == "h"
+    }
+    assert held == {vip, general, *best_seats}
+    event = (await http.get(f"/api/v1/events/{split.event_id}")).json()
+    free = {p["code"]: p["available"] for p in event["prices"]}
+    assert free == {"VIP": 19, "PLATINUM": 60, "GENERAL": 117}
+
+    # Holds of either partition are read, extended and released by their id.
+    for hold, owner in ((front, jane), (back, kim), (best, jane)):
+        hold_url = f"/api/v1/holds/{hold.json()['hold_id']}"
+        assert (await http.get(hold_url, headers=owner)).status_code == 200
+        assert (await http.post(f"{hold_url}/extend", headers=owner)).status_code == 200
+        assert (await http.delete(hold_url, headers=owner)).status_code == 204
+    event = (await http.get(f"/api/v1/events/{split.event_id}")).json()
+    assert {p["code"]: p["available"] for p in event["prices"]} == {
+        "VIP": 20,
+        "PLATINUM": 60,
+        "GENERAL": 120,
+    }

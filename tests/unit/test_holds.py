@@ -147,15 +147,52 @@ class Events:
         return self.record if event_id == self.record.id else None
 
 
-def catalog_for(events: Events, now: datetime = NOW) -> tuple[Catalog, list[float]]:
+class Plans:
+    """The API's partition plans: what the catalog says after each re-read, counted."""
+
+    def __init__(self, catalog_says: dict[int, PartitionPlan]) -> None:
+        self.catalog_says = catalog_says
+        self.known: dict[int, PartitionPlan] = {}
+        self.reads = 0
+
+    def __call__(self, event_id: int) -> PartitionPlan:
+        return self.known.get(event_id, PartitionPlan())
+
+    async def refresh(self) -> None:
+        self.reads += 1
+        self.known = dict(self.catalog_says)
+
+
+def catalog_for(
+    events: Events, now: datetime = NOW, plans: Plans | None = None
+) -> tuple[Catalog, list[float]]:
     clock = [1000.0]
     catalog = Catalog(
         events,  # type: ignore[arg-type]
         None,  # type: ignore[arg-type]
+        plans=plans,
         clock=lambda: clock[0],
         now=lambda: now,
     )
     return catalog, clock
+
+
+async def test_an_event_split_since_the_last_plan_read_gets_its_plan_first() -> None:
+    split = PartitionPlan(count=2, sections={"101": 0, "301": 1})
+    plans = Plans({5: split})
+    catalog, clock = catalog_for(Events(partitions=2), plans=plans)
+    await catalog.on_sale(5)
+    assert plans.reads == 1 and plans(5) == split  # before the hold reaches the inventory
+    clock[0] += EVENT_TTL_S + 0.1
+    await catalog.on_sale(5)
+    assert plans.reads == 1  # plan and catalog agree: no re-read
+
+
+async def test_one_partition_events_need_no_plan_read() -> None:
+    plans = Plans({})
+    catalog, _ = catalog_for(Events(), plans=plans)
+    await catalog.on_sale(5)
+    assert plans.reads == 0
 
 
 async def test_the_sale_check_is_served_from_the_cached_event() -> None:
