@@ -6,6 +6,7 @@ and checks the repair and the mismatch counts.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -155,3 +156,15 @@ async def test_pending_order_rejected_in_postgres_is_freed(w: World, pg_dsn: str
     statuses = await _statuses(w)
     assert statuses[seats[0]] == "sold"  # the winner's ticket, forced sold
     assert seats[1] not in statuses  # the loser's other seat is free
+
+
+async def test_sweep_frees_expired_holds(w: World) -> None:
+    from core.holds import MIN_TTL_MS
+
+    seats = w.seats[8:10]
+    await w.inventory.hold(w.event_id, seats, "rec-5", ttl_s=MIN_TTL_MS / 1000)
+    await asyncio.sleep(MIN_TTL_MS / 1000 + 0.3)
+    swept = await w.reconciler.sweep()
+    assert swept >= 1
+    raw = await w.redis.hmget(partition_keys(w.event_id, 0)[5], seats)  # the state hash
+    assert raw == [None, None]  # no entry: free
