@@ -270,6 +270,28 @@ async def test_get_event(http: httpx.AsyncClient, seeded_catalog: SeededCatalog)
     assert opens <= datetime.now(UTC) < datetime.fromisoformat(event["sale_closes_at"])
 
 
+async def test_every_seeded_event_is_on_sale(http: httpx.AsyncClient) -> None:
+    """The seed opens every sale: each of the 20 events takes a hold (then released)."""
+    token = await http.post("/api/v1/auth/dev-token", json={"sub": "seed-sale-check"})
+    assert token.status_code == 200, token.text
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    events = await _all_events(http)
+    assert len(events) == 20
+    now = datetime.now(UTC)
+    for event in events:
+        assert event["status"] == "published"
+        assert datetime.fromisoformat(event["sale_opens_at"]) <= now
+        assert now < datetime.fromisoformat(event["sale_closes_at"])
+        held = await http.post(
+            f"/api/v1/events/{event['id']}/holds",
+            json={"quantity": 1, "category": "GENERAL"},
+            headers=headers,
+        )
+        assert held.status_code == 201, (event["id"], held.text)
+        released = await http.delete(f"/api/v1/holds/{held.json()['hold_id']}", headers=headers)
+        assert released.status_code == 204
+
+
 @pytest.mark.parametrize("event_id", ["1", "999999999", str(2**63 - 1), str(2**63), "9" * 40])
 async def test_unknown_event_is_404(http: httpx.AsyncClient, event_id: str) -> None:
     _problem(await http.get(f"/api/v1/events/{event_id}"), 404)
