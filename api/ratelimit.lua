@@ -24,7 +24,9 @@ if now < allow_at then
   return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
 end
 
-local ttl = math.ceil(new_tat - now)
-redis.call('SET', KEYS[1], tostring(new_tat), 'PX', ttl)
+-- At least 1 ms: with a huge limit the interval vanishes next to `now` in a double.
+local ttl = math.max(1, math.ceil(new_tat - now))
+-- %.4f: tostring() keeps only 14 significant digits, which would drop sub-ms intervals.
+redis.call('SET', KEYS[1], string.format('%.4f', new_tat), 'PX', ttl)
 local remaining = math.floor((now - allow_at) / interval)
 return {1, remaining, 0, ttl}

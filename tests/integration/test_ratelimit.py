@@ -177,3 +177,13 @@ def test_limit_holds_across_two_granian_processes(limited: Settings, tmp_path: P
             for i in range(7)
         ]
     assert statuses == [200] * 5 + [429] * 2
+
+
+async def test_a_huge_limit_is_just_generous(redis_cluster: RedisCluster) -> None:
+    """Benchmarks set limits like 10^9/min: the script must not fail (expire time 0) and
+    fall back to fail-open; every request is simply allowed."""
+    limiter = RateLimiter(redis_cluster, namespace=f"tb:rl:test:{uuid.uuid4().hex}")
+    ident = uuid.uuid4().hex
+    decisions = [await limiter.hit("ip", ident, 1_000_000_000, 60) for _ in range(20)]
+    assert all(d.allowed for d in decisions)
+    assert decisions[-1].remaining > 999_000_000
