@@ -343,12 +343,12 @@ export function venueMap(model, { onOpen, selectedSections }) {
     svg.append(
       s('ellipse', { cx, cy, rx: (inner - 12) * aspect, ry: inner - 12, fill: '#e7f3ea', stroke: '#b9dcc3', 'stroke-width': 2 }),
       s('rect', { x: cx - 70, y: cy - 26, width: 140, height: 52, rx: 10, fill: '#3b1a78' }),
-      s('text', { x: cx, y: cy + 5, 'text-anchor': 'middle', class: 'venue-stage-label' }, t('event.stage')),
+      s('text', { x: cx, y: cy + 5, 'text-anchor': 'middle', class: 'venue-stage-label', 'font-size': 13 }, t('event.stage')),
     );
   } else {
     svg.append(
-      s('rect', { x: cx - 150, y: 10, width: 300, height: 40, rx: 12, fill: '#3b1a78' }),
-      s('text', { x: cx, y: 35, 'text-anchor': 'middle', class: 'venue-stage-label' }, t('event.stage')),
+      s('rect', { x: cx - 150, y: 6, width: 300, height: 46, rx: 12, fill: '#3b1a78' }),
+      s('text', { x: cx, y: 36, 'text-anchor': 'middle', class: 'venue-stage-label', 'font-size': 18 }, t('event.stage')),
     );
   }
   const nodes = new Map();
@@ -369,7 +369,7 @@ export function venueMap(model, { onOpen, selectedSections }) {
       const path = s('path', { d, fill: c.color });
       const [tx, ty] = point((r0 + r1) / 2, (a0 + a1) / 2);
       const arcLen = ((r0 + r1) / 2) * (a1 - a0) * (bowl ? 1.15 : 1);
-      const label = arcLen > 26 ? s('text', { x: tx.toFixed(1), y: (ty + 4).toFixed(1), 'text-anchor': 'middle', class: 'venue-sec-label', 'font-size': bowl ? 11 : 15 }, sec.name) : null;
+      const label = arcLen > 26 ? s('text', { x: tx.toFixed(1), y: (ty + 4).toFixed(1), 'text-anchor': 'middle', class: 'venue-sec-label', 'font-size': bowl ? 11 : 22 }, sec.name) : null;
       const title = s('title');
       const g = s('g', { class: 'venue-sec', role: 'button', tabindex: '-1', dataset: { section: sec.name } }, path, label, title);
       g.addEventListener('click', () => onOpen(sec.index));

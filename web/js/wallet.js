@@ -80,8 +80,7 @@ export async function rememberOrder(order) {
   await db.put('kv', { ...prev, order_id: order.id, status: order.status, reason: order.reason }, `order:${order.id}`);
 }
 
+/** The order as the API has it now (app.orderStatusChanged records and announces changes). */
 export async function fetchOrder(orderId) {
-  const order = normalizeOrder(await api.order(orderId));
-  await rememberOrder(order);
-  return order;
+  return normalizeOrder(await api.order(orderId));
 }

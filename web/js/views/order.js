@@ -55,7 +55,7 @@ export function render(main, [orderId]) {
     try {
       const order = await fetchOrder(orderId);
       if (disposed) return;
-      if (order.status !== status) orderStatusChanged(orderId, order.status, order.reason);
+      if (order.status !== 'pending') await orderStatusChanged(orderId, order.status, order.reason);
       update(order.status, order.reason);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404 && status === 'pending') {
