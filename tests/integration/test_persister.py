@@ -1,13 +1,13 @@
 """The order persister against the real broker (Tansu) and PostgreSQL.
 
-Orders are put straight into ``orders.placed``; the persister runs in-process with a
-recording seat ledger in place of the Redis inventory (the full path with Redis is in
-tests/e2e/test_purchase*.py).
+Orders are put straight into ``orders.placed`` (as if Redis had forgotten the sales, so
+the database is the only arbiter); the persister runs in-process with the real Redis
+inventory. The full path through the API is in tests/e2e/test_purchase*.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -15,9 +15,11 @@ import httpx
 import msgspec
 import pytest
 
+from core.inventory import Inventory
 from core.orders import encode, event_key, topic
 from core.settings import Settings
 from tests.conftest import fresh_event_id
+from tests.integration.catalog_seed import cluster_client
 from tests.integration.test_orders_support import (
     TopicReader,
     create_catalog_event,
@@ -30,21 +32,6 @@ from workers.persister import create_persister
 from workers.runtime import ensure_topics
 
 
-class RecordingLedger:
-    """Stands in for core.inventory.Inventory's mark_sold/reject and records the calls."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int, str]] = []
-
-    async def mark_sold(
-        self, event_id: int, partition: int, order_id: str, seats: Sequence[str], buyer: str
-    ) -> None:
-        self.calls.append(("sold", event_id, order_id))
-
-    async def reject(self, event_id: int, partition: int, order_id: str) -> None:
-        self.calls.append(("reject", event_id, order_id))
-
-
 @pytest.fixture(scope="module")
 def worker_settings(db_settings: Settings) -> Settings:
     return msgspec.structs.replace(
@@ -53,13 +40,34 @@ def worker_settings(db_settings: Settings) -> Settings:
 
 
 @pytest.fixture(scope="module")
-async def persister(worker_settings: Settings) -> AsyncIterator[tuple[Any, RecordingLedger]]:
+async def persister(worker_settings: Settings) -> AsyncIterator[Any]:
     await ensure_topics(worker_settings)
-    ledger = RecordingLedger()
-    app = create_persister(worker_settings, ledger=ledger)
+    app = create_persister(worker_settings)
     await app.start()
-    yield app, ledger
+    yield app
     await app.stop()
+
+
+@pytest.fixture
+async def inventory(services: dict[str, str]) -> AsyncIterator[Inventory]:
+    client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+    await client.initialize()
+    yield Inventory(client)
+    await client.aclose()
+
+
+async def new_event(dsn: str, inventory: Inventory, n: int) -> tuple[int, list[str]]:
+    """A catalog event with n seats, loaded into the Redis inventory (all free)."""
+    event_id = fresh_event_id()
+    seats = seat_ids(n)
+    await create_catalog_event(dsn, event_id, seats)
+    await inventory.load(event_id, 0, [(s, "GENERAL") for s in seats])
+    return event_id, seats
+
+
+async def statuses(inventory: Inventory, event_id: int) -> dict[str, str]:
+    _, found = await inventory.seat_statuses(event_id)
+    return dict(found)
 
 
 @pytest.fixture
@@ -79,11 +87,13 @@ async def _put(settings: Settings, orders: list[Any]) -> None:
 
 
 async def test_orders_are_confirmed_with_one_ticket_per_seat(
-    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+    worker_settings: Settings,
+    pg_dsn: str,
+    persister: Any,
+    outcomes: TopicReader,
+    inventory: Inventory,
 ) -> None:
-    event_id = fresh_event_id()
-    seats = seat_ids(60)
-    await create_catalog_event(pg_dsn, event_id, seats)
+    event_id, seats = await new_event(pg_dsn, inventory, 60)
     orders = [order_placed(event_id, seats[i : i + 3], buyer=f"b{i}") for i in range(0, 60, 3)]
     await _put(worker_settings, orders)
     ids = {o.order_id for o in orders}
@@ -95,24 +105,26 @@ async def test_orders_are_confirmed_with_one_ticket_per_seat(
         rows = await conn.fetch(
             "SELECT seat_id, holder, price_minor FROM orders.tickets WHERE event_id = $1", event_id
         )
-        statuses = await conn.fetch(
+        by_status = await conn.fetch(
             "SELECT status, count(*) FROM orders.orders WHERE event_id = $1 GROUP BY 1", event_id
         )
     finally:
         await conn.close()
     assert sorted(r["seat_id"] for r in rows) == sorted(seats)
     assert {r["price_minor"] for r in rows} == {9950}
-    assert dict(statuses) == {"confirmed": 20}
-    _, ledger = persister
-    assert {c[2] for c in ledger.calls if c[0] == "sold"} >= ids
+    assert dict(by_status) == {"confirmed": 20}
+    sold = await statuses(inventory, event_id)
+    assert sold == dict.fromkeys(seats, "sold")
 
 
 async def test_two_orders_for_the_same_seat_one_ticket_one_rejection(
-    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+    worker_settings: Settings,
+    pg_dsn: str,
+    persister: Any,
+    outcomes: TopicReader,
+    inventory: Inventory,
 ) -> None:
-    event_id = fresh_event_id()
-    seats = seat_ids(4)
-    await create_catalog_event(pg_dsn, event_id, seats)
+    event_id, seats = await new_event(pg_dsn, inventory, 4)
     first = order_placed(event_id, [seats[0], seats[1]], buyer="alice")
     second = order_placed(event_id, [seats[1], seats[2]], buyer="bob")
     await _put(worker_settings, [first, second])
@@ -145,8 +157,8 @@ async def test_two_orders_for_the_same_seat_one_ticket_one_rejection(
         "seat_taken",
         [seats[1]],
     )
-    _, ledger = persister
-    assert ("reject", event_id, second.order_id) in ledger.calls
+    # Redis follows PostgreSQL: the winner's seats sold, the loser's other seat free.
+    assert await statuses(inventory, event_id) == {seats[0]: "sold", seats[1]: "sold"}
 
 
 async def test_a_redelivered_order_is_decided_once(
@@ -216,8 +228,7 @@ async def test_order_for_unknown_seats_is_rejected_as_invalid(
 
 
 async def test_probes_and_metrics(persister: Any) -> None:
-    app, _ = persister
-    server = app.context.get("probes")
+    server = persister.context.get("probes")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client:
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/readyz")).status_code == 200
