@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 from api.auth.middleware import bearer_token
 from api.live.hub import (
     WS_CLOSED,
+    WS_DELIVERY,
     AtCapacity,
     Batch,
     Channel,
@@ -189,21 +190,34 @@ class LiveConnection:
             item = await self.outbox.get()
             if item is None:
                 return
-            if isinstance(item, Batch):
+            if not isinstance(item, Batch):
+                if isinstance(item, Resync):
+                    self.last_sent[item.partition] = parse_version(item.version)
+                if not await self._send(item):
+                    return
+                continue
+            try:
+                frame = item
                 seen = self.last_sent.get(item.partition)
                 if seen is not None:
                     newer = item.after(seen)
                     if newer is None:
                         continue
-                    item = newer
-                self.last_sent[item.partition] = item.last
-            elif isinstance(item, Resync):
-                self.last_sent[item.partition] = parse_version(item.version)
-            try:
-                await self.send_now(item)
-            except Exception as exc:  # the client is gone; the reader sees it too
-                log.debug("live %s send failed: %r", self.channel, exc)
-                return
+                    frame = newer
+                self.last_sent[frame.partition] = frame.last
+                if not await self._send(frame):
+                    return
+                WS_DELIVERY.observe(max(0.0, time.time() - frame.committed_ms() / 1000))
+            finally:
+                item.unsent -= 1  # sent (or given up): the room paces frames on this
+
+    async def _send(self, item: Frame | Batch) -> bool:
+        try:
+            await self.send_now(item)
+        except Exception as exc:  # the client is gone; the reader sees it too
+            log.debug("live %s send failed: %r", self.channel, exc)
+            return False
+        return True
 
     async def _heartbeat(self) -> None:
         interval = self.hub.settings.heartbeat_s

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, Literal, cast
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
@@ -68,6 +68,11 @@ WS_CLOSED: Final = Counter(
     "WebSocket connections the server closed, per channel and close code.",
     ["channel", "code"],
 )
+WS_DELIVERY: Final = Histogram(
+    "ticketbuster_ws_delivery_seconds",
+    "Seat change committed in Redis (its stream id's time) -> frame sent to one client.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 LIVE_TAILERS: Final = Gauge(
     "ticketbuster_live_tailers",
     "Partition change streams this replica tails.",
@@ -86,6 +91,10 @@ _LOOKUP_CACHE_SIZE: Final = 4096
 _MAX_WATCHED_HOLDS: Final = 16
 _USER_READ_COUNT: Final = 100
 _USER_PIPELINE_CHUNK: Final = 256
+# Adaptive coalescing: while the previous frame is still being sent, look again after
+# this long, for at most this many coalescing windows after the previous frame.
+_BUSY_RETRY_S: Final = 0.02
+_MAX_WINDOWS: Final = 3
 
 
 class UnknownEvent(Exception):
@@ -114,20 +123,29 @@ class Outbox:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: Batch | Frame) -> None:
+    def put(self, item: Batch | Frame) -> bool:
+        """Queue ``item``; False if the outbox is closed or just overflowed (and closed)."""
         if self.closed is not None:
-            return
+            return False
         if len(self._items) >= self._limit:
-            self._items.clear()  # free the memory now, not when the connection ends
             self.close(CLOSE_SLOW_CONSUMER, f"too slow: {self._limit} frames queued")
-            return
+            return False
         self._items.append(item)
         self._ready.set()
+        return True
 
     def close(self, code: int, reason: str) -> None:
         if self.closed is None:
             self.closed = (code, reason)
+            self.discard()  # free the memory now, not when the connection ends
             self._ready.set()
+
+    def discard(self) -> None:
+        """Drop what is queued (the connection is over or too slow)."""
+        while self._items:
+            item = self._items.popleft()
+            if isinstance(item, Batch):
+                item.unsent -= 1
 
     async def get(self) -> Batch | Frame | None:
         """The next item, or None once closed (queued items are then dropped)."""
@@ -152,7 +170,20 @@ class Batch:
     Encoded at most once per wire format, however many clients receive it.
     """
 
-    __slots__ = ("_json", "_msgpack", "changes", "event_id", "first", "last", "partition")
+    __slots__ = (
+        "_json",
+        "_msgpack",
+        "changes",
+        "event_id",
+        "first",
+        "last",
+        "partition",
+        "unsent",
+    )
+
+    def committed_ms(self) -> int:
+        """Redis time (ms) of the oldest change: stream ids start with it."""
+        return self.first[0]
 
     def __init__(self, event_id: int, partition: int, changes: list[SeatChange]) -> None:
         self.event_id = event_id
@@ -162,6 +193,8 @@ class Batch:
         self.last = parse_version(changes[-1].version)
         self._json: str | None = None
         self._msgpack: bytes | None = None
+        # Outboxes that hold this batch and have not sent it yet (see EventRoom._busy).
+        self.unsent = 0
 
     def frame(self) -> Deltas:
         return Deltas(
@@ -196,6 +229,7 @@ class _Partition:
         "dispatched",
         "flush_handle",
         "key",
+        "last_batch",
         "last_flush",
         "pending",
         "task",
@@ -208,6 +242,7 @@ class _Partition:
         self.pending: list[SeatChange] = []
         self.flush_handle: asyncio.TimerHandle | None = None
         self.last_flush = float("-inf")
+        self.last_batch: Batch | None = None
         self.task: asyncio.Task[None] | None = None
 
 
@@ -242,10 +277,30 @@ class EventRoom:
             return
         loop = asyncio.get_running_loop()
         delay = part.last_flush + self.hub.settings.coalesce_ms / 1000 - loop.time()
-        if delay <= 0:
+        if delay <= 0 and not self._busy(part):
             self.flush(p)
         else:
-            part.flush_handle = loop.call_later(delay, self.flush, p)
+            part.flush_handle = loop.call_later(max(delay, _BUSY_RETRY_S), self._due, p)
+
+    def _busy(self, part: _Partition) -> bool:
+        """Is half or more of the room still sending the previous frame of this partition?
+
+        Then the server is behind (a few stuck clients cannot make it so), and the next
+        frame waits, up to ``_MAX_WINDOWS`` coalescing windows: under overload fewer,
+        larger frames go out, fewer sends for the same changes, and queues stay short.
+        """
+        last = part.last_batch
+        return last is not None and last.unsent >= max(2, len(self.subscribers) // 2)
+
+    def _due(self, p: int) -> None:
+        part = self.parts[p]
+        part.flush_handle = None
+        loop = asyncio.get_running_loop()
+        window = self.hub.settings.coalesce_ms / 1000
+        if self._busy(part) and loop.time() - part.last_flush < _MAX_WINDOWS * window:
+            part.flush_handle = loop.call_later(_BUSY_RETRY_S, self._due, p)
+            return
+        self.flush(p)
 
     def flush(self, p: int) -> None:
         part = self.parts[p]
@@ -258,8 +313,11 @@ class EventRoom:
         part.pending = []
         part.dispatched = batch.changes[-1].version
         part.last_flush = asyncio.get_running_loop().time()
+        part.last_batch = batch
+        queued = 0
         for outbox in tuple(self.subscribers):
-            outbox.put(batch)
+            queued += outbox.put(batch)
+        batch.unsent += queued
 
     def broadcast(self, frame: Frame) -> None:
         for outbox in tuple(self.subscribers):
@@ -401,6 +459,7 @@ class LiveHub:
 
     def leave_event(self, room: EventRoom, outbox: Outbox) -> None:
         room.subscribers.discard(outbox)
+        outbox.discard()
         if not room.subscribers and self._rooms.get(room.event_id) is room:
             loop = asyncio.get_running_loop()
             if room.close_handle is None:
