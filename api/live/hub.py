@@ -5,8 +5,9 @@ partition of that event. A tailer loops on ``XREAD BLOCK`` on the partition's ch
 stream, on a Redis client of its own (a blocked read holds a connection for up to
 ``block_ms``; a separate pool means the inventory's commands never wait behind it).
 Changes are coalesced per partition: the first change after a quiet spell goes out at
-once, later ones at most every ``coalesce_ms``. Each coalesced frame is encoded once
-and the same bytes are queued to every subscriber.
+once, later ones at most every ``coalesce_ms`` (longer, up to three windows, while
+half the room is still sending the previous frame). Each coalesced frame is encoded
+once and the same bytes are queued to every subscriber.
 
 Every subscriber (connection) has an ``Outbox``: a bounded queue. When it is full the
 client is too slow; the outbox closes with 4429 and the connection is dropped, so
@@ -396,6 +397,8 @@ class LiveHub:
                 task.cancel()
                 tasks.append(task)
         self._rooms.clear()
+        LIVE_TAILERS.dec(self._tailers)
+        self._tailers = 0
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def register(self, outbox: Outbox) -> None:
