@@ -186,7 +186,7 @@ def build_problem(
             body.update(msgspec.to_builtins(extra, enc_hook=str))
         except (TypeError, ValueError):  # an extra member that cannot be JSON is dropped
             log.warning("problem extras of %s not serialisable", type(exc).__name__)
-        retry_after = getattr(exc, "retry_after_s", None)
+        retry_after = getattr(exc, "retry_after_s", None) or exc.extra.get("retry_after_s")
         if retry_after is None and status in _DEFAULT_RETRY_AFTER_S:
             retry_after = _DEFAULT_RETRY_AFTER_S[status]
         if retry_after is not None:

@@ -150,3 +150,9 @@ def test_extra_members_are_made_json_safe() -> None:
     assert body["expired_at"].startswith("2026-01-02T03:04:05")
     assert body["seats"] == ["1-A-1"]
     assert isinstance(body["odd"], str)
+
+
+def test_retry_after_can_come_from_the_error_extras() -> None:
+    # e.g. the seat limit: retry when the buyer's oldest hold expires, not in 1 s.
+    _, _, headers = build_problem(LimitExceeded("6 seats max", limit=6, retry_after_s=240))
+    assert headers["Retry-After"] == "240"
