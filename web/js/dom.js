@@ -1,4 +1,4 @@
-// Building DOM without innerHTML, so text from the API is never parsed as markup.
+// Building DOM node by node, so text from the API is never parsed as markup.
 
 const PROPS = new Set(['value', 'checked', 'disabled', 'hidden', 'selected', 'htmlFor', 'textContent', 'tabIndex']);
 
