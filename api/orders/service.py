@@ -132,6 +132,14 @@ class OrderService:
         replay = await self._claim(rkey, fp)
         if replay is not None:
             return replay
+        # Once the key is ours, finish the saga step even if the client goes away: a
+        # half-done confirm/publish is what the compensations are for, not a disconnect.
+        task = asyncio.ensure_future(self._run_claimed(rkey, fp, sub, key, hold_id))
+        return await asyncio.shield(task)
+
+    async def _run_claimed(
+        self, rkey: str, fp: str, sub: str, key: str, hold_id: str
+    ) -> tuple[int, bytes]:
         try:
             durable = await self._durable_replay(sub, key, fp)
             if durable is not None:
