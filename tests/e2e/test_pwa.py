@@ -740,6 +740,40 @@ async def test_offline_purchase_syncs_into_exactly_one_order(
         assert p.console_errors(allow=(r"net::ERR_INTERNET_DISCONNECTED", r"Failed to fetch")) == []
 
 
+async def test_lost_answer_is_retried_with_the_same_key_into_one_order(
+    browser: Any, pwa_system: System
+) -> None:
+    """The order reaches the API but its answer is lost: the retry carries the same
+    Idempotency-Key and gets the same order back."""
+    event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    async with open_page(browser, pwa_system, "lost-answer", PHONE) as p:
+        await login(p, new_buyer())
+        await open_first_section(p, event_id)
+        await pick_seats_with_keyboard(p, 1)
+        await hold_selected(p)
+        token = await p.page.evaluate("() => localStorage.getItem('tb.token')")
+        keys: list[str] = []
+        answers: list[int] = []
+
+        async def lose_first_answer(route: Any) -> None:
+            keys.append(route.request.headers.get("idempotency-key", ""))
+            response = await route.fetch()  # the API does receive it...
+            answers.append(response.status)
+            if len(keys) == 1:
+                await route.abort("connectionreset")  # ...but the phone never hears back
+            else:
+                await route.fulfill(response=response)
+
+        await p.context.route("**/api/v1/orders", lose_first_answer)
+        await p.page.click("#buy")
+        await p.page.wait_for_url(re.compile(r"#/orders/"), timeout=20000)
+        assert len(keys) == 2 and keys[0] == keys[1] and keys[0], keys
+        assert answers == [202, 202]
+        assert len(my_orders(pwa_system, token)) == 1
+        await p.shot("one-order")
+        assert p.console_errors(allow=(r"net::ERR_CONNECTION_RESET", r"Failed to fetch")) == []
+
+
 async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system: System) -> None:
     if not (pwa_system.confirms and pwa_system.issues_tickets):
         pytest.skip("needs the persister and the ticket issuer")

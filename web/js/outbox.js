@@ -96,7 +96,15 @@ async function flushNow() {
   let wait = null;
   for (const entry of entries) {
     const outcome = await sendOne(entry);
-    if (outcome === 'offline') return;
+    if (outcome === 'offline') {
+      // The device says it is online but the request failed (a flaky network, a
+      // lost answer): try again soon, with the same key. Offline, 'online' will.
+      if (navigator.onLine !== false) {
+        clearTimeout(retryTimer);
+        retryTimer = setTimeout(flush, Math.min(30, 2 ** (entry.attempts || 1)) * 1000);
+      }
+      return;
+    }
     if (outcome && outcome.retryAfter) wait = Math.max(wait || 0, outcome.retryAfter);
   }
   if (wait) {
