@@ -16,6 +16,7 @@ from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import send_problem
 from api.logs import request_id_var
 
 access_log = logging.getLogger("ticketbuster.access")
@@ -81,6 +82,14 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            # Only a bug in an outer layer gets here (Litestar's handler renders the rest):
+            # still a problem+json 500 without details, if nothing was sent yet.
+            access_log.error("unhandled exception outside the app", exc_info=exc)
+            if scope["type"] == ScopeType.HTTP and not status:
+                await send_problem(
+                    send_with_id, exc, instance=scope.get("path"), request_id=request_id
+                )
         finally:
             path = scope.get("path", "")
             if not (path in QUIET_PATHS and status < 400):

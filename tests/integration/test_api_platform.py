@@ -445,3 +445,17 @@ async def test_inventory_follows_the_catalogs_partition_plans(
             assert plan.count == 2
             assert plan.sections[sections[-1]] == 1
             assert plan.sections[sections[0]] == 0
+
+
+async def test_a_bug_outside_the_app_is_still_a_bare_problem_500(api_settings: Settings) -> None:
+    app = create_app(api_settings)
+
+    async def broken_layer(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("secret internals")
+
+    app.asgi_handler.app = broken_layer  # type: ignore[attr-defined]  # behind RequestContext
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        response = await client.get("/api/v1/anything")
+    body = assert_problem(response, 500, "internal_error")
+    assert "secret" not in response.text and body["request_id"] == response.headers["x-request-id"]
