@@ -119,3 +119,18 @@ def test_principal_is_a_frozen_struct() -> None:
     with pytest.raises(AttributeError):
         p.sub = "mallory"  # type: ignore[misc]
     assert msgspec.json.decode(msgspec.json.encode(p))["sub"] == "alice"
+
+
+def test_bearer_token_sources() -> None:
+    from api.auth.middleware import bearer_token
+
+    http = {"type": "http", "headers": [(b"authorization", b"Bearer abc.def.ghi")]}
+    assert bearer_token(http) == "abc.def.ghi"  # type: ignore[arg-type]
+    basic = {"type": "http", "headers": [(b"authorization", b"Basic dXNlcjpwdw==")]}
+    assert bearer_token(basic) is None  # type: ignore[arg-type]
+    # Browsers cannot set headers on a WebSocket handshake: the query string carries it...
+    ws = {"type": "websocket", "headers": [], "query_string": b"since=1-0&access_token=t0k"}
+    assert bearer_token(ws) == "t0k"  # type: ignore[arg-type]
+    # ...but never for plain HTTP, where it would leak into logs and caches.
+    leak = {"type": "http", "headers": [], "query_string": b"access_token=t0k"}
+    assert bearer_token(leak) is None  # type: ignore[arg-type]
