@@ -699,6 +699,11 @@ async def test_offline_tickets_survive_a_reload(browser: Any, pwa_system: System
         if pwa_system.issues_tickets:
             await p.page.wait_for_selector("#ticket-list .ticket-qr img")
         await p.shot("offline-tickets")
+        # The last catalog is there too, from the service worker's cache.
+        await p.page.goto("/#/")
+        await p.page.wait_for_selector(".event-card")
+        await p.page.wait_for_selector(".notice:has-text('Catálogo guardado')")
+        await p.shot("offline-catalog")
         await p.context.set_offline(False)
         # Offline, the browser logs the failed network requests; nothing else.
         assert p.console_errors(allow=(r"net::ERR_INTERNET_DISCONNECTED", r"Failed to fetch")) == []
@@ -812,6 +817,55 @@ async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system:
         # A forged signature is caught on the device: it never reaches the API. The
         # browser itself logs the second scan's HTTP 409, which the page handled.
         assert p.console_errors(allow=(r"status of 409",)) == []
+
+
+async def test_gate_scanner_verifies_offline_and_checks_in_on_reconnect(
+    browser: Any, pwa_system: System
+) -> None:
+    if not (pwa_system.confirms and pwa_system.issues_tickets):
+        pytest.skip("needs the persister and the ticket issuer")
+    event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    ticket = buy_via_api(pwa_system, event_id, dev_token(pwa_system, new_buyer()))[0]
+    async with open_page(browser, pwa_system, "scanner-offline", PHONE, "en-US") as p:
+        await login(p, new_buyer(), roles=("scanner",))
+        await wait_service_worker(p)
+        await p.page.goto("/#/scan")
+        await p.page.wait_for_selector("#scan-keys:has-text('signing key')")  # JWKS cached
+
+        await p.context.set_offline(True)
+        await p.page.reload()
+        await p.page.wait_for_selector("#scan-keys:has-text('signing key')")
+        await p.page.fill("#scan-token", ticket)
+        await p.page.click("#scan-submit")
+        await p.page.wait_for_selector("#scan-verdict [data-verdict=queued]")
+        assert "SIGNATURE VALID" in await p.page.locator("#scan-verdict").inner_text()
+        await p.shot("offline-valid")
+
+        await p.context.set_offline(False)
+        await p.page.wait_for_selector("#scan-verdict [data-verdict=admitted]", timeout=20000)
+        await p.shot("admitted-on-reconnect")
+        # Recorded once: scanning it again now says it was used.
+        await p.page.fill("#scan-token", ticket)
+        await p.page.click("#scan-submit")
+        await p.page.wait_for_selector("#scan-verdict [data-verdict=used]")
+        assert (
+            p.console_errors(
+                allow=(r"net::ERR_INTERNET_DISCONNECTED", r"Failed to fetch", r"status of 409")
+            )
+            == []
+        )
+
+
+async def test_notifications_permission(browser: Any, pwa_system: System) -> None:
+    async with open_page(browser, pwa_system, "notify", DESKTOP, "en-US") as p:
+        await login(p, new_buyer())
+        await p.page.goto("/#/tickets")
+        await p.page.wait_for_selector("#notify-btn")  # not asked yet: offered
+        await p.context.grant_permissions(["notifications"])
+        await p.page.reload()
+        await p.page.wait_for_selector("text=Notifications are on.")
+        assert await p.page.locator("#notify-btn").is_hidden()
+        assert p.console_errors() == []
 
 
 async def test_login_with_authorization_code_and_pkce(browser: Any, pwa_system: System) -> None:
