@@ -94,7 +94,12 @@ class TicketController(Controller):
         """The ticket with its signed token (owner only; 404 otherwise)."""
         return ticket_view(await _owned_ticket(orders, principal.sub, ticket_id), with_token=True)
 
-    @get("/{ticket_id:str}/qr.svg", summary="QR code (SVG)", guards=[requires_auth()])
+    @get(
+        "/{ticket_id:str}/qr.svg",
+        summary="QR code (SVG)",
+        guards=[requires_auth()],
+        media_type="image/svg+xml",
+    )
     async def qr_svg(
         self,
         ticket_id: TicketId,
@@ -106,7 +111,12 @@ class TicketController(Controller):
         body = await asyncio.to_thread(render_svg, token)
         return Response(body, media_type="image/svg+xml", headers={"Cache-Control": "private"})
 
-    @get("/{ticket_id:str}/qr.png", summary="QR code (PNG)", guards=[requires_auth()])
+    @get(
+        "/{ticket_id:str}/qr.png",
+        summary="QR code (PNG)",
+        guards=[requires_auth()],
+        media_type="image/png",
+    )
     async def qr_png(
         self,
         ticket_id: TicketId,
