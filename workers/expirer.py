@@ -22,8 +22,9 @@ Two loops over the published events (``catalog.events``, each of its partitions)
                               decides; the seat stays unsellable, the safe side)
   ==========================  =====================================================
 
-  Exports ``ticketbuster_reconciler_mismatches{kind}`` (seats found at the last pass)
-  and ``ticketbuster_oversold_seats`` (seats with more than one ticket in PG, counted
+  Exports ``ticketbuster_reconciler_mismatches{kind}`` (seats found at the last pass),
+  ``ticketbuster_seats{event,status}`` (free/held/pending/sold per event) and
+  ``ticketbuster_oversold_seats`` (seats with more than one ticket in PG, counted
   without trusting the UNIQUE constraint; must stay 0).
 
 Reads the partition's ``state`` and ``orders`` hashes directly (data model in
@@ -70,6 +71,7 @@ from workers.runtime import (
 log = logging.getLogger("ticketbuster.expirer")
 
 KINDS = ("ticket_not_sold", "pending_decided", "pending_stuck", "sold_without_ticket")
+_SEATS = KEY_NAMES.index("seats")
 _STATE = KEY_NAMES.index("state")
 _ORDERS = KEY_NAMES.index("orders")
 
@@ -98,6 +100,7 @@ class Reconciler:
         self.pool = pool
         self.redis = redis
         self.plans: dict[int, PartitionPlan] = {}
+        self._seat_counts: dict[tuple[int, int], dict[str, int]] = {}
         self.inventory = Inventory(redis, settings.holds, plans=self.plan)
 
     async def partitions(self) -> list[tuple[int, int]]:
@@ -142,6 +145,14 @@ class Reconciler:
                 found[kind] += n
         for kind, n in found.items():
             metrics.RECONCILER_MISMATCHES.labels(kind=kind).set(n)
+        per_event: dict[int, dict[str, int]] = {}
+        for (event_id, _), counts in self._seat_counts.items():
+            into = per_event.setdefault(event_id, dict.fromkeys(counts, 0))
+            for status, n in counts.items():
+                into[status] += n
+        for event_id, counts in per_event.items():
+            for status, n in counts.items():
+                metrics.SEATS.labels(event=str(event_id), status=status).set(n)
         oversold = await self.pool.fetchval(
             "SELECT count(*) FROM (SELECT 1 FROM orders.tickets"
             " GROUP BY event_id, seat_id HAVING count(*) > 1) d"
@@ -152,11 +163,24 @@ class Reconciler:
     async def _reconcile_partition(self, event_id: int, partition: int) -> dict[str, int]:
         keys = partition_keys(event_id, partition)
         raw_state = await self.redis.hgetall(keys[_STATE])
+        total = int(await self.redis.hlen(keys[_SEATS]))
         redis_seats: dict[str, tuple[str, str]] = {}  # seat -> (kind "p"/"s", order)
+        held = 0
+        now = now_ms()
         for seat, value in raw_state.items():
             v = value.decode() if isinstance(value, bytes) else value
             if v[:2] in ("p|", "s|"):
                 redis_seats[seat.decode() if isinstance(seat, bytes) else seat] = (v[0], v[2:])
+            elif v.startswith("h|") and int(v.split("|")[1]) > now:
+                held += 1
+        sold = sum(1 for kind, _ in redis_seats.values() if kind == "s")
+        pending = len(redis_seats) - sold
+        self._seat_counts[(event_id, partition)] = {
+            "free": max(0, total - held - len(redis_seats)),
+            "held": held,
+            "pending": pending,
+            "sold": sold,
+        }
         tickets = {
             r["seat_id"]: (str(r["order_id"]), r["holder"])
             for r in await self.pool.fetch(
@@ -184,9 +208,9 @@ class Reconciler:
             await self.inventory.mark_sold(event_id, partition, order_id, seats, holder)
             metrics.STUCK_ORDERS.labels(action="mark_sold").inc()
 
-        pending = {o for kind, o in redis_seats.values() if kind == "p"} - set(to_mark)
-        if pending:
-            counts_p = await self._settle_pending(event_id, partition, keys, sorted(pending))
+        stuck = {o for kind, o in redis_seats.values() if kind == "p"} - set(to_mark)
+        if stuck:
+            counts_p = await self._settle_pending(event_id, partition, keys, sorted(stuck))
             for kind, n in counts_p.items():
                 counts[kind] += n
         return counts

@@ -88,3 +88,10 @@ STUCK_ORDERS = Counter(
     ["action"],
     registry=REGISTRY,
 )
+SEATS = Gauge(
+    "ticketbuster_seats",
+    "Seats per event and status, from the reconciler's last pass.",
+    ["event", "status"],
+    multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)

@@ -168,3 +168,15 @@ async def test_sweep_frees_expired_holds(w: World) -> None:
     assert swept >= 1
     raw = await w.redis.hmget(partition_keys(w.event_id, 0)[5], seats)  # the state hash
     assert raw == [None, None]  # no entry: free
+
+
+async def test_seat_gauge_counts_each_status(w: World) -> None:
+    from workers import metrics
+
+    await w.inventory.hold(w.event_id, w.seats[10:12], "rec-6")
+    await w.reconciler.reconcile([(w.event_id, 0)])
+    value = metrics.REGISTRY.get_sample_value
+    labels = {"event": str(w.event_id)}
+    assert value("ticketbuster_seats", {**labels, "status": "held"}) == 2
+    assert value("ticketbuster_seats", {**labels, "status": "free"}) == len(w.seats) - 2
+    assert value("ticketbuster_oversold_seats") == 0
