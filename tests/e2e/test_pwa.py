@@ -431,6 +431,16 @@ def test_shell_is_served_with_revalidation_headers(pwa_system: System) -> None:
         again = client.get("/", headers={"If-None-Match": etag})
         assert again.status_code == 304 and again.content == b""
 
+        script = client.get("/js/model.js", headers={"Accept-Encoding": "gzip"})
+        assert script.headers["content-encoding"] == "gzip"
+        assert script.headers["content-type"].startswith("text/javascript")
+        assert (
+            client.get(
+                "/js/model.js", headers={"If-None-Match": script.headers["etag"]}
+            ).status_code
+            == 304
+        )
+
         sw = client.get("/sw.js")
         assert sw.status_code == 200 and "javascript" in sw.headers["content-type"]
         manifest = client.get("/manifest.webmanifest")
