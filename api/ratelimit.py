@@ -112,6 +112,9 @@ class RateLimiter:
         self._script = redis.register_script(SCRIPT)
         self._last_error_log = 0.0
         self._paused_until = 0.0
+        # key -> (allowed again at, full budget back at), monotonic seconds.
+        self._refused: dict[str, tuple[float, float]] = {}
+        self.max_refused = 10_000
 
     @property
     def paused(self) -> bool:
@@ -122,10 +125,32 @@ class RateLimiter:
         # The policy is part of the key: GCRA state only makes sense for one (limit, window),
         # and apps with different policies (tests, canaries) must not disturb each other.
         key = f"{self.namespace}:{scope}:{limit}/{window_s}:{ident}"
+        now = time.monotonic()
+        refused = self._refused.get(key)
+        if refused is not None:
+            allow_at, reset_at = refused
+            if now < allow_at:
+                # Refused until allow_at whatever the other replicas do (they can only push
+                # it later): answer here, and a flooding client costs Redis nothing.
+                return Decision(
+                    allowed=False,
+                    limit=limit,
+                    remaining=0,
+                    retry_after_s=max(1, math.ceil(allow_at - now)),
+                    reset_s=math.ceil(max(0.0, reset_at - now)),
+                    window_s=window_s,
+                    scope=scope,
+                )
+            del self._refused[key]
         # Bounded by the client's socket timeout (TB_REDIS_SOCKET_TIMEOUT_S).
         allowed, remaining, retry_ms, reset_ms = await self._script(
             keys=[key], args=[limit, window_s * 1000]
         )
+        if not allowed:
+            if len(self._refused) >= self.max_refused:
+                self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
+            if len(self._refused) < self.max_refused:
+                self._refused[key] = (now + int(retry_ms) / 1000, now + int(reset_ms) / 1000)
         return Decision(
             allowed=bool(allowed),
             limit=limit,

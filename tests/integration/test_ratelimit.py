@@ -187,3 +187,19 @@ async def test_a_huge_limit_is_just_generous(redis_cluster: RedisCluster) -> Non
     decisions = [await limiter.hit("ip", ident, 1_000_000_000, 60) for _ in range(20)]
     assert all(d.allowed for d in decisions)
     assert decisions[-1].remaining > 999_000_000
+
+
+async def test_a_refused_client_is_refused_locally_until_its_retry_time(
+    redis_cluster: RedisCluster,
+) -> None:
+    """Once refused, a client flooding one replica costs Redis nothing until its Retry-After."""
+    namespace = f"tb:rl:test:{uuid.uuid4().hex}"
+    limiter = RateLimiter(redis_cluster, namespace=namespace)
+    ident = uuid.uuid4().hex
+    assert [(await limiter.hit("ip", ident, 2, 2)).allowed for _ in range(3)] == [True, True, False]
+    # Forget the client in Redis: only the local memory can refuse it now.
+    await redis_cluster.delete(f"{namespace}:ip:2/2:{ident}")
+    again = await limiter.hit("ip", ident, 2, 2)
+    assert not again.allowed and again.retry_after_s == 1
+    await asyncio.sleep(1.1)  # past the Retry-After: Redis decides again
+    assert (await limiter.hit("ip", ident, 2, 2)).allowed
