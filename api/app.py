@@ -89,7 +89,6 @@ DOMAIN_ROUTE_MODULES: tuple[str, ...] = (
     "api.orders.controllers",
     "api.tickets.controllers",
     "api.checkins.controllers",
-    "api.ws.controllers",
     "api.live.controllers",
 )
 
