@@ -235,3 +235,38 @@ async def test_probes_and_metrics(persister: Any) -> None:
         body = (await client.get("/metrics")).text
     assert "ticketbuster_persister_batch_size" in body
     assert "ticketbuster_orders_total" in body
+
+
+async def test_order_that_keeps_failing_is_dead_lettered_after_n_attempts(
+    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+) -> None:
+    event_id = fresh_event_id()
+    seats = seat_ids(3)
+    await create_catalog_event(pg_dsn, event_id, seats)
+    before = order_placed(event_id, [seats[0]])
+    # Decodes fine, but PostgreSQL refuses the NUL in its text: it fails however often.
+    poison = order_placed(event_id, [seats[1]], buyer="nul\x00buyer")
+    after = order_placed(event_id, [seats[2]])
+    await _put(worker_settings, [before, poison, after])
+    ids = {before.order_id, after.order_id}
+    await outcomes.wait_for(
+        lambda m: (
+            len(decided(m, ids)) == 2
+            and any(d.get("value", "").find(poison.order_id) >= 0 for _, d in m)
+        )
+    )
+    got = decided(outcomes.messages, ids)
+    assert got[before.order_id] == ["confirmed"] and got[after.order_id] == ["confirmed"]
+    letter = next(d for _, d in outcomes.messages if poison.order_id in d.get("value", ""))
+    assert letter["attempts"] == worker_settings.workers.dlq_after_attempts
+    assert "0x00" in letter["error"] or "NUL" in letter["error"] or "null" in letter["error"]
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM orders.orders WHERE order_id = $1", poison.order_id
+            )
+            == 0
+        )
+    finally:
+        await conn.close()
