@@ -25,10 +25,11 @@ export function render(main, [holdId]) {
     h('div', null, h('strong', null, t('hold.expiresIn')), h('p', { class: 'muted small', id: 'hold-expiry-note' }, '')));
   const seatsList = h('ul', { class: 'seat-list', 'aria-label': t('event.map') });
   const totalEl = h('span', { id: 'hold-total' }, '');
+  const asideTotal = h('span', null, '');
   const status = h('div', { id: 'hold-status', role: 'status', 'aria-live': 'polite' });
   const buyBtn = h('button', { type: 'button', class: 'btn btn-accent btn-block', id: 'buy', onclick: () => buy() }, t('hold.buy'));
-  const extendBtn = h('button', { type: 'button', class: 'btn btn-ghost', id: 'extend', onclick: () => extend() }, t('hold.extend'));
-  const releaseBtn = h('button', { type: 'button', class: 'btn btn-danger', id: 'release', onclick: () => release() }, t('hold.release'));
+  const extendBtn = h('button', { type: 'button', class: 'btn btn-ghost btn-sm', id: 'extend', onclick: () => extend() }, t('hold.extend'));
+  const releaseBtn = h('button', { type: 'button', class: 'btn btn-danger btn-sm', id: 'release', onclick: () => release() }, t('hold.release'));
   const heading = h('div', null);
 
   mount(main,
@@ -40,10 +41,11 @@ export function render(main, [holdId]) {
         seatsList,
         h('div', { class: 'total-row' }, h('span', null, t('hold.total')), totalEl)),
       h('aside', { class: 'card stack' },
+        h('div', { class: 'total-row aside-total' }, h('span', null, t('hold.total')), asideTotal),
         buyBtn,
         status,
         h('p', { class: 'muted small' }, t('hold.secure')),
-        h('div', { class: 'row' }, extendBtn, releaseBtn))));
+        h('div', { class: 'hold-actions' }, extendBtn, releaseBtn))));
 
   function renderHold() {
     if (!hold) return;
@@ -57,6 +59,7 @@ export function render(main, [holdId]) {
         h('span', { class: 'price' }, seat.price !== undefined ? money(seat.price, hold.currency) : ''));
     }));
     totalEl.textContent = hold.total !== undefined ? money(hold.total, hold.currency) : '';
+    asideTotal.textContent = totalEl.textContent;
     fullSpan = Math.max(fullSpan, hold.expiresAt - serverNow(), 1);
     tick();
   }
