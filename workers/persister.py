@@ -476,9 +476,13 @@ def create_persister(
         persister: Persister = state["persister"]
         try:
             await persister.handle(records)
-        except TransientError as exc:
-            # Nothing was acknowledged: rewind and try the same batch again shortly.
-            log.warning("batch of %d will be retried: %s", len(records), exc)
+        except Exception as exc:
+            # Nothing was acknowledged: rewind and try the same batch again shortly. (Not
+            # rewinding would let the next batch's commit skip this one.)
+            if isinstance(exc, TransientError):
+                log.warning("batch of %d will be retried: %s", len(records), exc)
+            else:
+                log.exception("batch of %d failed unexpectedly; retrying", len(records))
             rewind(consumer, records)
             await asyncio.sleep(min(5.0, 0.5 * (1 + state.get("failures", 0))))
             state["failures"] = state.get("failures", 0) + 1
