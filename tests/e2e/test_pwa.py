@@ -667,6 +667,45 @@ async def test_stadium_map_stays_small_in_the_page(browser: Any, pwa_system: Sys
         assert p.console_errors() == []
 
 
+NAMED_ROLES = {"button", "link", "textbox", "searchbox", "combobox", "checkbox", "application"}
+
+
+async def unnamed_controls(p: Page) -> list[str]:
+    """Controls in Chromium's accessibility tree that have no accessible name."""
+    cdp = await p.context.new_cdp_session(p.page)
+    tree = await cdp.send("Accessibility.getFullAXTree")
+    await cdp.detach()
+    bad = []
+    for node in tree["nodes"]:
+        role = (node.get("role") or {}).get("value")
+        if node.get("ignored") or role not in NAMED_ROLES:
+            continue
+        if not str((node.get("name") or {}).get("value", "")).strip():
+            bad.append(f"{role} #{node.get('backendDOMNodeId')}")
+    return bad
+
+
+async def test_every_control_has_an_accessible_name(browser: Any, pwa_system: System) -> None:
+    event_id = pwa_system.event_ids["stand-up-comedy-noche-de-risas"]
+    async with open_page(browser, pwa_system, "a11y", PHONE) as p:
+        screens = {
+            "/": ".event-card",
+            f"/#/events/{event_id}": ".venue-map",
+            f"/#/events/{event_id}/sections/201": ".seat-canvas-wrap",
+            "/#/login": "#login-name",
+        }
+        for url, ready in screens.items():
+            await p.page.goto(url)
+            await p.page.wait_for_selector(ready)
+            assert await unnamed_controls(p) == [], url
+        await login(p, new_buyer(), roles=("scanner",))
+        for url, ready in {"/#/tickets": "#notify-btn", "/#/scan": "#scan-token"}.items():
+            await p.page.goto(url)
+            await p.page.wait_for_selector(ready)
+            assert await unnamed_controls(p) == [], url
+        assert p.console_errors() == []
+
+
 async def test_hold_extend_and_release(browser: Any, pwa_system: System) -> None:
     event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
     async with open_page(browser, pwa_system, "hold", PHONE) as p:

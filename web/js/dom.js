@@ -1,4 +1,5 @@
 // Building DOM node by node, so text from the API is never parsed as markup.
+import { t } from './i18n.js';
 
 const PROPS = new Set(['value', 'checked', 'disabled', 'hidden', 'selected', 'htmlFor', 'textContent', 'tabIndex']);
 
@@ -50,7 +51,7 @@ export function mount(el, ...children) {
 export function toast(message, kind = 'info', ms = 5000) {
   const box = document.getElementById('toasts');
   if (!box) return;
-  const close = h('button', { type: 'button', 'aria-label': '×', onclick: () => item.remove() }, '×');
+  const close = h('button', { type: 'button', 'aria-label': t('common.close'), onclick: () => item.remove() }, '×');
   const item = h('div', { class: `toast ${kind}`, role: kind === 'err' ? 'alert' : 'status' }, h('span', null, message), close);
   box.append(item);
   while (box.children.length > 3) box.firstElementChild.remove();
