@@ -94,7 +94,8 @@ def _guard_kinds(handler: HTTPRouteHandler) -> set[str]:
     if "principal" in handler.parsed_fn_signature.parameters:
         kinds.add("auth")
     for guard in handler.resolve_guards():
-        qualname = getattr(guard, "__qualname__", "")
+        fn = getattr(guard, "func", guard)  # Litestar wraps guards in AsyncCallable
+        qualname = getattr(fn, "__qualname__", "")
         if qualname.startswith("requires_"):
             kinds.add("auth")
             if not qualname.startswith("requires_auth"):

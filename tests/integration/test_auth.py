@@ -323,3 +323,17 @@ async def test_remote_issuer_jwks_discovered_and_cached(settings: Settings, tmp_
                 headers={"kid": "rotated-maybe"},
             )
             assert_401(await client.get("/api/v1/me", headers=bearer(stranger)), "unknown key")
+
+
+async def test_openapi_documents_who_may_call_what(auth_settings: Settings) -> None:
+    async with api_client(auth_settings, HANDLERS) as client:
+        schema = (await client.get("/schema/openapi.json")).json()
+    admin = schema["paths"]["/api/v1/test-auth/admin"]["get"]
+    assert {"401", "403"} <= set(admin["responses"])
+    assert admin["security"] == [{"BearerToken": []}]
+    problem = admin["responses"]["403"]["content"]["application/problem+json"]["schema"]
+    assert problem == {"$ref": "#/components/schemas/Problem"}
+    me = schema["paths"]["/api/v1/me"]["get"]
+    assert "401" in me["responses"] and "403" not in me["responses"]
+    assert "security" not in schema["paths"]["/api/v1/auth/dev-token"]["post"]
+    assert schema["components"]["securitySchemes"]["BearerToken"]["scheme"] == "bearer"
