@@ -865,6 +865,7 @@ class PersisterFigures:
     one_by_one_tps: float | None
     one_by_one_orders: int
     worker_cpu_s: float
+    batch: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -911,19 +912,18 @@ def synthetic_orders(
     return out
 
 
-async def delete_orders(dsn: str, event_id: int) -> None:
+async def delete_orders(dsn: str) -> None:
+    """Empty the bench database's order tables (TRUNCATE: a row-by-row DELETE of orders is
+    slow, as orders.idempotency_keys.order_id has no index for its foreign key)."""
     import asyncpg
 
+    if not urlsplit(dsn).path.endswith("_bench"):
+        raise RuntimeError(f"refusing to empty the order tables of {dsn}: not a bench database")
     conn = await asyncpg.connect(dsn)
     try:
-        async with conn.transaction():
-            await conn.execute("DELETE FROM orders.tickets WHERE event_id = $1", event_id)
-            await conn.execute(
-                "DELETE FROM orders.idempotency_keys k USING orders.orders o"
-                " WHERE k.order_id = o.order_id AND o.event_id = $1",
-                event_id,
-            )
-            await conn.execute("DELETE FROM orders.orders WHERE event_id = $1", event_id)
+        await conn.execute(
+            "TRUNCATE orders.checkins, orders.tickets, orders.idempotency_keys, orders.orders"
+        )
     finally:
         await conn.close()
 
@@ -988,6 +988,61 @@ async def confirm_in_redis(settings: Any, orders: list[Any], concurrency: int = 
 
     try:
         await asyncio.gather(*(one(i, o) for i, o in enumerate(orders)))
+    finally:
+        await client.aclose()
+    return out
+
+
+async def batch_breakdown(dsn: str, settings: Any, orders: list[Any]) -> dict[str, float]:
+    """One persister batch, step by step, as workers/persister.py does it: the write
+    (decide_and_write in one transaction), publishing the outcomes, telling Redis."""
+    import asyncpg
+
+    from core.inventory import Inventory
+    from core.orders import TOPIC_CONFIRMED, OrderConfirmed, TicketRef, encode, event_key, topic
+    from core.orders import ticket_id_for as tid
+    from workers.persister import decide_and_write
+    from workers.runtime import create_broker, create_redis, ensure_topics
+
+    out: dict[str, float] = {"orders": float(len(orders))}
+    conn = await asyncpg.connect(dsn)
+    try:
+        started = time.perf_counter()
+        async with conn.transaction():
+            await decide_and_write(conn, orders)
+        out["write_s"] = time.perf_counter() - started
+    finally:
+        await conn.close()
+    await ensure_topics(settings)
+    broker = create_broker(settings, "bench")
+    await broker.connect()
+    try:
+        name = topic(settings.kafka.topic_prefix, TOPIC_CONFIRMED)
+        outcomes = [
+            OrderConfirmed(
+                order_id=o.order_id, event_id=o.event_id, partition=o.partition, buyer=o.buyer,
+                tickets=tuple(TicketRef(tid(o.order_id, s.seat_id), s.seat_id) for s in o.seats),
+                placed_at=o.placed_at, confirmed_at=o.placed_at,
+            )
+            for o in orders
+        ]  # fmt: skip
+        started = time.perf_counter()
+        pending = [
+            await broker.publish(encode(x), name, key=event_key(x.event_id), no_confirm=True)
+            for x in outcomes
+        ]
+        await asyncio.gather(*pending)
+        out["publish_s"] = time.perf_counter() - started
+    finally:
+        await broker.stop()
+    client = await create_redis(settings)
+    try:
+        inventory = Inventory(client, settings.holds)
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(inventory.mark_sold(o.event_id, o.partition, o.order_id) for o in orders)
+        )
+        out["mark_sold_s"] = time.perf_counter() - started
     finally:
         await client.aclose()
     return out
@@ -1375,11 +1430,21 @@ def run_persister(
     figures.one_by_one_orders = n
     figures.one_by_one_tps = n * chunk / elapsed
     log(f"persister order by order: {n} orders in {elapsed:.1f}s")
-    asyncio.run(delete_orders(dsn, event_id))
+    asyncio.run(delete_orders(dsn))
     elapsed = asyncio.run(write_in_batches(dsn, orders, settings.workers.batch_max_records))
     figures.batched_tps = len(orders) * chunk / elapsed
     log(f"persister batched write: {len(orders)} orders in {elapsed:.1f}s")
-    asyncio.run(delete_orders(dsn, event_id))
+    asyncio.run(delete_orders(dsn))
+    # One batch taken apart, on the seats of the holds event (reset first).
+    hold_event = events.ids["holds"]
+    asyncio.run(reset_inventory(settings, hold_event, events.seats[hold_event]))
+    sample = synthetic_orders(
+        hold_event, events.seats[hold_event], prices, chunk, settings.workers.batch_max_records
+    )
+    sample = asyncio.run(confirm_in_redis(settings, sample))
+    figures.batch = asyncio.run(batch_breakdown(dsn, settings, sample))
+    log(f"persister batch breakdown: {figures.batch}")
+    asyncio.run(delete_orders(dsn))
     # The worker, end to end: a backlog in Kafka, then start it and time the drain.
     prepared = time.perf_counter()
     orders = asyncio.run(confirm_in_redis(settings, orders))

@@ -345,6 +345,27 @@ def write_report(results: Results, out: Path) -> None:
                 f"The worker drained all {per.tickets:,} tickets {per.worker_s:.1f} s after it "
                 f"was started (start-up and group join included; CPU {per.worker_cpu_s:.1f} s)."
             )
+        b = per.batch
+        if b:
+            total = b["write_s"] + b["publish_s"] + b["mark_sold_s"]
+            add("")
+            add(
+                f"Where a worker batch's time goes: one batch of {b['orders']:.0f} orders "
+                f"({4 * b['orders']:,.0f} tickets) taken through the worker's three steps "
+                "one after the other, in-process:"
+            )
+            add("")
+            add("| step | seconds | share |")
+            add("|---|---|---|")
+            for label, key in (
+                ("write: `decide_and_write`, one transaction", "write_s"),
+                ("publish the outcomes (`acks=all`), all awaited together", "publish_s"),
+                (
+                    "tell Redis: `Inventory.mark_sold` per order, all awaited together",
+                    "mark_sold_s",
+                ),
+            ):
+                add(f"| {label} | {b[key]:.3f} | {100 * b[key] / total:.0f}% |")
         for note in per.notes:
             add(f"> {note}")
     add("")
