@@ -17,7 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from core.errors import Unavailable
+from core.errors import NotFound, Unavailable
 
 CHECK_TIMEOUT_S = 2.0
 
@@ -95,9 +95,14 @@ async def readyz(state: State) -> Readiness:
 
 
 @get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
-async def metrics() -> Response[bytes]:
+async def metrics(headers: dict[str, str]) -> Response[bytes]:
     """Prometheus text format; aggregates all worker processes when
-    ``PROMETHEUS_MULTIPROC_DIR`` is set (Granian with several workers)."""
+    ``PROMETHEUS_MULTIPROC_DIR`` is set (Granian with several workers).
+
+    Prometheus scrapes the pod directly; a request that came through a proxy (the public
+    ingress adds ``X-Forwarded-For``) gets a 404, so the metrics are not published."""
+    if "x-forwarded-for" in headers or "forwarded" in headers:
+        raise NotFound("Not found.")
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -279,6 +279,9 @@ async def test_metrics_group_paths_and_list_domain_metrics(api_settings: Setting
         for item_id in (101, 202, 303):
             assert (await client.get(f"/api/v1/test-platform/items/{item_id}")).status_code == 200
         response = await client.get("/metrics")
+        # Through the public ingress (which adds X-Forwarded-For) the metrics are not served.
+        proxied = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.7"})
+        assert_problem(proxied, 404, "not_found")
     assert response.status_code == 200
     text = response.text
     assert 'app_name="ticketbuster"' in text
