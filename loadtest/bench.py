@@ -67,14 +67,14 @@ class Config:
     duration_s: int = 10
     warmup_s: int = 2
     sellout_connections: int = 64  # K concurrent buyers
-    sellout_chunk: int = 4  # seats per buyer
+    sellout_chunk: int = 6  # seats per buyer: the per-buyer limit
     sellout_seats: int | None = None  # None: the whole 80,000-seat event
-    sellout_cap_s: int = 150
+    sellout_cap_s: int = 200
     drain_cap_s: int = 150
     redis_requests: int = 60_000
     redis_keyspace: int = 200_000
-    persister_orders: int = 20_000  # 80,000 tickets
-    one_by_one_cap_s: float = 15.0
+    persister_orders: int = 10_000  # 60,000 tickets
+    one_by_one_cap_s: float = 10.0
     profile_s: int = 8
     work: Path = ROOT / ".tb" / "bench"
     keep: bool = False
@@ -1195,7 +1195,7 @@ def ws_latency(config: Config, base: str, env: dict[str, str]) -> dict[str, Any]
         "--url", urlsplit(base).netloc,
         "--max-clients", "100" if quick_run else "400",
         "--duration", "2" if quick_run else "3",
-        "--budget-s", "30" if quick_run else "60",
+        "--budget-s", "30" if quick_run else "45",
     ]  # fmt: skip
     cmd = [sys.executable, "-m", "loadtest.ws_latency", *flags]
     done = subprocess.run(

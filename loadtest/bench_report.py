@@ -263,7 +263,8 @@ def write_report(results: Results, out: Path) -> None:
         add(
             f"A copy of the seed's event ({sell.seats:,} seats) in the bench database. "
             f"{sell.connections} connections are the concurrent buyers: each holds "
-            f"{sell.chunk} seats with a token of its own ({sell.buyers:,} buyers), then buys the "
+            f"{sell.chunk} adjacent seats (the per-buyer limit) with a token of its own "
+            f"({sell.buyers:,} buyers), then buys the "
             "hold (`POST /api/v1/orders`, `Idempotency-Key`). Two wrk threads walk the seat "
             "list from both ends, so they race for the same seats where they meet. The API "
             "and one persister worker run; the ticket issuer and notifier do not (they do not "
@@ -351,8 +352,8 @@ def write_report(results: Results, out: Path) -> None:
             add("")
             add(
                 f"Where a worker batch's time goes: one batch of {b['orders']:.0f} orders "
-                f"({4 * b['orders']:,.0f} tickets) taken through the worker's three steps "
-                "one after the other, in-process:"
+                f"({c.sellout_chunk * b['orders']:,.0f} tickets) taken through the worker's "
+                "three steps one after the other, in-process:"
             )
             add("")
             add("| step | seconds | share |")
