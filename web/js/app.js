@@ -121,6 +121,8 @@ export async function orderStatusChanged(orderId, status, reason) {
 function onUserMessage(frame) {
   if (frame.type === 'order' && frame.order_id) {
     orderStatusChanged(String(frame.order_id), String(frame.status).toLowerCase(), frame.reason);
+  } else if (frame.type === 'hold_gone') {
+    window.dispatchEvent(new CustomEvent('tb:hold-gone', { detail: frame }));
   } else if (frame.type === 'hold_expiring') {
     toast(`${t('hold.warning')} (${Math.max(0, Math.round(frame.seconds_left))} s)`, 'warn', 8000);
     window.dispatchEvent(new CustomEvent('tb:hold-warning', { detail: frame }));

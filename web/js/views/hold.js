@@ -123,6 +123,18 @@ export function render(main, [holdId]) {
     if (err instanceof ApiError && (err.status === 410 || err.status === 404)) expired();
     else mount(status, h('div', { class: 'error-box', role: 'alert' }, err?.problem?.detail || err?.message || t('err.generic')));
   }
+  // The buyer's channel: a warning shortly before expiry, and the end of the hold.
+  function onWarning(ev) {
+    if (ev.detail.hold_id !== holdId || !hold) return;
+    if (ev.detail.expires_at) hold.expiresAt = Number(ev.detail.expires_at);
+    countdown.classList.add('urgent');
+    tick();
+  }
+  function onGone(ev) {
+    if (ev.detail.hold_id === holdId && ev.detail.reason === 'expired' && !buying) expired();
+  }
+  window.addEventListener('tb:hold-warning', onWarning);
+  window.addEventListener('tb:hold-gone', onGone);
   window.addEventListener('tb:order-placed', onPlaced);
   window.addEventListener('tb:order-queued', onQueued);
   window.addEventListener('tb:order-failed', onFailed);
@@ -196,6 +208,8 @@ export function render(main, [holdId]) {
   return () => {
     disposed = true;
     clearInterval(timer);
+    window.removeEventListener('tb:hold-warning', onWarning);
+    window.removeEventListener('tb:hold-gone', onGone);
     window.removeEventListener('tb:order-placed', onPlaced);
     window.removeEventListener('tb:order-queued', onQueued);
     window.removeEventListener('tb:order-failed', onFailed);
