@@ -200,8 +200,9 @@ class OrderService:
                 " WHERE buyer = $1 AND key = $2",
                 sub,
                 key,
+                timeout=1.0,  # a slow database must not stall order intake
             )
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("idempotency lookup in PostgreSQL failed: %s", exc)
             return None  # Redis claimed the key; go on
         if row is None:
