@@ -1215,7 +1215,7 @@ def ws_latency(config: Config, base: str, env: dict[str, str]) -> dict[str, Any]
 def wire_benchmarks(config: Config) -> dict[str, Any]:
     out = config.work / "wire.json"
     cmd = [
-        sys.executable, "-m", "pytest", "tests/benchmarks/test_wire_bench.py", "-q",
+        sys.executable, "-m", "pytest", "tests/benchmarks", "-q",
         "--benchmark-enable", "--benchmark-min-rounds=20", "--benchmark-max-time=0.2",
         f"--benchmark-json={out}", "-p", "no:cacheprovider",
     ]  # fmt: skip
@@ -1227,8 +1227,7 @@ def wire_benchmarks(config: Config) -> dict[str, Any]:
         (b["name"], b["stats"]["median"] * 1e6, b["stats"]["ops"])
         for b in sorted(data["benchmarks"], key=lambda b: b["stats"]["median"])
     ]
-    return {"rows": rows, "command": "uv run pytest tests/benchmarks/test_wire_bench.py "
-            "--benchmark-enable"}  # fmt: skip
+    return {"rows": rows, "command": "uv run pytest tests/benchmarks --benchmark-enable"}
 
 
 # -- machine -----------------------------------------------------------------------------

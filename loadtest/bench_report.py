@@ -50,13 +50,14 @@ def _old_notes(out: Path) -> str:
 
 def _hold_row(label: str, run: HttpRun | None, ref: float | None, ok: str = "201") -> str:
     if run is None:
-        return f"| {label} | not run | | | | | | |"
+        return f"| {label} | not run | | | | | | | |"
     other = {k: v for k, v in run.statuses.items() if k != ok}
     odd = f" ({', '.join(f'{v:,} x {k}' for k, v in sorted(other.items()))})" if other else ""
+    per_request = 1e6 * run.server_cpu_s / run.requests if run.requests else 0
     return (
         f"| {label} | {_n(run.ok_per_s(ok))}{odd} | {_n(run.rps)} | {run.p50_ms:.2f} | "
-        f"{run.p99_ms:.2f} | {run.server_cpu_pct:.0f}% | {run.generator_cpu_pct:.0f}% | "
-        f"{_ratio(ref, run.ok_per_s(ok)) if ref else '—'} |"
+        f"{run.p99_ms:.2f} | {run.server_cpu_pct:.0f}% | {per_request:,.0f} µs | "
+        f"{run.generator_cpu_pct:.0f}% | {_ratio(ref, run.ok_per_s(ok)) if ref else '—'} |"
     )
 
 
@@ -153,10 +154,10 @@ def write_report(results: Results, out: Path) -> None:
     add("```")
     add("")
     add(
-        "| target | holds/s (201) | requests/s | p50 ms | p99 ms | server CPU | wrk CPU | "
-        "TicketBuster ÷ this |"
+        "| target | holds/s (201) | requests/s | p50 ms | p99 ms | server CPU | "
+        "server CPU per request | wrk CPU | TicketBuster ÷ this |"
     )
-    add("|---|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|---|")
     add(_hold_row("**TicketBuster** (Redis Lua, peak)", tb_peak, None))
     add(
         _hold_row(
@@ -170,7 +171,10 @@ def write_report(results: Results, out: Path) -> None:
     add("")
     add(
         "CPU is a share of one core over the run (the machine has two): the server's whole "
-        "process tree, and wrk's own use."
+        "process tree, and wrk's own use. *Server CPU per request* is the server's CPU time "
+        "divided by the requests it answered: the cost of one hold, less sensitive than the "
+        "rates to what else runs on the machine (the naive baseline's figure leaves out "
+        "PostgreSQL's own CPU)."
     )
     add("")
     add("**At about half of the peak rate** (wrk's `delay()` paces each connection):")
@@ -431,7 +435,13 @@ def write_report(results: Results, out: Path) -> None:
     add("")
 
     # -- wire
-    add("## Wire micro-benchmarks (pytest-benchmark, msgspec)")
+    add("## Micro-benchmarks (pytest-benchmark)")
+    add("")
+    add(
+        "`tests/benchmarks/test_wire_bench.py`: msgspec encoding and decoding of the hot wire "
+        "types (area 8). `tests/benchmarks/test_inventory_bench.py`: the inventory's Lua calls "
+        "on the real Redis Cluster, one round trip each (areas 1-2). Medians; nothing asserted."
+    )
     add("")
     wire = results.wire
     if not wire or "rows" not in wire:
