@@ -345,12 +345,15 @@ def hold_runs(
     """
     runs: dict[str, HttpRun] = {}
 
-    def once(duration: int, pace_ms: float, label: str, which: tuple[Path, Path]) -> HttpRun:
+    def once(
+        duration: int, pace_ms: float, label: str, which: tuple[Path, Path], connections: int = 0
+    ) -> HttpRun:
         tokens, seats = which
         reset()
         run = run_wrk(
             wrk, base, "holds.lua", [str(event_id), str(tokens), str(seats), f"{pace_ms:.3f}"],
-            connections=config.connections, duration_s=duration, server=server, target=name,
+            connections=connections or config.connections, duration_s=duration, server=server,
+            target=name,
         )  # fmt: skip
         run.pace_ms = pace_ms
         log(
@@ -360,6 +363,8 @@ def hold_runs(
         return run
 
     once(config.warmup_s, 0, "warm-up", files)
+    # One connection: a hold with nobody queued in front of it.
+    runs["single"] = once(max(2, config.duration_s // 3), 0, "one connection", files, 1)
     runs["peak"] = once(config.duration_s, 0, "peak", files)
     if paced and runs["peak"].ok_per_s() > 0:
         target = runs["peak"].ok_per_s() / 2

@@ -177,6 +177,20 @@ def write_report(results: Results, out: Path) -> None:
         "PostgreSQL's own CPU)."
     )
     add("")
+    add("**One connection** (`-c1`): the latency of a hold with nobody queued before it.")
+    add("")
+    add("| target | holds/s | p50 ms | p90 ms | p99 ms | server CPU per request |")
+    add("|---|---|---|---|---|---|")
+    for label, runs in (("TicketBuster", tb), ("naive baseline", naive), ("empty endpoint", empty)):
+        one = runs.get("single")
+        if one is None:
+            add(f"| {label} | not run | | | | |")
+            continue
+        add(
+            f"| {label} | {_n(one.ok_per_s())} | {one.p50_ms:.2f} | {one.p90_ms:.2f} | "
+            f"{one.p99_ms:.2f} | {1e6 * one.server_cpu_s / max(one.requests, 1):,.0f} µs |"
+        )
+    add("")
     add("**At about half of the peak rate** (wrk's `delay()` paces each connection):")
     add("")
     add("| target | offered (target) req/s | holds/s | p50 ms | p90 ms | p99 ms | max ms |")
