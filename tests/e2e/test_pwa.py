@@ -706,6 +706,48 @@ async def test_every_control_has_an_accessible_name(browser: Any, pwa_system: Sy
         assert p.console_errors() == []
 
 
+@pytest.fixture(scope="module")
+def short_hold_base_url(
+    settings: Settings, pg_dsn: str, pwa_events: dict[str, int], pwa_system: System
+) -> Iterator[str]:
+    """A second API whose holds last 12 s and warn 8 s before they end."""
+    test_settings = msgspec.structs.replace(
+        settings, database=msgspec.structs.replace(settings.database, url=pg_dsn)
+    )
+    port = free_port()
+    extra = {
+        "TB_HOLDS_TTL_S": "12",
+        "TB_LIVE_HOLD_WARNING_S": "8",
+        "TB_AUTH_ISSUER": f"http://127.0.0.1:{port}/dev-issuer",
+        "TB_API_CORS_ORIGINS": f"http://127.0.0.1:{port}",
+    }
+    with granian_server(
+        test_settings, pwa_system.artifacts / "api-short-holds.log", extra, port=port
+    ) as api:
+        yield api.base_url
+
+
+async def test_hold_warns_before_it_expires(
+    browser: Any, pwa_system: System, short_hold_base_url: str
+) -> None:
+    short = System(short_hold_base_url, pwa_system.event_ids, [], pwa_system.artifacts)
+    event_id = short.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    async with open_page(browser, short, "hold-expiry", PHONE) as p:
+        await login(p, new_buyer())
+        await p.page.goto(f"/#/events/{event_id}")
+        await p.page.wait_for_selector("#best-submit")
+        await p.page.select_option("#best-qty", "1")
+        await p.page.click("#best-submit")
+        await p.page.wait_for_url(re.compile(r"#/hold/"))
+        # The warning comes over the buyer's WebSocket channel (watch_hold).
+        await p.page.wait_for_selector(".toast.warn:has-text('vence pronto')", timeout=15000)
+        await p.shot("warning")
+        await p.page.wait_for_selector(".error-box:has-text('venció')", timeout=20000)
+        assert await p.page.locator("#buy").is_disabled()
+        await p.shot("expired")
+        assert p.console_errors() == []
+
+
 async def test_hold_extend_and_release(browser: Any, pwa_system: System) -> None:
     event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
     async with open_page(browser, pwa_system, "hold", PHONE) as p:
