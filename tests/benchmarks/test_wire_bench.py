@@ -16,7 +16,10 @@ from typing import Any
 import msgspec
 import pytest
 
+from api.holds.schemas import HoldRequest, HoldView, hold_view
 from core import live, orders
+from core.events import PriceCategory
+from core.holds import Hold
 
 pytestmark = pytest.mark.bench
 
@@ -41,6 +44,37 @@ def _order_placed(i: int = 0, n_seats: int = 4) -> orders.OrderPlaced:
         idempotency_key=str(uuid.UUID(int=10_000 + i)),
         fingerprint="sha256:" + "ab" * 32,
     )
+
+
+# -- HTTP: the hold, the hottest request of a sale -------------------------------------------
+
+
+def test_hold_request_decode(benchmark: Any) -> None:
+    decoder = msgspec.json.Decoder(HoldRequest)
+    body = b'{"seats":["101-C-14","101-C-15","101-C-16","101-C-17"]}'
+    request = benchmark(decoder.decode, body)
+    assert request.mode() == "seats" and request.seats == _seats(17)[13:]
+
+
+def test_hold_view_build_and_encode(benchmark: Any) -> None:
+    """The 201 body: price every seat from the catalog, then encode."""
+    encoder = msgspec.json.Encoder()
+    seats = _seats(4)
+    hold = Hold(
+        hold_id="h5.0.9f8a7b6c5d4e3f21",
+        event_id=5,
+        partition=0,
+        buyer="buyer-1",
+        seats=seats,
+        categories=dict.fromkeys(seats, "VIP"),
+        created_at=PLACED_AT,
+        expires_at=PLACED_AT + 600_000,
+        max_expires_at=PLACED_AT + 1_200_000,
+    )
+    prices = {"VIP": PriceCategory("VIP", "VIP", 70_000)}
+    raw = benchmark(lambda: encoder.encode(hold_view(hold, prices)))
+    view = msgspec.json.decode(raw, type=HoldView)
+    assert view.total_minor == 280_000 and [s.seat_id for s in view.seats] == seats
 
 
 # -- HTTP: the purchase requests and answers -----------------------------------------------
