@@ -17,8 +17,11 @@ clients timestamp every seat change they receive. Two delays per delivery:
 
 Reports p50 / p99 / max per N and the largest N with p99 under ``--target-ms``.
 Bounded: stops at ``--max-clients``, when p99 goes over the target twice in a row, or
-after ``--budget-s``. Loopback only; the clients run in this one process, so on a
-small machine they compete with the server for CPU (say so when you quote it).
+after ``--budget-s``. Loopback only. ``--sample`` clients (100) measure; the others
+are raw sockets that read and drop the bytes (and answer pings), so the load
+generator stays light while the server does the full work for every client. All of
+it runs in this one process: on a small machine it still competes with the server
+for CPU (say so when you quote it).
 Not a test: it asserts nothing.
 """
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import socket
@@ -68,17 +72,12 @@ class Probe:
 
 
 async def _client(url: str, probe: Probe, ready: asyncio.Event, sampled: bool) -> None:
-    """Receive until cancelled and answer pings. A sampled client also decodes every
-    frame and timestamps each seat change; the others only read (the load is the same
-    for the server, and the measuring process spends its CPU on the sample)."""
+    """Receive until cancelled and answer pings; decode every frame and timestamp each
+    seat change (a measuring client)."""
     async with websockets.connect(url, ping_interval=None, max_queue=None) as ws:
         ready.set()
         async for raw in ws:
             now = time.perf_counter()
-            if not sampled:
-                if raw[:15] in ('{"type":"ping"', b'{"type":"ping"'):
-                    await ws.send('{"type":"pong"}')
-                continue
             frame = _decode(raw)
             if frame.type == "ping":
                 await ws.send('{"type":"pong"}')
@@ -95,6 +94,41 @@ async def _client(url: str, probe: Probe, ready: asyncio.Event, sampled: bool) -
                     continue  # not this step's hold (an expiry, an earlier step)
                 probe.request_ms.append((now - sent) * 1000)
                 probe.delays_ms.append(wall_ms - int(change.version.partition("-")[0]))
+
+
+_PONG = b'{"type":"pong"}'
+
+
+def _masked_text_frame(payload: bytes) -> bytes:
+    """A client -> server text frame (clients must mask; RFC 6455 5.3)."""
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + body
+
+
+async def _load_client(host: str, port: int, path: str, ready: asyncio.Event) -> None:
+    """A non-measuring client at almost no CPU: the upgrade by hand, then raw reads that
+    are thrown away (the server does the same work as for any client). A ping's JSON is
+    visible in the raw bytes (server frames are not masked), so it is answered."""
+    reader, writer = await asyncio.open_connection(host, port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    if b" 101 " not in head.split(b"\r\n", 1)[0]:
+        raise RuntimeError(f"upgrade refused: {head[:80]!r}")
+    ready.set()
+    try:
+        while data := await reader.read(1 << 16):
+            if b'"type":"ping"' in data:
+                writer.write(_masked_text_frame(_PONG))
+    finally:
+        writer.close()
 
 
 async def _storm(
@@ -195,7 +229,9 @@ async def run(args: argparse.Namespace, base: str) -> list[dict[str, Any]]:
         (f"S{i // 1000}-R{(i // 50) % 20}-{i % 50 + 1}", "GENERAL") for i in range(total_seats)
     ]
     await inventory.load(event_id, 0, layout, {})
-    url = f"ws://{base}/api/v1/events/{event_id}/live"
+    path = f"/api/v1/events/{event_id}/live"
+    url = f"ws://{base}{path}"
+    host, _, port = base.rpartition(":")
 
     probe = Probe()
     samples = 0
@@ -212,7 +248,11 @@ async def run(args: argparse.Namespace, base: str) -> list[dict[str, Any]]:
             while len(tasks) < n:
                 ready = asyncio.Event()
                 sampled = len(tasks) < args.sample  # the first ones, in every step
-                tasks.append(asyncio.create_task(_client(url, probe, ready, sampled)))
+                if sampled:
+                    client = _client(url, probe, ready, sampled)
+                else:
+                    client = _load_client(host, int(port), path, ready)
+                tasks.append(asyncio.create_task(client))
                 samples += sampled
                 await asyncio.wait_for(ready.wait(), 10)
             probe.sent_at = {}
@@ -278,7 +318,10 @@ def main() -> None:
     parser.add_argument("--target-ms", type=float, default=250.0)
     parser.add_argument("--budget-s", type=float, default=240.0)
     parser.add_argument(
-        "--sample", type=int, default=100, help="how many clients measure (the first ones)"
+        "--sample",
+        type=int,
+        default=100,
+        help="how many clients measure (the first ones); the rest only read raw bytes",
     )
     args = parser.parse_args()
     for host in ((args.url or "127.0.0.1").rsplit(":", 1)[0],):
