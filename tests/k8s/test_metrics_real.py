@@ -324,6 +324,10 @@ def test_dashboard_queries_return_data(app_settings: Settings, tmp_path: Path) -
 
     from core.live import SUBPROTOCOL_JSON
 
+    # The reconciler exports the seat and oversold gauges each pass: make passes frequent.
+    app_settings = with_overrides(
+        app_settings, workers={"reconcile_interval_s": 1.0, "sweep_interval_s": 1.0}
+    )
     event_id, seats = asyncio.run(
         seed_small_event(app_settings.database.url, app_settings.redis.cluster_nodes)
     )
