@@ -566,9 +566,9 @@ def run() -> int:
         if subprocess.run([sys.executable, "-m", *step], env=env, check=False).returncode:  # noqa: S603
             raise ServiceError(f"python -m {' '.join(step)} failed")
     children: dict[str, subprocess.Popen[bytes]] = {}
-    for index, (name, module) in enumerate(SYSTEM):
-        child_env = {**env, "TB_WORKER_HTTP_PORT": str(9100 + index)}
-        children[name] = subprocess.Popen([sys.executable, "-m", module], env=child_env)  # noqa: S603
+    for name, module in SYSTEM:
+        # Each worker serves /healthz and /metrics on its own TB_WORKERS_<NAME>_PORT.
+        children[name] = subprocess.Popen([sys.executable, "-m", module], env=env)  # noqa: S603
     _log(
         f"TicketBuster is up on http://{env.get('TB_API_HOST', HOST)}:"
         f"{env.get('TB_API_PORT', '8000')} (Ctrl-C stops it)"
