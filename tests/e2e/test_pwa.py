@@ -740,7 +740,7 @@ async def test_hold_warns_before_it_expires(
         await p.page.click("#best-submit")
         await p.page.wait_for_url(re.compile(r"#/hold/"))
         # The warning comes over the buyer's WebSocket channel (watch_hold).
-        await p.page.wait_for_selector(".toast.warn:has-text('vence pronto')", timeout=15000)
+        await p.page.wait_for_selector(".toast.warn:has-text('Tu reserva vence en')", timeout=15000)
         await p.shot("warning")
         await p.page.wait_for_selector(".error-box:has-text('venció')", timeout=20000)
         assert await p.page.locator("#buy").is_disabled()

@@ -72,6 +72,7 @@ export default {
   'hold.title': 'Your hold',
   'hold.expiresIn': 'Your seats are held for',
   'hold.expired': 'The hold expired and the seats were released.',
+  'hold.warningIn': ({ s }) => `Your hold ends in ${s} s: buy now or ask for more time.`,
   'hold.extend': 'More time',
   'hold.extended': 'Hold extended.',
   'hold.release': 'Release seats',

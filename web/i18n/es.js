@@ -72,6 +72,7 @@ export default {
   'hold.title': 'Tu reserva',
   'hold.expiresIn': 'Tus asientos están apartados por',
   'hold.expired': 'La reserva venció y los asientos se liberaron.',
+  'hold.warningIn': ({ s }) => `Tu reserva vence en ${s} s: compra o pide más tiempo.`,
   'hold.extend': 'Más tiempo',
   'hold.extended': 'Reserva extendida.',
   'hold.release': 'Liberar asientos',

@@ -124,7 +124,7 @@ function onUserMessage(frame) {
   } else if (frame.type === 'hold_gone') {
     window.dispatchEvent(new CustomEvent('tb:hold-gone', { detail: frame }));
   } else if (frame.type === 'hold_expiring') {
-    toast(`${t('hold.warning')} (${Math.max(0, Math.round(frame.seconds_left))} s)`, 'warn', 8000);
+    toast(t('hold.warningIn', { s: Math.max(0, Math.round(frame.seconds_left)) }), 'warn', 8000);
     window.dispatchEvent(new CustomEvent('tb:hold-warning', { detail: frame }));
   }
 }
