@@ -55,6 +55,13 @@ export function render(main, [orderId]) {
     try {
       const order = await fetchOrder(orderId);
       if (disposed) return;
+      // What the API knows beats what this device remembered (or did not).
+      record = {
+        ...(record || {}),
+        seats: order.seats.map((x) => (typeof x === 'object' ? x.seat_id : x)),
+        total: order.total ?? record?.total,
+        currency: order.currency || record?.currency,
+      };
       if (order.status !== 'pending') await orderStatusChanged(orderId, order.status, order.reason);
       update(order.status, order.reason);
     } catch (err) {
