@@ -153,14 +153,14 @@ class DevIssuer:
         }
 
 
-def _new_private_jwk() -> dict[str, Any]:
+def new_private_jwk() -> dict[str, Any]:
     jwk: dict[str, Any] = OKPAlgorithm.to_jwk(Ed25519PrivateKey.generate(), as_dict=True)
     return jwk
 
 
 async def load_or_create_key(redis: RedisCluster | None) -> dict[str, Any]:
     """The shared dev signing key: Redis first (``SET NX``), else a git-ignored file."""
-    candidate = _new_private_jwk()
+    candidate = new_private_jwk()
     if redis is not None:
         try:
             await redis.set(REDIS_KEY, json.dumps(candidate), nx=True)
