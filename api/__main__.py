@@ -25,8 +25,14 @@ def _prepare_multiproc_dir(port: int, workers: int) -> None:
         directory = str(Path(".tb") / "prometheus" / f"api-{port}")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
     if directory:
-        shutil.rmtree(directory, ignore_errors=True)
-        Path(directory).mkdir(parents=True, exist_ok=True)
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        # Empty it, but keep the directory itself: in Kubernetes it is an emptyDir mount.
+        for entry in path.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
 
 
 # Granian's own lines (startup, workers, errors) as JSON too, like the app's.
