@@ -87,125 +87,89 @@ export function normalizeCategories(body) {
   return items.map((c) => (typeof c === 'string' ? { code: c } : { code: String(pick(c, 'code', 'category', 'name')), name: pick(c, 'name') }));
 }
 
+/** Price categories of a seat map, dearest first, each with its colour. */
+function orderedCategories(body, event, sectionsIn) {
+  const prices = new Map();
+  for (const p of event?.prices || []) prices.set(p.code, { ...p });
+  for (const p of pick(body, 'categories') || []) {
+    const code = String(pick(p, 'code', 'category'));
+    if (!prices.has(code)) {
+      prices.set(code, { code, name: String(pick(p, 'name') ?? code), price: priceMinor(pick(p, 'price_minor', 'price')), currency: pick(p, 'currency') || event?.currency || 'PEN' });
+    }
+  }
+  const used = new Set();
+  for (const sec of sectionsIn) for (const run of sec.rows || []) used.add(String(run.category));
+  for (const code of used) if (!prices.has(code)) prices.set(code, { code, name: code, price: undefined, currency: event?.currency || 'PEN' });
+  const list = [...prices.values()].filter((p) => used.has(p.code)).sort((a, b) => (b.price ?? 0) - (a.price ?? 0));
+  list.forEach((c, k) => { c.color = PALETTE[k % PALETTE.length]; c.idx = k; });
+  return list;
+}
+
 function naturalCompare(a, b) {
   return String(a).localeCompare(String(b), 'en', { numeric: true, sensitivity: 'base' });
 }
 
 /**
  * The seat map: parallel typed arrays so an 80,000-seat stadium stays cheap.
- * Accepts the compact forms the API may send:
- *  - {seats: [[id, cat, status], ...]} or {seats: [{id|seat_id, category, status}]}
- *  - {sections: [{section, category?, rows: [{row, seats: [number | {number, status}]}]}], statuses: {...}|string}
- *  - {ids: [...], categories: [...], statuses: "012.."|[...]} (column form)
+ * From the API's compact form (core/events.py SeatMap): sections of row runs,
+ * a run being {row, first, category, status} with one status letter per seat
+ * (`legend` maps letters to statuses). Seat ids are "<section>-<row>-<number>".
  */
 export class SeatMap {
   constructor(body, event) {
-    this.version = pick(body, 'version', 'stream_id') ?? null;
-    const flat = [];
-    const catTable = pick(body, 'category_codes', 'category_names');
-    const catOf = (c) => (typeof c === 'number' && Array.isArray(catTable) ? catTable[c] : c);
-    const statusTable = pick(body, 'status_codes', 'status_names');
-    const stOf = (s) => {
-      if (typeof s === 'number') return Array.isArray(statusTable) ? statusCode(statusTable[s]) : s;
-      if (typeof s === 'string' && s.length === 1 && /[0-3]/.test(s)) return Number(s);
-      if (typeof s === 'string' && s.length === 1) return { F: 0, H: 1, P: 2, S: 3, f: 0, h: 1, p: 2, s: 3 }[s] ?? 3;
-      return statusCode(s ?? 'free');
-    };
-    const statusMap = pick(body, 'statuses', 'status', 'live');
-    const statusFor = (id, i, own) => {
-      if (own !== undefined) return stOf(own);
-      if (statusMap && typeof statusMap === 'object' && !Array.isArray(statusMap)) return statusMap[id] !== undefined ? stOf(statusMap[id]) : 0;
-      if (typeof statusMap === 'string' || Array.isArray(statusMap)) return stOf(statusMap[i]);
-      return 0;
-    };
-    const seats = pick(body, 'seats', 'items');
-    const ids = pick(body, 'ids', 'seat_ids');
-    if (Array.isArray(ids)) {
-      const cats = pick(body, 'categories', 'seat_categories') || [];
-      ids.forEach((id, i) => flat.push([id, catOf(Array.isArray(cats) ? cats[i] : undefined), statusFor(id, i)]));
-    } else if (Array.isArray(seats)) {
-      seats.forEach((s, i) => {
-        if (Array.isArray(s)) flat.push([s[0], catOf(s[1]), statusFor(s[0], i, s[2])]);
-        else {
-          const id = pick(s, 'seat_id', 'id');
-          flat.push([id, catOf(pick(s, 'category', 'cat', 'c')), statusFor(id, i, pick(s, 'status', 'st', 's'))]);
-        }
-      });
-    } else {
-      // The API's form (core/events.py SeatMap): sections of row runs; a run is
-      // {row, first, category, status} with one status character per seat.
-      const legend = pick(body, 'legend') || {};
-      this.sectionNames = new Map();
-      for (const sec of pick(body, 'sections') || []) {
-        const code = String(pick(sec, 'code', 'section', 'id'));
-        this.sectionNames.set(code, String(pick(sec, 'name') ?? code));
-        for (const run of pick(sec, 'rows') || []) {
-          const row = String(pick(run, 'row', 'label'));
-          const first = Number(pick(run, 'first') ?? 1);
-          const cat = catOf(pick(run, 'category'));
-          const chars = String(pick(run, 'status') || '');
-          for (let k = 0; k < chars.length; k += 1) {
-            const ch = chars[k];
-            flat.push([`${code}-${row}-${first + k}`, cat, legend[ch] ? statusCode(legend[ch]) : stOf(ch)]);
-          }
-        }
-      }
-    }
-    this._build(flat, body, event);
-  }
-
-  _build(flat, body, event) {
-    const n = flat.length;
+    this.version = pick(body, 'version') ?? null;
+    const legend = pick(body, 'legend') || {};
+    const letter = {};
+    for (const [ch, name] of Object.entries(legend)) letter[ch] = statusCode(name);
+    for (const [ch, code] of Object.entries({ f: 0, h: 1, p: 2, s: 3 })) if (letter[ch] === undefined) letter[ch] = code;
+    const sectionsIn = pick(body, 'sections') || [];
+    let n = 0;
+    for (const sec of sectionsIn) for (const run of sec.rows || []) n += String(run.status || '').length;
     this.count = n;
-    this.ids = new Array(n);
-    this.index = new Map();
+    this._ids = null; // built on first use (see get ids / get index)
+    this._index = null;
     this.status = new Uint8Array(n);
     this.cat = new Uint8Array(n);
     this.number = new Int32Array(n);
     this.sectionOf = new Int32Array(n);
     this.rowLabel = new Array(n);
-    // Categories: prices from the event (or from the seats body), ordered by price.
-    const listed = pick(body, 'categories', 'prices');
-    const bodyCats = Array.isArray(listed) && listed.length && typeof listed[0] === 'object' ? listed : null;
-    const prices = new Map();
-    for (const p of event?.prices || []) prices.set(p.code, p);
-    for (const p of bodyCats || []) {
-      const code = String(pick(p, 'category', 'code', 'name'));
-      if (!prices.has(code)) prices.set(code, { code, name: code, price: priceMinor(pick(p, 'price', 'price_minor', 'amount')), currency: pick(p, 'currency') || event?.currency || 'PEN' });
-    }
-    const seen = new Set(flat.map((f) => String(f[1] ?? 'GENERAL')));
-    for (const code of seen) if (!prices.has(code)) prices.set(code, { code, name: code, price: undefined, currency: event?.currency || 'PEN' });
-    this.categories = [...prices.values()].filter((p) => seen.has(p.code)).sort((a, b) => (b.price ?? 0) - (a.price ?? 0));
-    this.categories.forEach((c, i) => { c.color = c.color || PALETTE[i % PALETTE.length]; c.idx = i; });
-    const catIdx = new Map(this.categories.map((c, i) => [c.code, i]));
-    // Sections and rows.
-    const secIdx = new Map();
-    this.sections = [];
-    for (let i = 0; i < n; i += 1) {
-      const [id, cat, st] = flat[i];
-      const p = parseSeatId(id);
-      this.ids[i] = String(id);
-      this.index.set(String(id), i);
-      this.status[i] = st;
-      this.cat[i] = catIdx.get(String(cat ?? 'GENERAL')) ?? 0;
-      this.number[i] = p.number;
-      this.rowLabel[i] = p.row;
-      let s = secIdx.get(p.section);
-      if (s === undefined) {
-        s = this.sections.length;
-        secIdx.set(p.section, s);
-        this.sections.push({ name: p.section, label: this.sectionNames?.get(p.section) || p.section, index: s, seats: [], rowsByLabel: new Map(), free: 0, total: 0, catCount: new Map() });
+    this.categories = orderedCategories(body, event, sectionsIn);
+    const catIdx = new Map(this.categories.map((c, k) => [c.code, k]));
+    const sections = [];
+    const byCode = new Map();
+    let i = 0;
+    for (const secIn of sectionsIn) {
+      const code = String(pick(secIn, 'code', 'section'));
+      let sec = byCode.get(code);
+      if (!sec) {
+        sec = { name: code, label: String(pick(secIn, 'name') ?? code), seats: [], rowsByLabel: new Map(), free: 0, total: 0, catCount: new Map() };
+        byCode.set(code, sec);
+        sections.push(sec);
       }
-      const sec = this.sections[s];
-      this.sectionOf[i] = s;
-      sec.seats.push(i);
-      sec.total += 1;
-      if (st === 0) sec.free += 1;
-      sec.catCount.set(this.cat[i], (sec.catCount.get(this.cat[i]) || 0) + 1);
-      if (!sec.rowsByLabel.has(p.row)) sec.rowsByLabel.set(p.row, []);
-      sec.rowsByLabel.get(p.row).push(i);
+      for (const run of secIn.rows || []) {
+        const row = String(run.row);
+        const first = Number(run.first ?? 1);
+        const c = catIdx.get(String(run.category)) ?? 0;
+        const chars = String(run.status || '');
+        if (!sec.rowsByLabel.has(row)) sec.rowsByLabel.set(row, []);
+        const rowSeats = sec.rowsByLabel.get(row);
+        let free = 0;
+        for (let k = 0; k < chars.length; k += 1, i += 1) {
+          const st = letter[chars[k]] ?? 3;
+          this.status[i] = st;
+          this.cat[i] = c;
+          this.number[i] = first + k;
+          this.rowLabel[i] = row;
+          sec.seats.push(i);
+          rowSeats.push(i);
+          if (st === 0) free += 1;
+        }
+        sec.free += free;
+        sec.total += chars.length;
+        sec.catCount.set(c, (sec.catCount.get(c) || 0) + chars.length);
+      }
     }
-    for (const sec of this.sections) {
+    for (const sec of sections) {
       sec.rows = [...sec.rowsByLabel.entries()]
         .sort((a, b) => naturalCompare(a[0], b[0]))
         .map(([label, seats]) => ({ label, seats: seats.sort((a, b) => this.number[a] - this.number[b]) }));
@@ -216,15 +180,38 @@ export class SeatMap {
       sec.cat = best;
       let minN = Infinity;
       let maxN = -Infinity;
-      for (const i of sec.seats) { minN = Math.min(minN, this.number[i]); maxN = Math.max(maxN, this.number[i]); }
-      sec.minNumber = minN;
-      sec.width = maxN - minN + 1;
+      for (const k of sec.seats) { minN = Math.min(minN, this.number[k]); maxN = Math.max(maxN, this.number[k]); }
+      sec.minNumber = sec.seats.length ? minN : 1;
+      sec.width = sec.seats.length ? maxN - minN + 1 : 0;
     }
-    this.sections.sort((a, b) => a.cat - b.cat || naturalCompare(a.name, b.name));
-    this.sections.forEach((sec, k) => {
-      for (const i of sec.seats) this.sectionOf[i] = k;
+    // Dearest zone first, then sections in natural order.
+    sections.sort((a, b) => a.cat - b.cat || naturalCompare(a.name, b.name));
+    sections.forEach((sec, k) => {
       sec.index = k;
+      for (const s of sec.seats) this.sectionOf[s] = k;
     });
+    this.sections = sections;
+  }
+
+  /** Seat ids by index, made on first use: the overview needs none of them. */
+  get ids() {
+    if (!this._ids) {
+      const ids = new Array(this.count);
+      for (let i = 0; i < this.count; i += 1) ids[i] = `${this.sections[this.sectionOf[i]].name}-${this.rowLabel[i]}-${this.number[i]}`;
+      this._ids = ids;
+    }
+    return this._ids;
+  }
+
+  /** Seat id -> index, made on first use (the first live delta or pick). */
+  get index() {
+    if (!this._index) {
+      const ids = this.ids;
+      const index = new Map();
+      for (let i = 0; i < this.count; i += 1) index.set(ids[i], i);
+      this._index = index;
+    }
+    return this._index;
   }
 
   category(i) {
