@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -116,9 +117,38 @@ def exposition_names(text: str) -> set[str]:
     return names
 
 
+async def _admin(url: str, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(urlunsplit(urlsplit(url)._replace(path="/postgres")))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="module")
-def app_settings(settings: Settings, pg_dsn: str) -> Settings:
-    return with_overrides(settings, database={"url": pg_dsn})
+def app_settings(settings: Settings) -> Iterator[Settings]:
+    """The session's servers, but a database and topic prefix of this module's own.
+
+    The workers here (the reconciler above all) act on every event in their database
+    and every message on their topics; their own keep them off other tests' state.
+    """
+    from migrations.runner import migrate
+
+    tag = secrets.token_hex(3)
+    base = settings.database.url
+    dsn = urlunsplit(urlsplit(base)._replace(path=f"/tb_k8s_{tag}"))
+    asyncio.run(_admin(base, f'CREATE DATABASE "tb_k8s_{tag}"'))
+    try:
+        asyncio.run(migrate(dsn))
+        yield with_overrides(
+            settings,
+            database={"url": dsn},
+            kafka={"topic_prefix": f"{settings.kafka.topic_prefix}k8s{tag}."},
+        )
+    finally:
+        asyncio.run(_admin(base, f'DROP DATABASE IF EXISTS "tb_k8s_{tag}" WITH (FORCE)'))
 
 
 def test_every_dashboard_and_alert_metric_is_exported(
@@ -254,6 +284,17 @@ async def seed_small_event(dsn: str, redis_nodes: str) -> tuple[int, list[str]]:
     return event_id, [r["seat_id"] for r in rows]
 
 
+async def drop_small_event(redis_nodes: str, event_id: int) -> None:
+    from tests.integration.catalog_seed import cluster_client, drop_inventory
+
+    client = cluster_client(redis_nodes)
+    await client.initialize()
+    try:
+        await drop_inventory(client, [event_id])
+    finally:
+        await client.aclose()
+
+
 def buy_flow(base_url: str, event_id: int, seats: list[str]) -> list[str]:
     """A tiny on-sale: holds (won and lost), an order, a check-in, a live seat map.
 
@@ -334,6 +375,9 @@ def test_dashboard_queries_return_data(app_settings: Settings, tmp_path: Path) -
     multiproc = tmp_path / "prometheus-api"
     multiproc.mkdir()
     with contextlib.ExitStack() as stack:
+        stack.callback(
+            lambda: asyncio.run(drop_small_event(app_settings.redis.cluster_nodes, event_id))
+        )
         api = stack.enter_context(
             granian_server(
                 app_settings, tmp_path / "api.log", {"PROMETHEUS_MULTIPROC_DIR": str(multiproc)}
