@@ -8,6 +8,7 @@ loaded into the Redis Cluster), dropped afterwards.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections import Counter
 from collections.abc import Iterator
@@ -39,7 +40,7 @@ from tests.integration.api_servers import (
 
 pytestmark = pytest.mark.slow
 
-MAX_EXAMPLES = 30
+MAX_EXAMPLES = int(os.environ.get("TB_FUZZ_EXAMPLES", "30"))  # more: a deeper search
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
