@@ -370,3 +370,22 @@ def test_keda_consumer_groups_are_the_workers_groups(
         assert group is not None, f"workers.{worker} has no GROUP constant to check KEDA against"
         for trigger in so["spec"]["triggers"]:
             assert trigger["metadata"]["consumerGroup"] == f"{prefix}{group}", worker
+
+
+def test_database_bootstrap_creates_the_migrations_extensions(
+    rendered: dict[str, list[Doc]],
+) -> None:
+    """The app user owns its database but is no superuser: extensions come from bootstrap."""
+    wanted = {
+        name.lower()
+        for sql in sorted((ROOT / "migrations").glob("*.sql"))
+        for name in re.findall(r"CREATE EXTENSION IF NOT EXISTS (\w+)", sql.read_text(), re.I)
+    }
+    for overlay in OVERLAYS:
+        initdb = named(rendered[overlay], "Cluster", "tb-pg")["spec"]["bootstrap"]["initdb"]
+        created = {
+            m.lower()
+            for stmt in initdb.get("postInitApplicationSQL", [])
+            for m in re.findall(r"CREATE EXTENSION IF NOT EXISTS (\w+)", stmt, re.I)
+        }
+        assert wanted <= created, wanted - created
