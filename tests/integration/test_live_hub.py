@@ -245,3 +245,24 @@ async def test_frames_wait_while_most_clients_are_still_sending_the_last_one(
     assert len(queued) <= 4
     for outbox in stuck:
         hub.leave_event(room, outbox)
+
+
+async def test_a_connect_storm_opens_one_room_with_one_tailer(
+    hub: LiveHub, redis_cluster: Any
+) -> None:
+    event_id = fresh_event_id()
+    hub.known.add(event_id)  # type: ignore[attr-defined]
+    await _xadd(redis_cluster, event_id, "H-1-1", "held")
+    tailers_before = hub._tailers
+    outboxes = [Outbox(16) for _ in range(300)]
+    joined = await asyncio.gather(*(hub.join_event(event_id, o) for o in outboxes))
+    rooms = {id(room) for room, _ in joined}
+    assert len(rooms) == 1 and len({tuple(v) for _, v in joined}) == 1
+    assert hub._tailers == tailers_before + 1
+    last = await _xadd(redis_cluster, event_id, "H-1-2", "sold")
+    for outbox in outboxes[::50]:
+        (batch,) = await _drain(outbox, last)
+        assert [c.status for c in batch.changes] == ["sold"]
+    room = joined[0][0]
+    for outbox in outboxes:
+        hub.leave_event(room, outbox)
