@@ -389,3 +389,18 @@ def test_database_bootstrap_creates_the_migrations_extensions(
             for m in re.findall(r"CREATE EXTENSION IF NOT EXISTS (\w+)", stmt, re.I)
         }
         assert wanted <= created, wanted - created
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migrate_step_applies_alone(rendered: dict[str, list[Doc]], overlay: str) -> None:
+    """`kubectl apply -l ticketbuster.dev/release-step=migrate` gets the Job and its settings."""
+    step = [
+        d
+        for d in rendered[overlay]
+        if d["metadata"].get("labels", {}).get("ticketbuster.dev/release-step") == "migrate"
+    ]
+    assert sorted(d["kind"] for d in step) == ["ConfigMap", "Job"]
+    config = next(d for d in step if d["kind"] == "ConfigMap")
+    job = next(d for d in step if d["kind"] == "Job")
+    (c,) = pod_spec(job)["containers"]
+    assert c["envFrom"][0]["configMapRef"]["name"] == config["metadata"]["name"]
