@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1478,6 +1478,18 @@ def run_persister(
     return figures
 
 
+@contextlib.contextmanager
+def step(results: Results, name: str) -> Iterator[None]:
+    """Run one step; if it fails, say why in the report and go on with the next."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc).strip()
+        reason = f"{type(exc).__name__}: {text.splitlines()[-1][:300] if text else ''}"
+        results.skipped[name] = reason
+        log(f"step {name} failed: {reason}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, a small sell-out")
@@ -1557,74 +1569,87 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         if wrk and config.wants("empty"):
-            proc, base = start_server(
-                "framework-ceiling", "loadtest.framework_ceiling:create_app", env, logdir
-            )
-            try:
-                results.holds["empty"] = hold_runs(
-                    wrk, config, "empty endpoint", base, proc, hold_event, files,
-                    lambda: None, paced=False,
-                )  # fmt: skip
-            finally:
-                proc.stop()
+            with step(results, "empty"):
+                proc, base = start_server(
+                    "framework-ceiling", "loadtest.framework_ceiling:create_app", env, logdir
+                )
+                try:
+                    results.holds["empty"] = hold_runs(
+                        wrk, config, "empty endpoint", base, proc, hold_event, files,
+                        lambda: None, paced=False,
+                    )  # fmt: skip
+                finally:
+                    proc.stop()
 
         if wrk and config.wants("naive"):
-            from loadtest.naive_baseline import prepare_event
+            with step(results, "naive"):
+                from loadtest.naive_baseline import prepare_event
 
-            def reset_naive() -> None:
-                asyncio.run(prepare_event(dsn, hold_event, hold_seats))
+                def reset_naive() -> None:
+                    asyncio.run(prepare_event(dsn, hold_event, hold_seats))
 
-            reset_naive()
-            naive_env = {**env, "TB_NAIVE_JWK": json.dumps(public_jwk)}
-            proc, base = start_server(
-                "naive-baseline", "loadtest.naive_baseline:create_app", naive_env, logdir
-            )
-            try:
-                results.holds["naive"] = hold_runs(
-                    wrk, config, "naive baseline", base, proc, hold_event, files, reset_naive,
-                    paced=True, hot=hot,
-                )  # fmt: skip
-            finally:
-                proc.stop()
+                reset_naive()
+                naive_env = {**env, "TB_NAIVE_JWK": json.dumps(public_jwk)}
+                proc, base = start_server(
+                    "naive-baseline", "loadtest.naive_baseline:create_app", naive_env, logdir
+                )
+                try:
+                    results.holds["naive"] = hold_runs(
+                        wrk, config, "naive baseline", base, proc, hold_event, files,
+                        reset_naive, paced=True, hot=hot,
+                    )  # fmt: skip
+                finally:
+                    proc.stop()
 
         need_api = {"ticketbuster", "profile", "sellout", "ws"}
         if wrk and (not config.only or config.only & need_api):
-            api, base = start_api(env, logdir)
-            try:
+            with step(results, "api"):
+                api, base = start_api(env, logdir)
+                try:
 
-                def reset_tb() -> None:
-                    asyncio.run(reset_inventory(settings, hold_event, hold_seats))
+                    def reset_tb() -> None:
+                        asyncio.run(reset_inventory(settings, hold_event, hold_seats))
 
-                if config.wants("ticketbuster"):
-                    results.holds["ticketbuster"] = hold_runs(
-                        wrk, config, "TicketBuster", base, api, hold_event, files, reset_tb,
-                        paced=True, returning=returning, hot=hot,
-                    )  # fmt: skip
-                if config.wants("profile"):
-                    reset_tb()
-                    results.profile = profile_hold_path(wrk, config, base, api, hold_event, files)
-                if config.wants("sellout"):
-                    results.sellout = run_sellout(
-                        wrk, config, env, settings, events, api, base, sellout_tokens
-                    )
-                if config.wants("ws"):
-                    results.ws = ws_latency(config, base, env)
-                    log(f"ws latency: {results.ws.get('largest_n', results.ws)}")
-            finally:
-                api.stop()
+                    if config.wants("ticketbuster"):
+                        with step(results, "ticketbuster"):
+                            results.holds["ticketbuster"] = hold_runs(
+                                wrk, config, "TicketBuster", base, api, hold_event, files,
+                                reset_tb, paced=True, returning=returning, hot=hot,
+                            )  # fmt: skip
+                    if config.wants("profile"):
+                        with step(results, "profile"):
+                            reset_tb()
+                            results.profile = profile_hold_path(
+                                wrk, config, base, api, hold_event, files
+                            )
+                    if config.wants("sellout"):
+                        with step(results, "sellout"):
+                            results.sellout = run_sellout(
+                                wrk, config, env, settings, events, api, base, sellout_tokens
+                            )
+                    if config.wants("ws"):
+                        with step(results, "ws"):
+                            results.ws = ws_latency(config, base, env)
+                            log(f"ws latency: {results.ws.get('largest_n', results.ws)}")
+                finally:
+                    api.stop()
 
         if config.wants("persister"):
-            results.persister = run_persister(config, env, settings, events)
+            with step(results, "persister"):
+                results.persister = run_persister(config, env, settings, events)
         if config.wants("redis"):
-            results.redis = redis_ceiling(config)
-            r = results.redis
-            log(f"redis ceiling: {r.rps:,.0f} EVALSHA/s, {r.ok_fraction:.0%} held")
+            with step(results, "redis"):
+                results.redis = redis_ceiling(config)
+                r = results.redis
+                log(f"redis ceiling: {r.rps:,.0f} EVALSHA/s, {r.ok_fraction:.0%} held")
         if config.wants("postgres"):
-            results.postgres = pg_ceiling(config, dsn)
-            r = results.postgres
-            log(f"postgres ceiling: {r.rps:,.0f} hold tx/s, {r.ok_fraction:.0%} held")
+            with step(results, "postgres"):
+                results.postgres = pg_ceiling(config, dsn)
+                r = results.postgres
+                log(f"postgres ceiling: {r.rps:,.0f} hold tx/s, {r.ok_fraction:.0%} held")
         if config.wants("wire"):
-            results.wire = wire_benchmarks(config)
+            with step(results, "wire"):
+                results.wire = wire_benchmarks(config)
     finally:
         log("cleaning up: bench inventory, topics" + ("" if config.keep else ", database"))
         with contextlib.suppress(Exception):

@@ -93,7 +93,9 @@ def write_report(results: Results, out: Path) -> None:
     add("")
     for note in results.notes:
         add(f"> {note}")
-    if results.notes:
+    for name, reason in results.skipped.items():
+        add(f"> Step `{name}` failed in this run and has no figures: {reason}")
+    if results.notes or results.skipped:
         add("")
 
     # -- targets
