@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -195,7 +196,9 @@ ONLY_ON_FAILURE = re.compile(r'status_code=~"5\.\.(\|429)?"')
 class PrometheusServer:
     """Debian's ``prometheus`` on a free loopback port, scraping the given targets every second."""
 
-    def __init__(self, targets: dict[str, str], workdir: Path) -> None:
+    def __init__(
+        self, targets: dict[str, str], workdir: Path, rules: list[dict[str, Any]] | None = None
+    ) -> None:
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus not found: run .ci/install-tools.sh")
@@ -212,6 +215,11 @@ class PrometheusServer:
                 for name, target in targets.items()
             ],
         }
+        if rules:
+            # Every group evaluated each second, so a short test sees the rules' results.
+            groups = [{**group, "interval": "1s"} for group in rules]
+            (workdir / "rules.yml").write_text(json.dumps({"groups": groups}))
+            config["rule_files"] = [str(workdir / "rules.yml")]
         (workdir / "prometheus.yml").write_text(json.dumps(config))
         self.log_path = workdir / "prometheus.log"
         self._log = self.log_path.open("wb")
@@ -386,7 +394,7 @@ def test_dashboard_queries_return_data(app_settings: Settings, tmp_path: Path) -
         workers = stack.enter_context(running_workers(app_settings, tmp_path))
         targets = {"api": f"127.0.0.1:{api.port}"}
         targets |= {w.name: f"127.0.0.1:{w.port}" for w in workers}
-        prometheus = PrometheusServer(targets, tmp_path)
+        prometheus = PrometheusServer(targets, tmp_path, promql.rule_groups())
         stack.callback(prometheus.stop)
         prometheus.wait_ready()
 
@@ -406,6 +414,12 @@ def test_dashboard_queries_return_data(app_settings: Settings, tmp_path: Path) -
                 query = ONLY_ON_FAILURE.sub("", query).replace(", }", "}")
             if not prometheus.query(query):
                 empty[where] = query
+        for record in sorted(promql.recorded_names()):
+            if "errors" not in record and not prometheus.query(record):
+                empty[f"recording rule {record}"] = record
+        # A healthy sale trips no alert (TicketBusterOversold has no `for`: it would).
+        firing = prometheus.query('ALERTS{alertstate="firing"}')
+    assert not firing, firing
     assert not empty, (
         "dashboard queries with no data after a short sale:\n"
         + "\n".join(f"  {w}: {q}" for w, q in sorted(empty.items()))
