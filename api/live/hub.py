@@ -5,7 +5,7 @@ partition of that event. A tailer loops on ``XREAD BLOCK`` on the partition's ch
 stream, on a Redis client of its own (a blocked read holds a connection for up to
 ``block_ms``; a separate pool means the inventory's commands never wait behind it).
 Changes are coalesced per partition: the first change after a quiet spell goes out at
-once, later ones at most every ``coalesce_ms`` (longer, up to three windows, while
+once, later ones at most every ``coalesce_ms`` (longer, up to five windows, while
 half the room is still sending the previous frame). Each coalesced frame is encoded
 once and the same bytes are queued to every subscriber.
 
@@ -95,7 +95,7 @@ _USER_PIPELINE_CHUNK: Final = 256
 # Adaptive coalescing: while the previous frame is still being sent, look again after
 # this long, for at most this many coalescing windows after the previous frame.
 _BUSY_RETRY_S: Final = 0.02
-_MAX_WINDOWS: Final = 3
+_MAX_WINDOWS: Final = 5
 
 
 class UnknownEvent(Exception):
