@@ -103,7 +103,7 @@ def valid_subject(sub: str) -> bool:
 # -- the change stream ----------------------------------------------------------------------
 
 
-class SeatChange(msgspec.Struct, frozen=True, array_like=False):
+class SeatChange(msgspec.Struct, frozen=True):
     """One entry of a partition's change stream, as the public sees it.
 
     Hold and order ids are in the stream but never on the public channel: a
