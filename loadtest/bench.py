@@ -158,14 +158,16 @@ def ensure_wrk() -> str | None:
 class Proc:
     """A server this harness started: its own process group, stopped by its pid."""
 
-    def __init__(self, name: str, cmd: list[str], env: dict[str, str], logdir: Path) -> None:
+    def __init__(
+        self, name: str, cmd: list[str], env: dict[str, str], logdir: Path, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.cmd = cmd
         logdir.mkdir(parents=True, exist_ok=True)
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(
-            cmd, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
         self.ps = psutil.Process(self.popen.pid)
