@@ -84,6 +84,23 @@ def write_report(results: Results, out: Path) -> None:
         "by hand except the section *Reading the figures*, which `make bench` keeps."
     )
     add("")
+    add("## How to run")
+    add("")
+    add("```")
+    add("make bench                                   # uv run python -m loadtest.bench: all of it")
+    add("uv run python -m loadtest.bench --quick      # short runs, an 8,000-seat sell-out")
+    add("uv run python -m loadtest.bench --only sellout,persister   # some steps, file untouched")
+    add("make loadtest                                # locust flash sale against make dev")
+    add("uv run python -m loadtest.hold_path_ab CLONE # CPU per hold: this tree vs a patched clone")
+    add("```")
+    add("")
+    add(
+        "The harness needs `wrk` (installed with apt when run as root), `redis-server` / "
+        "`redis-benchmark` and `pgbench` (with the servers), and `py-spy` (a dev dependency). "
+        "It works in its own database (`<db>_bench`, dropped at the end), under event ids far "
+        "above the dev ones, with its own Kafka topic prefix, and stops by itself."
+    )
+    add("")
     add("## Machine")
     add("")
     add("| | |")
