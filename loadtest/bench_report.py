@@ -57,7 +57,7 @@ def _hold_row(label: str, run: HttpRun | None, ref: float | None, ok: str = "201
     return (
         f"| {label} | {_n(run.ok_per_s(ok))}{odd} | {_n(run.rps)} | {run.p50_ms:.2f} | "
         f"{run.p99_ms:.2f} | {run.server_cpu_pct:.0f}% | {per_request:,.0f} µs | "
-        f"{run.generator_cpu_pct:.0f}% | {_ratio(ref, run.ok_per_s(ok)) if ref else '—'} |"
+        f"{run.generator_cpu_pct:.0f}% | {_ratio(ref, run.ok_per_s(ok), 2) if ref else '—'} |"
     )
 
 
