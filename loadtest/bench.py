@@ -132,26 +132,23 @@ def children_cpu_s() -> float:
 
 
 def ensure_wrk() -> str | None:
-    """wrk from Debian; installed with apt when we are root and it is missing."""
+    """wrk from Debian; installed with apt when we are root and it is missing.
+
+    Tries the install first with the package lists as they are, then once more after
+    ``apt-get update``. Idempotent: nothing happens when wrk is there.
+    """
     found = shutil.which("wrk")
-    if found:
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
         return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
-        log("wrk is missing: apt-get install -y wrk")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "install", "-y", "-qq", "wrk"], ["apt-get", "update", "-qq"]):
+    log("wrk is missing: apt-get install -y wrk")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "wrk"]
+    for before in ([], [["apt-get", "update", "-qq"]]):
+        for cmd in [*before, install]:
             subprocess.run(cmd, env=env, capture_output=True, timeout=300, check=False)
-            if cmd[1] == "update":
-                subprocess.run(
-                    ["apt-get", "install", "-y", "-qq", "wrk"],
-                    env=env,
-                    capture_output=True,
-                    timeout=300,
-                    check=False,
-                )
-            found = shutil.which("wrk")
-            if found:
-                return found
+        found = shutil.which("wrk")
+        if found:
+            return found
     return None
 
 
