@@ -324,7 +324,14 @@ def write_report(results: Results, out: Path) -> None:
         )
         add("| | |")
         add("|---|---|")
-        add(f"| time to sell out (first hold to last 202) | {sell.sold_out_s:.1f} s |")
+        left = sell.redis_counts.get("free", 0) + sell.redis_counts.get("held", 0)
+        if left:
+            add(
+                f"| time to sell out | not sold out: {left:,} seats left after "
+                f"{sell.sold_out_s:.1f} s (the run's cap) |"
+            )
+        else:
+            add(f"| time to sell out (first hold to last 202) | {sell.sold_out_s:.1f} s |")
         add(
             f"| time until every ticket is in PostgreSQL | "
             f"{_n(sell.in_postgres_s, 1)} s{'' if sell.in_postgres_s else ' (not reached)'} |"
