@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import gc
 import os
 import socket
 import subprocess
@@ -261,11 +262,15 @@ async def run(args: argparse.Namespace, base: str) -> list[dict[str, Any]]:
             await asyncio.sleep(0.5)  # let hellos and connection setup settle
             seats = [layout[i][0] for i in range(seat_cursor, seat_cursor + per_step)]
             seat_cursor += per_step
+            gc.collect()
+            gc.freeze()  # the load generator's own GC pauses must not look like delivery lag
+            gc.disable()
             probe.recording = True
             t0 = time.perf_counter()
             held = await _storm(inventory, event_id, seats, args.rate, probe)
             await asyncio.sleep(args.drain_s)
             probe.recording = False
+            gc.enable()
             elapsed = time.perf_counter() - t0
             delays = probe.delays_ms
             expected = held * samples
