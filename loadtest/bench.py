@@ -1323,20 +1323,11 @@ def start_api(
     return proc, base
 
 
-# Tansu holds a new member's JoinGroup for ~6 s; with the default 5 s request timeout
-# the worker's consumer never joins its group (seen here; reported to area 4).
-PERSISTER_KAFKA_TIMEOUT_S = "30"
-
-
 def start_persister(env: dict[str, str], logdir: Path) -> Proc:
     proc = Proc(
         "persister",
         [sys.executable, "-m", "workers.persister"],
-        {
-            **env,
-            "TB_WORKERS_PERSISTER_PORT": str(free_port()),
-            "TB_KAFKA_REQUEST_TIMEOUT_S": PERSISTER_KAFKA_TIMEOUT_S,
-        },
+        {**env, "TB_WORKERS_PERSISTER_PORT": str(free_port())},
         logdir,
     )
     return proc
