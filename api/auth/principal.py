@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -63,13 +63,15 @@ async def provide_optional_principal(scope: Scope) -> Principal | None:
     return principal_from_scope(scope)
 
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+# Guards are coroutines: Litestar runs a plain-function guard in a worker thread on every
+# request (sync_to_thread), a thread hop these checks (no I/O) do not need.
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def requires_auth() -> Guard:
     """Guard: any valid token (401 otherwise)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         require_principal(connection.scope)
 
     return guard
@@ -78,7 +80,7 @@ def requires_auth() -> Guard:
 def requires_role(*roles: str) -> Guard:
     """Guard: the caller has one of ``roles`` (401 without a token, 403 without the role)."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = require_principal(connection.scope)
         if not principal.has_role(*roles):
             raise Forbidden(f"This operation needs the role {' or '.join(roles)}.")
@@ -89,7 +91,7 @@ def requires_role(*roles: str) -> Guard:
 def requires_scope(*scopes: str) -> Guard:
     """Guard: the caller's token carries at least one of ``scopes``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = require_principal(connection.scope)
         if not principal.has_scope(*scopes):
             raise Forbidden(f"This operation needs the scope {' or '.join(scopes)}.")
@@ -100,7 +102,7 @@ def requires_scope(*scopes: str) -> Guard:
 def requires_role_or_scope(roles: tuple[str, ...], scopes: tuple[str, ...]) -> Guard:
     """Guard: a person with one of ``roles`` or a partner client with one of ``scopes``."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = require_principal(connection.scope)
         if not (principal.has_role(*roles) or principal.has_scope(*scopes)):
             raise Forbidden(
