@@ -76,6 +76,7 @@ class SaleState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._event_lock = threading.Lock()
         self.event_id: int | None = None
         self.categories: list[str] = []
         self._groups: dict[int, list[list[str]]] = {}
@@ -83,6 +84,12 @@ class SaleState:
         self._looked_at = 0.0
 
     def event(self, user: FastHttpUser) -> int:
+        if self.event_id is not None:
+            return self.event_id
+        with self._event_lock:  # one lookup per process, not one per user
+            return self._find_event(user)
+
+    def _find_event(self, user: FastHttpUser) -> int:
         if self.event_id is None:
             configured = os.environ.get("TB_LOADTEST_EVENT_ID")
             if configured:
