@@ -342,6 +342,14 @@ async def open_page(
     page.on("pageerror", lambda exc: wrapped.errors.append(f"pageerror: {exc}"))
     try:
         yield wrapped
+    except BaseException:
+        # What the page looked like when the test gave up, and what it said.
+        with contextlib.suppress(Exception):
+            await wrapped.shot("FAILED", full_page=True)
+        with contextlib.suppress(Exception):
+            toasts = await page.locator("#toasts").inner_text()
+            print(f"{name}: url={page.url} toasts={toasts!r} console={wrapped.errors!r}")
+        raise
     finally:
         await context.close()
 
@@ -406,6 +414,19 @@ async def hold_selected(p: Page) -> str:
         "() => /\\d+:\\d\\d/.test(document.querySelector('#hold-countdown').textContent)"
     )
     return unquote(p.page.url.split("#/hold/")[1])
+
+
+async def hold_best(p: Page, quantity: int) -> None:
+    """Best-available hold from the event page; fails with the API's answer if refused."""
+    await p.page.wait_for_selector("#best-submit:not([disabled])")
+    await p.page.select_option("#best-qty", str(quantity))
+    async with p.page.expect_response(
+        lambda r: r.url.endswith("/holds") and r.request.method == "POST", timeout=20000
+    ) as answer:
+        await p.page.click("#best-submit")
+    response = await answer.value
+    assert response.status == 201, f"{response.status} {await response.text()}"
+    await p.page.wait_for_url(re.compile(r"#/hold/"))
 
 
 async def wait_confirmed(p: Page) -> str:
@@ -735,10 +756,7 @@ async def test_hold_warns_before_it_expires(
     async with open_page(browser, short, "hold-expiry", PHONE) as p:
         await login(p, new_buyer())
         await p.page.goto(f"/#/events/{event_id}")
-        await p.page.wait_for_selector("#best-submit")
-        await p.page.select_option("#best-qty", "1")
-        await p.page.click("#best-submit")
-        await p.page.wait_for_url(re.compile(r"#/hold/"))
+        await hold_best(p, 1)
         # The warning comes over the buyer's WebSocket channel (watch_hold).
         await p.page.wait_for_selector(".toast.warn:has-text('Tu reserva vence en')", timeout=15000)
         await p.shot("warning")
@@ -753,10 +771,7 @@ async def test_hold_extend_and_release(browser: Any, pwa_system: System) -> None
     async with open_page(browser, pwa_system, "hold", PHONE) as p:
         await login(p, new_buyer())
         await p.page.goto(f"/#/events/{event_id}")
-        await p.page.wait_for_selector("#best-submit")
-        await p.page.select_option("#best-qty", "3")
-        await p.page.click("#best-submit")
-        await p.page.wait_for_url(re.compile(r"#/hold/"))
+        await hold_best(p, 3)
         await p.page.wait_for_selector(".seat-list li >> nth=2")
         await p.page.click("#extend")
         await p.page.wait_for_selector(".toast.ok")
@@ -1044,7 +1059,7 @@ async def test_login_with_authorization_code_and_pkce(browser: Any, pwa_system: 
 
 
 def teardown_module() -> None:
-    # Keep the screenshots; drop old run folders beyond the last three.
+    # Keep the screenshots; drop old run folders beyond the last eight.
     runs = sorted(ARTIFACTS.glob("run-*"), key=lambda d: d.stat().st_mtime)
-    for old in runs[:-3]:
+    for old in runs[:-8]:
         shutil.rmtree(old, ignore_errors=True)

@@ -66,7 +66,8 @@ export function render(main, [eventIdStr, sectionName]) {
   const legend = h('div', { class: 'legend' });
   const qty = h('select', { class: 'select input', id: 'best-qty' });
   const zone = h('select', { class: 'select input', id: 'best-cat' });
-  const bestBtn = h('button', { type: 'submit', class: 'btn btn-accent', id: 'best-submit' });
+  // Disabled until the zones are known: a best-available request needs one.
+  const bestBtn = h('button', { type: 'submit', class: 'btn btn-accent', id: 'best-submit', disabled: true });
   const bestForm = h('form', { class: 'best-form', onsubmit: (ev) => { ev.preventDefault(); holdBest(); } },
     h('div', { class: 'field' }, h('label', { for: 'best-qty' }, t('event.quantity')), qty),
     h('div', { class: 'field' }, h('label', { for: 'best-cat' }, t('event.zone')), zone),
@@ -126,6 +127,7 @@ export function render(main, [eventIdStr, sectionName]) {
   function updateBestLabel() {
     const c = categories().find((x) => x.code === zone.value);
     bestBtn.textContent = t('event.findBest', { n: Number(qty.value), cat: c ? c.name : '' });
+    bestBtn.disabled = !c;
   }
   qty.addEventListener('change', updateBestLabel);
   zone.addEventListener('change', updateBestLabel);
@@ -356,7 +358,7 @@ export function render(main, [eventIdStr, sectionName]) {
       if (err instanceof ApiError && err.status === 409) toast(t('event.noneFree'), 'warn');
       else toast(problemMessage(err), 'err');
     } finally {
-      bestBtn.disabled = false;
+      updateBestLabel();
     }
   }
 
