@@ -360,8 +360,9 @@ export function venueMap(model, { onOpen, selectedSections }) {
     const step = span / ring.length;
     ring.forEach((sec, k) => {
       // Fans read left to right from the audience's view; bowls clockwise from the top.
-      const a0 = start + step * k + gap;
-      const a1 = start + step * (k + 1) - gap;
+      const slot = bowl ? k : ring.length - 1 - k; // fans: first section on the left
+      const a0 = start + step * slot + gap;
+      const a1 = start + step * (slot + 1) - gap;
       const steps = Math.max(2, Math.ceil((a1 - a0) / 0.08));
       const pts = [...arc(r1, a0, a1, steps), ...arc(r0, a1, a0, steps)];
       const d = `M${pts.map((p) => `${p[0].toFixed(1)},${p[1].toFixed(1)}`).join('L')}Z`;
