@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 import msgspec
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.datastructures import State
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -95,12 +95,13 @@ async def readyz(state: State) -> Readiness:
 
 
 @get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
-async def metrics(headers: dict[str, str]) -> Response[bytes]:
+async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Prometheus text format; aggregates all worker processes when
     ``PROMETHEUS_MULTIPROC_DIR`` is set (Granian with several workers).
 
     Prometheus scrapes the pod directly; a request that came through a proxy (the public
     ingress adds ``X-Forwarded-For``) gets a 404, so the metrics are not published."""
+    headers = request.headers
     if "x-forwarded-for" in headers or "forwarded" in headers:
         raise NotFound("Not found.")
     registry: CollectorRegistry = REGISTRY

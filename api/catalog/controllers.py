@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get
+from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 
 from api.catalog.deps import CATALOG_DEPENDENCY
 from api.catalog.schemas import DEFAULT_LIMIT, MAX_LIMIT, MAX_QUERY_LENGTH, list_filters
@@ -21,7 +22,7 @@ from core.events import Category, Event, EventPage, SeatMap
 
 # No upper bound in the schema: 2**63-1 does not survive as a JSON number (it becomes a
 # float); larger ids are simply not found (404).
-EventId = Annotated[int, Parameter(ge=1, description="The event's id.")]
+EventId = Annotated[int, PathParameter(ge=1, description="The event's id.")]
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:
@@ -80,17 +81,17 @@ class CatalogController(Controller):
     dependencies = {"catalog": CATALOG_DEPENDENCY}
 
     @get("/categories", summary="Event categories", responses=_problems(429, 503))
-    async def list_categories(self, catalog: Catalog) -> list[Category]:
+    async def list_categories(self, catalog: NamedDependency[Catalog]) -> list[Category]:
         """Every event category (CONCERT, SPORTS...), in display order."""
         return await catalog.categories()
 
     @get("/events", summary="Search events", responses=_problems(422, 429, 503))
     async def list_events(
         self,
-        catalog: Catalog,
+        catalog: NamedDependency[Catalog],
         category: Annotated[
             str | None,
-            Parameter(
+            QueryParameter(
                 max_length=32,
                 pattern=r"^[A-Z][A-Z_]{1,31}$",
                 description="A category code (GET /api/v1/categories).",
@@ -98,7 +99,7 @@ class CatalogController(Controller):
         ] = None,
         q: Annotated[
             str | None,
-            Parameter(
+            QueryParameter(
                 min_length=1,
                 max_length=MAX_QUERY_LENGTH,
                 description="Text in the title or the venue's name (case and accents ignored).",
@@ -106,17 +107,17 @@ class CatalogController(Controller):
         ] = None,
         starts_after: Annotated[
             datetime | None,
-            Parameter(description="Only events starting after this time (default: now)."),
+            QueryParameter(description="Only events starting after this time (default: now)."),
         ] = None,
         starts_before: Annotated[
-            datetime | None, Parameter(description="Only events starting before this time.")
+            datetime | None, QueryParameter(description="Only events starting before this time.")
         ] = None,
         limit: Annotated[
-            int, Parameter(ge=1, le=MAX_LIMIT, description="Page size.")
+            int, QueryParameter(ge=1, le=MAX_LIMIT, description="Page size.")
         ] = DEFAULT_LIMIT,
         cursor: Annotated[
             str | None,
-            Parameter(
+            QueryParameter(
                 max_length=64,
                 pattern=r"^[A-Za-z0-9_-]+$",
                 description="`next_cursor` of the previous page.",
@@ -137,7 +138,7 @@ class CatalogController(Controller):
         return await catalog.list_events(filters, limit)
 
     @get("/events/{event_id:int}", summary="One event", responses=_problems(404, 422, 429, 503))
-    async def get_event(self, catalog: Catalog, event_id: EventId) -> Event:
+    async def get_event(self, catalog: NamedDependency[Catalog], event_id: EventId) -> Event:
         """An event with its price categories and the seats still free in each."""
         return await catalog.event(event_id)
 
@@ -151,7 +152,7 @@ class CatalogController(Controller):
         },
     )
     async def get_seat_map(
-        self, request: Request[Any, Any, Any], catalog: Catalog, event_id: EventId
+        self, request: Request[Any, Any, Any], catalog: NamedDependency[Catalog], event_id: EventId
     ) -> Response[bytes]:
         """Every seat of the event: sections -> rows of runs, one status letter per seat.
 

@@ -15,7 +15,7 @@ from typing import Annotated
 
 from litestar import Controller, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth.principal import Principal, requires_role_or_scope
@@ -27,9 +27,9 @@ from api.metrics import HOLD_DURATION, HOLDS
 from core.errors import DomainError, InvalidInput, LimitExceeded, SeatUnavailable
 from core.inventory import Inventory
 
-EventId = Annotated[int, Parameter(ge=1, description="The event's id.")]
+EventId = Annotated[int, PathParameter(ge=1, description="The event's id.")]
 HoldId = Annotated[
-    str, Parameter(max_length=64, description='A hold id, e.g. "h5.0.9f8a7b6c5d4e3f21".')
+    str, PathParameter(max_length=64, description='A hold id, e.g. "h5.0.9f8a7b6c5d4e3f21".')
 ]
 
 # Buyers (and admins acting as one), or partner clients with the "holds" scope.
@@ -65,7 +65,7 @@ class HoldController(Controller):
     async def create_hold(
         self,
         event_id: EventId,
-        data: HoldRequest,
+        data: JSONBody[HoldRequest],
         inventory: NamedDependency[Inventory],
         catalog: NamedDependency[Catalog],
         principal: NamedDependency[Principal],

@@ -22,6 +22,7 @@ from typing import Any, Final, cast
 import jwt
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
+from litestar.params import FromPath
 from redis.exceptions import RedisError
 
 from api.auth.middleware import bearer_token
@@ -292,7 +293,7 @@ async def _run(
 
 
 @websocket(EVENT_PATH, name="live_event")
-async def live_event(socket: WebSocket[Any, Any, Any], event_id: int) -> None:
+async def live_event(socket: WebSocket[Any, Any, Any], event_id: FromPath[int]) -> None:
     """Live seat map: ``hello`` (versions), then ``deltas``; ``?since=`` resumes."""
     since = socket.query_params.get("since")
 
