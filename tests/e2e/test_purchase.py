@@ -24,6 +24,7 @@ import pytest
 import zxingcpp
 from litestar import post
 from litestar.datastructures import State
+from litestar.params import FromPath
 from PIL import Image
 
 from core.inventory import Inventory, partition_keys
@@ -51,7 +52,7 @@ RUN = uuid.uuid4().hex[:8]
 
 
 @post("/test-only/kafka/{action:str}", status_code=200)
-async def kafka_switch(action: str, state: State) -> dict[str, bool]:
+async def kafka_switch(action: FromPath[str], state: State) -> dict[str, bool]:
     """Runs in the app's own event loop: cut the API's producer off, or bring it back."""
     kafka = state.kafka
     if action == "cut":

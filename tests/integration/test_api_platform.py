@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from litestar import get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, FromQuery, JSONBody
 from redis.asyncio import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -37,12 +37,12 @@ class Body(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @post("/api/v1/test-platform/echo", status_code=200)
-async def echo(data: Body) -> Body:
+async def echo(data: JSONBody[Body]) -> Body:
     return data
 
 
 @get("/api/v1/test-platform/items/{item_id:int}")
-async def item(item_id: FromPath[int], limit: int = 10) -> dict[str, int]:
+async def item(item_id: FromPath[int], limit: FromQuery[int] = 10) -> dict[str, int]:
     return {"item_id": item_id, "limit": limit}
 
 
