@@ -231,12 +231,21 @@ def create_web_handlers(
         await _send(send, 200, headers, b"" if method == "HEAD" else body)
 
     handlers: list[ASGIRouteHandler] = [
-        asgi(f"/{folder}", is_mount=True, name=f"web-{folder}", include_in_schema=False)(serve_web)
+        asgi(
+            f"/{folder}",
+            is_mount=True,
+            name=f"web-{folder}",
+            include_in_schema=False,
+            copy_scope=False,
+        )(serve_web)
         for folder in WEB_FOLDERS
     ]
     handlers.append(
-        asgi(path=[*ROOT_FILES, "/config.json"], name="web-root", include_in_schema=False)(
-            serve_web
-        )
+        asgi(
+            path=[*ROOT_FILES, "/config.json"],
+            name="web-root",
+            include_in_schema=False,
+            copy_scope=False,
+        )(serve_web)
     )
     return handlers
