@@ -213,7 +213,11 @@ def write_report(results: Results, out: Path) -> None:
             f"{one.p99_ms:.2f} | {1e6 * one.server_cpu_s / max(one.requests, 1):,.0f} µs |"
         )
     add("")
-    add("**At about half of the peak rate** (wrk's `delay()` paces each connection):")
+    add(
+        "**At about half of the peak rate**: 16 connections, each paced by wrk's `delay()` "
+        "(the wait before its next request, from the one-connection latency) so that "
+        "together they offer half the peak rate:"
+    )
     add("")
     add("| target | offered (target) req/s | holds/s | p50 ms | p90 ms | p99 ms | max ms |")
     add("|---|---|---|---|---|---|---|")
