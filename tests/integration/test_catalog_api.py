@@ -84,6 +84,9 @@ def api_url(seeded_catalog: SeededCatalog, services: dict[str, str]) -> Iterator
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
 
 
 @pytest.fixture
