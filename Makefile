@@ -49,7 +49,7 @@ loadtest: bootstrap
 	$(UV) run python -m loadtest.run
 
 k8s-check: bootstrap
-	$(UV) run pytest tests/k8s -q
+	bash .ci/k8s-check.sh
 
 clean: down
 	rm -rf .tb .pytest_cache .mypy_cache .ruff_cache test-artifacts
