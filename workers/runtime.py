@@ -318,7 +318,9 @@ async def observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:
     """Set ticketbuster_consumer_lag{topic,group}: high watermark minus position, summed."""
     from workers import metrics
 
-    per_topic: dict[str, int] = {}
+    # Every subscribed topic starts at 0: after a rebalance takes a topic's partitions away,
+    # this pod must stop reporting the lag it had there (the group's sum would double count).
+    per_topic: dict[str, int] = dict.fromkeys(consumer.subscription(), 0)
     for tp in consumer.assignment():
         high = consumer.highwater(tp)
         if high is None:
