@@ -1469,6 +1469,14 @@ def run_persister(
     return figures
 
 
+def cleanup_step(action: Any) -> None:
+    """One clean-up action; a failure is logged, the others still run."""
+    try:
+        action()
+    except Exception as exc:
+        log(f"clean-up failed: {type(exc).__name__}: {exc}")
+
+
 @contextlib.contextmanager
 def step(results: Results, name: str) -> Iterator[None]:
     """Run one step; if it fails, say why in the report and go on with the next."""
@@ -1643,13 +1651,10 @@ def main(argv: list[str] | None = None) -> int:
                 results.wire = wire_benchmarks(config)
     finally:
         log("cleaning up: bench inventory, topics" + ("" if config.keep else ", database"))
-        with contextlib.suppress(Exception):
-            asyncio.run(drop_inventory(settings, list(events.ids.values())))
-        with contextlib.suppress(Exception):
-            asyncio.run(delete_topics(settings))
+        cleanup_step(lambda: asyncio.run(drop_inventory(settings, list(events.ids.values()))))
+        cleanup_step(lambda: asyncio.run(delete_topics(settings)))
         if not config.keep:
-            with contextlib.suppress(Exception):
-                asyncio.run(drop_database(dsn))
+            cleanup_step(lambda: asyncio.run(drop_database(dsn)))
         results.elapsed_s = time.monotonic() - t0
         load1, load5, _ = os.getloadavg()
         results.machine["load average at the end (1 / 5 min)"] = f"{load1:.2f} / {load5:.2f}"
