@@ -337,7 +337,7 @@ def write_report(results: Results, out: Path) -> None:
         else:
             add(f"| time to sell out (first hold to last 202) | {sell.sold_out_s:.1f} s |")
         add(
-            f"| time until every ticket is in PostgreSQL | "
+            f"| time until every ticket is in PostgreSQL (from the first hold) | "
             f"{_n(sell.in_postgres_s, 1)} s{'' if sell.in_postgres_s else ' (not reached)'} |"
         )
         add(f"| requests | {sell.wrk.requests:,} ({_n(sell.wrk.rps)}/s) |")
