@@ -57,6 +57,7 @@ SELLOUT_TITLE = "Final Copa Libertadores"
 RETURNING_BUYERS = 3_500
 HOT_SEATS = 20
 PACED_CONNECTIONS = 16
+LARGE_BATCH = 2_000
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -867,6 +868,7 @@ class PersisterFigures:
     worker_s: float | None
     worker_steady_tps: float | None
     batched_tps: float | None
+    large_batch_tps: float | None
     one_by_one_tps: float | None
     one_by_one_orders: int
     worker_cpu_s: float
@@ -1418,7 +1420,7 @@ def run_persister(
     orders = synthetic_orders(event_id, seats, prices, chunk, config.persister_orders)
     figures = PersisterFigures(
         orders=len(orders), tickets=len(orders) * chunk, worker_s=None,
-        worker_steady_tps=None, batched_tps=None, one_by_one_tps=None,
+        worker_steady_tps=None, batched_tps=None, large_batch_tps=None, one_by_one_tps=None,
         one_by_one_orders=0, worker_cpu_s=0.0,
     )  # fmt: skip
     n, elapsed = asyncio.run(write_one_by_one(dsn, orders, config.one_by_one_cap_s))
@@ -1429,6 +1431,11 @@ def run_persister(
     elapsed = asyncio.run(write_in_batches(dsn, orders, settings.workers.batch_max_records))
     figures.batched_tps = len(orders) * chunk / elapsed
     log(f"persister batched write: {len(orders)} orders in {elapsed:.1f}s")
+    asyncio.run(delete_orders(dsn))
+    # Does a bigger transaction help? The same write, LARGE_BATCH orders at a time.
+    elapsed = asyncio.run(write_in_batches(dsn, orders, LARGE_BATCH))
+    figures.large_batch_tps = len(orders) * chunk / elapsed
+    log(f"persister batched write ({LARGE_BATCH}): {len(orders)} orders in {elapsed:.1f}s")
     asyncio.run(delete_orders(dsn))
     # One batch taken apart, on the seats of the holds event (reset first).
     hold_event = events.ids["holds"]
