@@ -195,4 +195,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             "TB_AUTH_DEV_ISSUER_ENABLED: the built-in dev issuer must be off when TB_ENV=prod"
         )
+    if settings.env == "prod" and not settings.auth.issuer.startswith("https://"):
+        # The default points at the dev issuer; prod must name its real OIDC provider.
+        raise SettingsError("TB_AUTH_ISSUER: must be the https:// URL of the OIDC issuer in prod")
     return settings

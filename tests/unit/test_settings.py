@@ -40,5 +40,13 @@ def test_an_unknown_environment_is_refused() -> None:
 def test_prod_refuses_the_dev_issuer() -> None:
     with pytest.raises(SettingsError, match="TB_AUTH_DEV_ISSUER_ENABLED"):
         load_settings({"TB_ENV": "prod"})
-    prod = load_settings({"TB_ENV": "prod", "TB_AUTH_DEV_ISSUER_ENABLED": "false"})
+    with pytest.raises(SettingsError, match="TB_AUTH_ISSUER"):
+        load_settings({"TB_ENV": "prod", "TB_AUTH_DEV_ISSUER_ENABLED": "false"})
+    prod = load_settings(
+        {
+            "TB_ENV": "prod",
+            "TB_AUTH_DEV_ISSUER_ENABLED": "false",
+            "TB_AUTH_ISSUER": "https://id.example.com/realms/tb",
+        }
+    )
     assert prod.auth.dev_issuer_enabled is False
