@@ -210,7 +210,7 @@ class OpenIdConfiguration(msgspec.Struct):
     scopes_supported: list[str]
 
 
-class Jwk(msgspec.Struct):
+class Jwk(msgspec.Struct, omit_defaults=True):
     kty: str
     kid: str
     use: str

@@ -274,6 +274,8 @@ async def test_discovery_and_jwks_verify_dev_tokens(auth_settings: Settings) -> 
         assert (await client.get("/dev-issuer/.well-known/openid-configuration")).json() == config
         jwks = (await client.get("/dev-issuer/jwks.json")).json()
         assert all("d" not in key for key in jwks["keys"])  # public halves only
+        # Strict JWK parsers reject null members: absent, not null.
+        assert all(value is not None for key in jwks["keys"] for value in key.values())
         token = await dev_token(client, "carol")
     kid = jwt.get_unverified_header(token)["kid"]
     key = jwt.PyJWKSet.from_dict(jwks)[kid]
