@@ -33,7 +33,7 @@ fmt:
 
 ## Every test: lint, types, unit, integration, e2e (browser included) against real servers.
 test: bootstrap
-	@if [ "$$(id -u)" = 0 ]; then .ci/setup-tools.sh; fi
+	@.ci/setup-tools.sh
 	$(MAKE) lint
 	$(UV) run python -m core.devservices up
 	$(UV) run pytest $(PYTEST_ARGS)
