@@ -165,6 +165,8 @@ export default {
   'err.generic': 'Something went wrong. Please try again.',
   'err.offline': "You're offline.",
   'err.limit': 'You reached the seat limit for this event.',
+  'err.saleNotOpen': 'Sales for this event have not opened yet.',
+  'err.saleClosed': 'Sales for this event are closed.',
   'err.rate': ({ s }) => `Too many requests; wait ${s} s.`,
   'err.busy': 'The system is very busy; retrying shortly.',
   'err.notFound': 'Not found.',

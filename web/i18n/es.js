@@ -165,6 +165,8 @@ export default {
   'err.generic': 'Algo salió mal. Inténtalo otra vez.',
   'err.offline': 'Sin conexión.',
   'err.limit': 'Alcanzaste el límite de asientos para este evento.',
+  'err.saleNotOpen': 'La venta de este evento aún no empieza.',
+  'err.saleClosed': 'La venta de este evento está cerrada.',
   'err.rate': ({ s }) => `Demasiadas solicitudes; espera ${s} s.`,
   'err.busy': 'El sistema está muy ocupado; reintentamos en breve.',
   'err.notFound': 'No encontrado.',

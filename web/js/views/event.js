@@ -34,6 +34,8 @@ function problemMessage(err) {
   if (err instanceof OfflineError) return t('err.offline');
   if (err instanceof ApiError) {
     if (err.code === 'limit_exceeded') return t('err.limit');
+    if (err.code === 'sale_not_open') return t('err.saleNotOpen');
+    if (err.code === 'sale_closed') return t('err.saleClosed');
     if (err.status === 429) return t('err.rate', { s: err.retryAfter || 1 });
     if (err.status === 503) return t('err.busy');
     return err.problem.detail || err.problem.title || t('err.generic');
@@ -336,7 +338,7 @@ export function render(main, [eventIdStr, sectionName]) {
     try {
       await afterHold(await api.holdSeats(eventId, [...selected]));
     } catch (err) {
-      if (err instanceof ApiError && err.status === 409) {
+      if (err instanceof ApiError && err.code === 'seat_unavailable') {
         const gone = problemSeats(err.problem);
         if (gone.length) onDelta(gone, 'held');
         for (const id of gone) selected.delete(id);
@@ -355,7 +357,7 @@ export function render(main, [eventIdStr, sectionName]) {
     try {
       await afterHold(await api.holdBest(eventId, Number(qty.value), zone.value));
     } catch (err) {
-      if (err instanceof ApiError && err.status === 409) toast(t('event.noneFree'), 'warn');
+      if (err instanceof ApiError && err.code === 'seat_unavailable') toast(t('event.noneFree'), 'warn');
       else toast(problemMessage(err), 'err');
     } finally {
       updateBestLabel();
