@@ -95,7 +95,9 @@ SCRIPT_NAMES: Final = (
     "confirm",
     "revert",
     "mark_sold",
+    "mark_sold_many",
     "reject",
+    "reject_many",
     "expire",
     "load",
     "get_hold",
@@ -106,6 +108,9 @@ SCRIPT_NAMES: Final = (
 
 # Holds expired inline by best_available / one sweep call.
 SWEEP_BATCH: Final = 500
+# Orders settled by one mark_sold_many / reject_many script call; more are split into
+# several calls so one call never blocks the shard for long.
+MANY_CHUNK: Final = 200
 _HOLD_ID_ATTEMPTS: Final = 3
 # Everything a Redis call can raise; all of it becomes Unavailable.
 _REDIS_FAILURES: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
@@ -167,6 +172,12 @@ class PartitionPlan(msgspec.Struct, frozen=True):
 SINGLE_PARTITION: Final = PartitionPlan()
 
 PlanLookup = Callable[[int], PartitionPlan]
+
+# One order for mark_sold_many: (order_id, seats, buyer); seats/buyer may be empty
+# (they are used only when Redis forgot the order, as for mark_sold).
+SoldOrder = tuple[str, Sequence[str], str]
+# Per order: seats changed/freed, or the error the single-order call would raise.
+OrderResult = int | Conflict | NotFound
 
 
 class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -519,6 +530,77 @@ class Inventory:
         Redis does not know the order: nothing is pending under it)."""
         rest = await self._order_op("reject", event_id, partition, order_id)
         return int(rest[0])
+
+    @staticmethod
+    def _order_result(order_id: str, code: str, value: Any) -> OrderResult:
+        if code == "ok":
+            return int(value)
+        if code == "unknown":
+            return NotFound(f"order {order_id} not found in the inventory", order_id=order_id)
+        if code == "conflict":
+            status = _text(value)
+            return Conflict(f"order {order_id} is {status}", order_id=order_id, status=status)
+        raise Unavailable(f"unexpected inventory reply {code!r}")
+
+    async def _many(
+        self,
+        call: Callable[[list[Any]], Awaitable[Any]],
+        order_ids: Sequence[str],
+        args: Sequence[Sequence[Any]],
+    ) -> list[OrderResult]:
+        """Run a *_many script over ``MANY_CHUNK`` orders at a time (one after the other)."""
+        results: list[OrderResult] = []
+        for start in range(0, len(order_ids), MANY_CHUNK):
+            end = start + MANY_CHUNK
+            flat = [a for order_args in args[start:end] for a in order_args]
+            reply = list(await call(flat))
+            ids = order_ids[start:end]
+            if len(reply) != 2 * len(ids):
+                raise Unavailable(f"unexpected inventory reply length {len(reply)}")
+            for k, order_id in enumerate(ids):
+                results.append(self._order_result(order_id, _text(reply[2 * k]), reply[2 * k + 1]))
+        return results
+
+    async def mark_sold_many(
+        self, event_id: int, partition: int, orders: Sequence[SoldOrder]
+    ) -> list[OrderResult]:
+        """``mark_sold`` for several orders of one partition, in one script call per
+        ``MANY_CHUNK`` orders. Each order is settled exactly as ``mark_sold`` would; the
+        result per order (in order) is the seats changed, or the NotFound / Conflict that
+        ``mark_sold`` would have raised for it (returned, not raised).
+        """
+        validate_event_id(event_id)
+        validate_partition(partition)
+        order_ids: list[str] = []
+        args: list[list[Any]] = []
+        for order_id, seats, buyer in orders:
+            validate_order_id(order_id)
+            if buyer:
+                validate_buyer(buyer)
+            seat_ids = [parse_seat_id(s).seat_id for s in seats]
+            order_ids.append(order_id)
+            args.append([order_id, buyer, len(seat_ids), *seat_ids])
+        return await self._many(
+            lambda flat: self._run("mark_sold_many", event_id, partition, flat), order_ids, args
+        )
+
+    async def reject_many(
+        self, event_id: int, partition: int, order_ids: Sequence[str]
+    ) -> list[OrderResult]:
+        """``reject`` for several orders of one partition, in one script call per
+        ``MANY_CHUNK`` orders. Per order (in order): seats freed, or the Conflict that
+        ``reject`` would have raised (returned, not raised).
+        """
+        validate_event_id(event_id)
+        validate_partition(partition)
+        ids = list(order_ids)
+        for order_id in ids:
+            validate_order_id(order_id)
+        return await self._many(
+            lambda flat: self._run("reject_many", event_id, partition, flat),
+            ids,
+            [[o] for o in ids],
+        )
 
     # -- upkeep ---------------------------------------------------------------------------
 

@@ -3,10 +3,11 @@
 One Kafka batch (up to ``batch_max_records`` messages or ``batch_timeout_ms``) is written
 in ONE transaction with multi-row ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
 NOTHING``. Then, in this order: ``OrderConfirmed``/``OrderRejected`` are published, Redis
-is told (``mark_sold`` / ``reject``), and only then are the offsets committed. A crash
-anywhere before the offset commit redelivers the batch; the persister is idempotent on
-order id (an order already in PostgreSQL keeps its decision, which is published again),
-so every accepted order ends decided exactly once. See docs/decisions/0402-*.md.
+is told (``mark_sold_many`` / ``reject_many``, one script call per event partition), and
+only then are the offsets committed. A crash anywhere before the offset commit redelivers
+the batch; the persister is idempotent on order id (an order already in PostgreSQL keeps
+its decision, which is published again), so every accepted order ends decided exactly once.
+See docs/decisions/0402-*.md.
 
 Conflicts: UNIQUE (event_id, seat_id) on tickets is the final arbiter. Within a batch the
 earlier offset wins (one event is one partition, so offset order is placement order).
@@ -72,13 +73,22 @@ GROUP = "persister"
 
 
 class SeatLedger(Protocol):
-    """The part of the inventory gateway (core.inventory.Inventory) the persister needs."""
+    """The part of the inventory gateway (core.inventory.Inventory) the persister needs.
 
-    async def mark_sold(
-        self, event_id: int, partition: int, order_id: str, seats: Sequence[str], buyer: str
-    ) -> Any: ...
+    One call per (event, partition) per batch; per order (in order) the result is the
+    seats changed or the NotFound / Conflict the single-order call would have raised.
+    """
 
-    async def reject(self, event_id: int, partition: int, order_id: str) -> Any: ...
+    async def mark_sold_many(
+        self,
+        event_id: int,
+        partition: int,
+        orders: Sequence[tuple[str, Sequence[str], str]],
+    ) -> Sequence[Any]: ...
+
+    async def reject_many(
+        self, event_id: int, partition: int, order_ids: Sequence[str]
+    ) -> Sequence[Any]: ...
 
 
 # (topic, value, key) -> a future that resolves when the broker acknowledged the record.
@@ -406,7 +416,7 @@ class Persister:
 
         async def redis_all() -> None:
             if self.ledger is not None:
-                await asyncio.gather(*(self._tell_redis(d) for d in decisions))
+                await self._tell_redis(decisions)
 
         results = await asyncio.gather(publish_all(), redis_all(), return_exceptions=True)
         for what, result in zip(("publishing outcomes", "updating Redis"), results, strict=True):
@@ -429,24 +439,43 @@ class Persister:
                     letter.error,
                 )
 
-    async def _tell_redis(self, d: Decision) -> None:
+    async def _tell_redis(self, decisions: Sequence[Decision]) -> None:
         """Pending -> sold or free in Redis. PostgreSQL has decided; Redis follows.
 
-        A Conflict/NotFound here means Redis disagrees (failover, rebuild): the seats are
-        forced sold (mark_sold with the seats) or left to the reconciler; never retried
-        forever. Unavailable (Redis down) retries the batch.
+        One script call per (event, partition) and outcome for the whole batch
+        (``mark_sold_many`` / ``reject_many``, chunked by the gateway), all awaited together.
+        A Conflict/NotFound for an order means Redis disagrees (failover, rebuild): the
+        seats are forced sold (mark_sold with the seats) or left to the reconciler; never
+        retried forever. Unavailable (Redis down) retries the batch.
         """
         assert self.ledger is not None
-        o = d.order
-        try:
-            if d.status == "confirmed":
-                seats = [s.seat_id for s in o.seats]
-                await self.ledger.mark_sold(o.event_id, o.partition, o.order_id, seats, o.buyer)
-            else:
-                await self.ledger.reject(o.event_id, o.partition, o.order_id)
-        except (Conflict, NotFound) as exc:
-            log.warning("redis disagrees about order %s: %s", o.order_id, exc)
-            metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
+        ledger = self.ledger
+        groups: dict[tuple[int, int], tuple[list[Decision], list[Decision]]] = {}
+        for d in decisions:
+            sold, rejected = groups.setdefault((d.order.event_id, d.order.partition), ([], []))
+            (sold if d.status == "confirmed" else rejected).append(d)
+
+        async def settle(
+            batch: list[Decision], call: Awaitable[Sequence[Any]]
+        ) -> list[tuple[Decision, Any]]:
+            return list(zip(batch, await call, strict=True))
+
+        calls = []
+        for (event_id, partition), (sold, rejected) in groups.items():
+            if sold:
+                orders = [
+                    (d.order.order_id, [s.seat_id for s in d.order.seats], d.order.buyer)
+                    for d in sold
+                ]
+                calls.append(settle(sold, ledger.mark_sold_many(event_id, partition, orders)))
+            if rejected:
+                ids = [d.order.order_id for d in rejected]
+                calls.append(settle(rejected, ledger.reject_many(event_id, partition, ids)))
+        for pairs in await asyncio.gather(*calls):
+            for d, result in pairs:
+                if isinstance(result, (Conflict, NotFound)):
+                    log.warning("redis disagrees about order %s: %s", d.order.order_id, result)
+                    metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
 
 
 def create_persister(

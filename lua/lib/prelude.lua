@@ -249,3 +249,76 @@ function TB.owned_hold(hold_id, buyer, now)
   if rec.e <= now then return nil, {'expired'} end
   return rec, nil
 end
+
+-- Pending -> sold for one order, after the persister committed it (mark_sold.lua,
+-- mark_sold_many.lua). ``given`` is the order's seats, used only when Redis does not
+-- know the order: they become sold under it whatever their state (PostgreSQL decided).
+-- Returns code, value: 'ok', seats changed | 'unknown', nil | 'conflict', status.
+function TB.mark_sold(order_id, buyer, given)
+  local value = 's|' .. order_id
+  local raw = redis.call('HGET', TB.K.orders, order_id)
+  if not raw then
+    if #given == 0 then return 'unknown', nil end
+    local cats = TB.hmget(TB.K.seats, given)
+    local cur = TB.hmget(TB.K.state, given)
+    local order = {h = '', b = buyer, s = {}, c = {}, t = 0, e = 0, m = 0, l = 0, p = 0, st = 'sold'}
+    for i, seat in ipairs(given) do
+      if cats[i] then
+        if not cur[i] then TB.count_free(seat, cats[i], -1) end
+        redis.call('HSET', TB.K.state, seat, value)
+        order.s[#order.s + 1] = seat
+        order.c[#order.c + 1] = cats[i]
+      end
+    end
+    if #order.s == 0 then return 'unknown', nil end
+    redis.call('HSET', TB.K.orders, order_id, cjson.encode(order))
+    if buyer ~= '' then redis.call('HINCRBY', TB.K.buyer_sold, buyer, #order.s) end
+    TB.delta('sold', 'sold', order.s, 'order', order_id)
+    return 'ok', #order.s
+  end
+
+  local order = cjson.decode(raw)
+  if order.st == 'sold' then return 'ok', 0 end
+  if order.st ~= 'pending' then return 'conflict', order.st end
+
+  local mine = 'p|' .. order_id
+  local cur = TB.hmget(TB.K.state, order.s)
+  local seats = {}
+  for i, seat in ipairs(order.s) do
+    if cur[i] == mine then
+      redis.call('HSET', TB.K.state, seat, value)
+      seats[#seats + 1] = seat
+    end
+  end
+  order.st = 'sold'
+  redis.call('HSET', TB.K.orders, order_id, cjson.encode(order))
+  if #seats > 0 then TB.delta('sold', 'sold', seats, 'order', order_id) end
+  return 'ok', #seats
+end
+
+-- Pending -> free for one rejected order (reject.lua, reject_many.lua). Only seats still
+-- pending under the order are freed; an unknown or already rejected order is a no-op.
+-- Returns code, value: 'ok', seats freed | 'conflict', status.
+function TB.reject(order_id)
+  local raw = redis.call('HGET', TB.K.orders, order_id)
+  if not raw then return 'ok', 0 end
+  local order = cjson.decode(raw)
+  if order.st == 'rejected' then return 'ok', 0 end
+  if order.st ~= 'pending' then return 'conflict', order.st end
+
+  local mine = 'p|' .. order_id
+  local cur = TB.hmget(TB.K.state, order.s)
+  local freed = {}
+  for i, seat in ipairs(order.s) do
+    if cur[i] == mine then
+      redis.call('HDEL', TB.K.state, seat)
+      TB.count_free(seat, order.c[i], 1)
+      freed[#freed + 1] = seat
+    end
+  end
+  redis.call('HINCRBY', TB.K.buyer_sold, order.b, -#order.s)
+  order.st = 'rejected'
+  redis.call('HSET', TB.K.orders, order_id, cjson.encode(order))
+  if #freed > 0 then TB.delta('reject', 'free', freed, 'order', order_id) end
+  return 'ok', #freed
+end

@@ -507,3 +507,105 @@ async def test_mark_sold_of_an_order_redis_forgot_still_sells_its_seats(
     with pytest.raises(HoldExpired):
         await inventory.confirm(other.hold_id, "bob", order())
     assert await inventory.availability(event) == {"VIP": 10, "GENERAL": 18}
+
+
+async def test_mark_sold_many_settles_each_order_as_mark_sold_would(
+    inventory: Inventory, event: int
+) -> None:
+    a = await inventory.confirm(
+        (await inventory.hold(event, ["101-A-1", "101-A-2"], "alice")).hold_id, "alice", order()
+    )
+    b = await inventory.confirm(
+        (await inventory.hold(event, ["101-A-3"], "bob")).hold_id, "bob", order()
+    )
+    c = await inventory.confirm(
+        (await inventory.hold(event, ["101-A-4"], "carol")).hold_id, "carol", order()
+    )
+    assert await inventory.reject(event, 0, c.order_id) == 1  # Redis says rejected
+    assert await inventory.mark_sold(event, 0, b.order_id) == 1  # already sold
+    forgotten = order()  # a rebuild dropped it; PostgreSQL committed it
+    other = await inventory.hold(event, ["101-B-2"], "dan")
+    unknown = order()  # forgotten and no seats given
+    before = (await inventory.read_deltas(event, 0, "0-0")).last_version
+
+    results = await inventory.mark_sold_many(
+        event,
+        0,
+        [
+            (a.order_id, ["101-A-1", "101-A-2"], "alice"),
+            (forgotten, ["101-B-1", "101-B-2"], "zoe"),
+            (c.order_id, ["101-A-4"], "carol"),
+            (b.order_id, [], ""),
+            (unknown, [], ""),
+        ],
+    )
+    assert results[0] == 2
+    assert results[1] == 2
+    assert isinstance(results[2], Conflict) and results[2].extra["status"] == "rejected"
+    assert results[3] == 0
+    assert isinstance(results[4], NotFound)
+    assert (await inventory.seat_statuses(event))[1] == {
+        "101-A-1": "sold",
+        "101-A-2": "sold",
+        "101-A-3": "sold",
+        "101-B-1": "sold",
+        "101-B-2": "sold",
+    }
+    assert await inventory.buyer_usage(event, "zoe") == 2
+    assert await inventory.buyer_usage(event, "carol") == 0
+    assert await inventory.availability(event) == {"VIP": 7, "GENERAL": 18}
+    # One delta per order that changed, as mark_sold emits them.
+    deltas = (await inventory.read_deltas(event, 0, before)).deltas
+    assert [(d.op, d.order_id, sorted(d.seats)) for d in deltas] == [
+        ("sold", a.order_id, ["101-A-1", "101-A-2"]),
+        ("sold", forgotten, ["101-B-1", "101-B-2"]),
+    ]
+    with pytest.raises(HoldExpired):
+        await inventory.confirm(other.hold_id, "dan", order())
+    # Again: idempotent, known orders now.
+    again = await inventory.mark_sold_many(event, 0, [(a.order_id, [], ""), (forgotten, [], "")])
+    assert again == [0, 0]
+    assert await inventory.mark_sold_many(event, 0, []) == []
+
+
+async def test_reject_many_settles_each_order_as_reject_would(
+    inventory: Inventory, event: int
+) -> None:
+    a = await inventory.confirm(
+        (await inventory.hold(event, ["101-A-1", "101-A-2"], "alice")).hold_id, "alice", order()
+    )
+    b = await inventory.confirm(
+        (await inventory.hold(event, ["101-A-3"], "bob")).hold_id, "bob", order()
+    )
+    assert await inventory.mark_sold(event, 0, b.order_id) == 1
+    results = await inventory.reject_many(event, 0, [a.order_id, b.order_id, order()])
+    assert results[0] == 2
+    assert isinstance(results[1], Conflict) and results[1].extra["status"] == "sold"
+    assert results[2] == 0  # unknown: nothing pending under it
+    assert await inventory.reject_many(event, 0, [a.order_id]) == [0]
+    assert (await inventory.seat_statuses(event))[1] == {"101-A-3": "sold"}
+    assert await inventory.buyer_usage(event, "alice") == 0
+    assert await inventory.availability(event) == {"VIP": 9, "GENERAL": 20}
+
+
+async def test_many_variants_split_large_batches_into_bounded_calls(
+    inventory: Inventory, event: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core import inventory as inventory_module
+
+    monkeypatch.setattr(inventory_module, "MANY_CHUNK", 2)
+    calls: list[int] = []
+    run = inventory._run
+
+    async def counting(name: str, event_id: int, partition: int, args: list[object]) -> object:
+        calls.append(len(args))
+        return await run(name, event_id, partition, args)
+
+    monkeypatch.setattr(inventory, "_run", counting)
+    orders = [(order(), [f"101-C-{n}"], "erin") for n in range(1, 6)]
+    assert await inventory.mark_sold_many(event, 0, orders) == [1, 1, 1, 1, 1]
+    assert len(calls) == 3  # 2 + 2 + 1 orders
+    rejected = await inventory.reject_many(event, 0, [o for o, _, _ in orders])
+    assert [type(r) for r in rejected] == [Conflict] * 5  # sold: cannot be rejected
+    assert len(calls) == 6
+    assert [o for o, _, _ in orders] == [r.extra["order_id"] for r in rejected]
