@@ -1046,8 +1046,14 @@ async def batch_breakdown(dsn: str, settings: Any, orders: list[Any]) -> dict[st
     try:
         inventory = Inventory(client, settings.holds)
         started = time.perf_counter()
+        # As the persister does: one script call per (event, partition) and chunk.
+        groups: dict[tuple[int, int], list[tuple[str, list[str], str]]] = {}
+        for o in orders:
+            groups.setdefault((o.event_id, o.partition), []).append(
+                (o.order_id, [s.seat_id for s in o.seats], o.buyer)
+            )
         await asyncio.gather(
-            *(inventory.mark_sold(o.event_id, o.partition, o.order_id) for o in orders)
+            *(inventory.mark_sold_many(ev, part, group) for (ev, part), group in groups.items())
         )
         out["mark_sold_s"] = time.perf_counter() - started
     finally:

@@ -417,7 +417,7 @@ def write_report(results: Results, out: Path) -> None:
                 ("write: `decide_and_write`, one transaction", "write_s"),
                 ("publish the outcomes (`acks=all`), all awaited together", "publish_s"),
                 (
-                    "tell Redis: `Inventory.mark_sold` per order, all awaited together",
+                    "tell Redis: `Inventory.mark_sold_many` per event partition",
                     "mark_sold_s",
                 ),
             ):
