@@ -96,6 +96,13 @@ _USER_PIPELINE_CHUNK: Final = 256
 # this long, for at most this many coalescing windows after the previous frame.
 _BUSY_RETRY_S: Final = 0.02
 _MAX_WINDOWS: Final = 5
+# Opening a room (one XINFO per partition) may take this long before joiners are told
+# to retry: a Redis call that hangs must not hold a connection's handshake forever.
+_OPEN_TIMEOUT_S: Final = 5.0
+# stop() waits at most this long for its tasks; a task still running by then is
+# cancelled again every _RECANCEL_S (a cancellation can be lost, see _cancel_all).
+_STOP_TIMEOUT_S: Final = 2.0
+_RECANCEL_S: Final = 0.1
 
 
 class UnknownEvent(Exception):
@@ -257,6 +264,8 @@ class EventRoom:
         self.subscribers: set[Outbox] = set()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.close_handle: asyncio.TimerHandle | None = None
+        # Set by stop(): the tailers end on it even if their cancellation was lost.
+        self.stopped = False
 
     @property
     def partitions(self) -> int:
@@ -325,6 +334,7 @@ class EventRoom:
             outbox.put(frame)
 
     def stop(self) -> None:
+        self.stopped = True
         for part in self.parts:
             if part.flush_handle is not None:
                 part.flush_handle.cancel()
@@ -393,13 +403,18 @@ class LiveHub:
             room.stop()
             tasks.extend(p.task for p in room.parts if p.task is not None)
         for session in tuple(self._users):
-            for task in session.holds.values():
-                task.cancel()
-                tasks.append(task)
+            tasks.extend(session.holds.values())
+        tasks.extend(self._background)  # rooms being opened: their joiners get an error
         self._rooms.clear()
         LIVE_TAILERS.dec(self._tailers)
         self._tailers = 0
-        await asyncio.gather(*tasks, return_exceptions=True)
+        left = await _cancel_all(tasks, _STOP_TIMEOUT_S)
+        if left:
+            log.warning(
+                "live hub stopped with %d task(s) still running: %s",
+                len(left),
+                ", ".join(sorted(t.get_name() for t in left)),
+            )
 
     def register(self, outbox: Outbox) -> None:
         """Count a new connection (AtCapacity past ``max_connections``)."""
@@ -427,6 +442,8 @@ class LiveHub:
     async def join_event(self, event_id: int, outbox: Outbox) -> tuple[EventRoom, list[str]]:
         """Subscribe ``outbox`` to the event; returns the room and the versions every
         later frame follows (the client's starting point)."""
+        if self._closing:
+            raise LiveUnavailable("server shutting down")
         room = self._rooms.get(event_id)
         if room is None:
             try:
@@ -435,6 +452,8 @@ class LiveHub:
                 raise LiveUnavailable(str(exc)) from exc
             if count is None or count < 1:
                 raise UnknownEvent(f"no event {event_id}")
+            if self._closing:  # stop() ran during the lookup
+                raise LiveUnavailable("server shutting down")
             room = self._rooms.get(event_id)  # another connection may have opened it
             if room is None:
                 if self._tailers + count > self.settings.max_partitions:
@@ -450,11 +469,17 @@ class LiveHub:
             room.close_handle.cancel()
             room.close_handle = None
         try:
-            await asyncio.shield(room.ready)
+            # _open_room always settles ``ready`` (also when cancelled or timed out);
+            # the bound is a second line of defence, the shield keeps the room's
+            # future intact for the other joiners when this one gives up.
+            async with asyncio.timeout(_OPEN_TIMEOUT_S + 1.0):
+                await asyncio.shield(room.ready)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise LiveUnavailable(str(exc)) from exc
+            raise LiveUnavailable(str(exc) or type(exc).__name__) from exc
+        if room.stopped:  # stop() or a failed open won the race
+            raise LiveUnavailable("event stream closed; retry")
         # No await between here and the return: the versions and the subscription are
         # taken at the same instant, so every later batch follows these versions.
         room.subscribers.add(outbox)
@@ -482,23 +507,34 @@ class LiveHub:
     async def _open_room(self, room: EventRoom) -> None:
         task = asyncio.current_task()
         try:
-            for p, part in enumerate(room.parts):
-                info = await self._stream_info(self.redis, part.key)
+            async with asyncio.timeout(_OPEN_TIMEOUT_S):
+                versions = [await self._stream_info(self.redis, part.key) for part in room.parts]
+            if self._closing or room.stopped:
+                raise LiveUnavailable("server shutting down")
+            # No await from here on: every tailer starts, or none does.
+            for p, (part, info) in enumerate(zip(room.parts, versions, strict=True)):
                 last = ZERO_VERSION if info is None else info.last_generated
                 part.cursor = part.dispatched = last
                 part.task = asyncio.create_task(
                     self._tail(room, p), name=f"live-tail-{room.event_id}-{p}"
                 )
             room.ready.set_result(None)
-        except Exception as exc:  # the joiners see the failure; the next join retries
-            log.warning("opening event %s failed: %s", room.event_id, exc)
+        except BaseException as exc:  # the joiners see the failure; the next join retries
+            # Also on cancellation (stop()): a joiner waiting on ``ready`` must never
+            # be left waiting for a room that will not open.
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning("opening event %s failed: %r", room.event_id, exc)
             if self._rooms.get(room.event_id) is room:
                 del self._rooms[room.event_id]
                 self._tailers -= room.partitions
                 LIVE_TAILERS.dec(room.partitions)
             room.stop()
-            room.ready.set_exception(exc)
-            room.ready.exception()  # mark retrieved: a room nobody awaited must not warn
+            if not room.ready.done():
+                failure = exc if isinstance(exc, Exception) else LiveUnavailable("stopped")
+                room.ready.set_exception(failure)
+                room.ready.exception()  # mark retrieved: a room nobody awaited must not warn
+            if not isinstance(exc, Exception):
+                raise
         finally:
             if task is not None:
                 self._background.discard(task)
@@ -508,7 +544,12 @@ class LiveHub:
         backoff = 0.05
         block = self.settings.block_ms
         count = self.settings.read_count
-        while True:
+        # ``room.stopped``, not just the cancellation, ends the loop: redis-py sends each
+        # command under ``asyncio.wait_for`` when the client has a socket_timeout, and on
+        # Python 3.11 wait_for drops a cancel that arrives just as the send completes
+        # (CPython gh-86296). The XREAD then runs on as if nothing happened and, without
+        # this check, so would the loop: forever, with stop() waiting for it.
+        while not room.stopped:
             try:
                 # XREAD has "movable keys": routed by key, redis-py would first ask a node
                 # COMMAND GETKEYS on every call. Send it to the slot's node directly; after
@@ -541,7 +582,7 @@ class LiveHub:
                 await self._check_tail_gap(room, p)
                 continue
             backoff = 0.05
-            if not reply:
+            if not reply or room.stopped:
                 continue
             entries = reply[0][1]
             changes: list[SeatChange] = []
@@ -673,7 +714,7 @@ class LiveHub:
 
     async def _poll_users(self) -> None:
         interval = self.settings.user_poll_ms / 1000
-        while True:
+        while not self._closing:  # see _tail: a cancellation may be lost
             await asyncio.sleep(interval)
             sessions = list(self._users)
             for i in range(0, len(sessions), _USER_PIPELINE_CHUNK):
@@ -729,7 +770,7 @@ class LiveHub:
         warned_for = 0
         assert self._holds is not None
         try:
-            while True:
+            while not self._closing:  # see _tail: a cancellation may be lost
                 now = _now_ms()
                 if warned_for != expires_at:
                     wait_ms = expires_at - lead_ms - now
@@ -823,6 +864,30 @@ def _before(version: tuple[int, int]) -> tuple[int, int]:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def _cancel_all(tasks: list[asyncio.Task[Any]], within_s: float) -> set[asyncio.Task[Any]]:
+    """Cancel ``tasks`` and wait for them, at most ``within_s`` seconds; the ones still
+    running by then are returned (and left cancelled).
+
+    A task that is still running a moment after its cancel is cancelled again: on
+    Python 3.11 ``asyncio.wait_for`` (redis-py sends every command under it when the
+    client has a socket_timeout) loses a cancel that arrives as its inner step ends,
+    and the task then awaits on as if never cancelled.
+    """
+    pending = {t for t in tasks if not t.done()}
+    if not pending:
+        return pending
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            break
+        _, pending = await asyncio.wait(pending, timeout=min(_RECANCEL_S, left))
+    return pending
 
 
 @contextlib.asynccontextmanager
