@@ -7,12 +7,16 @@ the same format (fields ``seats``, ``status``), so the hub is checked on its own
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import contextlib
+import time
+from typing import Any, cast
 
 import pytest
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import ResponseError
 
-from api.live.hub import Batch, LiveHub, Outbox, UnknownEvent
+from api.live import hub as hub_module
+from api.live.hub import Batch, LiveHub, LiveUnavailable, Outbox, UnknownEvent
 from core.live import CLOSE_SLOW_CONSUMER, Deltas, Resync, parse_version, stream_key
 from core.settings import LiveSettings, Settings
 from tests.conftest import fresh_event_id
@@ -151,6 +155,8 @@ async def test_a_slow_subscriber_is_dropped_and_others_keep_flowing(
         await asyncio.sleep(hub.settings.coalesce_ms / 1000 + 0.02)
     await asyncio.sleep(0.3)
     reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader  # nothing of this test keeps running on the session loop
     assert [c.version for b in batches for c in b.changes] == written
     assert slow.closed is not None and slow.closed[0] == CLOSE_SLOW_CONSUMER
     assert len(slow) == 0  # its queue was freed at once
@@ -267,3 +273,149 @@ async def test_a_connect_storm_opens_one_room_with_one_tailer(
     room = joined[0][0]
     for outbox in outboxes:
         hub.leave_event(room, outbox)
+
+
+# -- shutdown: every wait is bounded, whatever Redis or asyncio does ----------------------
+
+
+class _LosingTail:
+    """A tail client whose XREAD loses cancellations, as redis-py's does on Python 3.11:
+    it sends each command under ``asyncio.wait_for`` (the client has a socket_timeout),
+    and wait_for drops a cancel that arrives just as the send completes (CPython
+    gh-86296). The read then blocks on for its full BLOCK as if never cancelled.
+
+    ``lose`` cancels are lost (-1: all of them, until ``release`` is set)."""
+
+    def __init__(self, lose: int) -> None:
+        self.lose = lose
+        self.lost = 0
+        self.reads = 0
+        self.release = asyncio.Event()
+
+    def get_node_from_key(self, key: str) -> None:
+        return None
+
+    async def initialize(self) -> _LosingTail:
+        return self
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self.reads += 1
+        block_s = int(args[args.index("BLOCK") + 1]) / 1000
+        deadline = asyncio.get_running_loop().time() + block_s
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self.release.wait()
+                raise ConnectionError("released")
+            except TimeoutError:
+                return None  # BLOCK ran out: no entries
+            except asyncio.CancelledError:
+                if self.lose != -1 and self.lost >= self.lose:
+                    raise
+                self.lost += 1  # lost: read on
+
+
+class _StreamsRedis:
+    """The hub's main client: every stream is new (XINFO: no such key), or, with
+    ``hang``, XINFO never answers (a Redis call with no reply)."""
+
+    def __init__(self, hang: bool = False) -> None:
+        self.hang = hang
+        self.calls = 0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.hang:
+            await asyncio.Event().wait()
+        raise ResponseError("ERR no such key")
+
+
+def _fake_hub(tail: Any, redis: Any = None, **live: Any) -> LiveHub:
+    async def one_partition(event_id: int) -> int | None:
+        return 1
+
+    settings = LiveSettings(**({"block_ms": 30_000, "linger_s": 0.1} | live))
+    return LiveHub(settings, cast(Any, redis or _StreamsRedis()), cast(Any, tail), one_partition)
+
+
+def _live_tasks(event_id: int) -> list[asyncio.Task[Any]]:
+    return [
+        t for t in asyncio.all_tasks() if t.get_name().endswith(f"-{event_id}-0") and not t.done()
+    ]
+
+
+async def test_stop_ends_a_tailer_mid_xread_even_when_its_cancel_is_lost() -> None:
+    tail = _LosingTail(lose=1)
+    h = _fake_hub(tail)  # XREAD BLOCK 30 s
+    await h.start()
+    event_id = fresh_event_id()
+    outbox = Outbox(4)
+    h.register(outbox)
+    room, _ = await h.join_event(event_id, outbox)
+    await asyncio.sleep(0.05)  # the tailer is blocked in its XREAD
+    assert tail.reads == 1
+    started = time.monotonic()
+    async with asyncio.timeout(5):  # before the fix: waited for ever (the CI hang)
+        await h.stop()
+    assert time.monotonic() - started < 1.0
+    assert tail.lost == 1  # the first cancel was indeed lost
+    assert all(p.task is not None and p.task.done() for p in room.parts)
+    assert outbox.closed == (1001, "server shutting down")
+    assert _live_tasks(event_id) == []
+
+
+async def test_stop_is_bounded_even_if_a_task_never_ends(monkeypatch: Any) -> None:
+    monkeypatch.setattr(hub_module, "_STOP_TIMEOUT_S", 0.5)
+    tail = _LosingTail(lose=-1)  # a Redis call that ignores every cancel
+    h = _fake_hub(tail)
+    await h.start()
+    event_id = fresh_event_id()
+    room, _ = await h.join_event(event_id, Outbox(4))
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    async with asyncio.timeout(5):
+        await h.stop()
+    assert 0.4 < time.monotonic() - started < 2.0  # gave up after _STOP_TIMEOUT_S
+    assert tail.lost >= 2  # cancelled again and again meanwhile
+    # Clean up: let the stuck read end, so nothing runs on into the next test.
+    tail.release.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*(p.task for p in room.parts if p.task), return_exceptions=True)
+    assert _live_tasks(event_id) == []
+
+
+async def test_stop_while_a_join_waits_for_a_hung_redis_fails_the_join() -> None:
+    redis = _StreamsRedis(hang=True)  # opening the room: XINFO never answers
+    h = _fake_hub(_LosingTail(lose=0), redis)
+    await h.start()
+    event_id = fresh_event_id()
+    join = asyncio.create_task(h.join_event(event_id, Outbox(4)))
+    await asyncio.sleep(0.05)
+    assert redis.calls == 1 and not join.done()
+    async with asyncio.timeout(5):
+        await h.stop()
+        # The joiner is told to retry elsewhere, not left waiting for the room.
+        with pytest.raises(LiveUnavailable):
+            await join
+    assert not h._background  # the room opener was cancelled, not left behind
+    assert _live_tasks(event_id) == []
+    with pytest.raises(LiveUnavailable):  # and nothing new starts after stop()
+        await h.join_event(fresh_event_id(), Outbox(4))
+
+
+async def test_an_idle_room_ends_its_tailer_even_when_the_cancel_is_lost() -> None:
+    tail = _LosingTail(lose=1)
+    h = _fake_hub(tail, block_ms=200)
+    await h.start()
+    event_id = fresh_event_id()
+    outbox = Outbox(4)
+    room, _ = await h.join_event(event_id, outbox)
+    tailer = room.parts[0].task
+    assert tailer is not None
+    await asyncio.sleep(0.05)
+    h.leave_event(room, outbox)  # linger 0.1 s, then the room closes
+    async with asyncio.timeout(5):  # before the fix: the tailer read on for ever
+        while not tailer.done():
+            await asyncio.sleep(0.05)
+    assert tail.lost == 1 and event_id not in h._rooms
+    await h.stop()
