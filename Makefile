@@ -1,6 +1,9 @@
 # TicketBuster: `make dev` runs the system on http://127.0.0.1:8000, `make test` runs every test.
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
+# uv trusts the system certificate store too (see .ci/bootstrap.sh).
+export UV_NATIVE_TLS ?= 1
+export UV_SYSTEM_CERTS ?= 1
 UV := uv
 PYTEST_ARGS ?=
 

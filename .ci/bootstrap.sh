@@ -33,6 +33,9 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 export PATH="$HOME/.local/bin:$PATH"
+# Trust the system's certificate store (where a site's own CA is installed), not only uv's
+# bundled roots: behind a TLS-inspecting proxy the bundled roots fail with UnknownIssuer.
+export UV_NATIVE_TLS="${UV_NATIVE_TLS:-1}" UV_SYSTEM_CERTS="${UV_SYSTEM_CERTS:-1}"
 if ! command -v uv >/dev/null 2>&1; then
   echo "bootstrap: installing uv into a private venv under .tb/" >&2
   python3 -m venv .tb/uv-venv
