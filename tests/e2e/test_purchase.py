@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,8 @@ from core.tickets import (
     signing_key,
     verify_ticket,
 )
-from migrations.seed import SeedEvent, seed
 from tests.integration.api_servers import api_client, with_overrides
-from tests.integration.catalog_seed import cluster_client, restart_event_ids
+from tests.integration.catalog_seed import cluster_client, seed_test_event
 from workers.issuer import create_issuer
 from workers.notifier import create_notifier
 from workers.persister import create_persister
@@ -92,31 +90,17 @@ async def stack(
         tickets={"signing_key_path": str(key_dir / "signing.pem")},
         workers={"persister_port": 0, "issuer_port": 0, "notifier_port": 0},
     )
-    await restart_event_ids(pg_dsn)
     redis = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
     await redis.initialize()
-    event = SeedEvent(
-        slug=f"purchase-e2e-{uuid.uuid4().hex[:8]}",
-        title="Purchase e2e",
-        category="CONCERT",
-        venue=f"E2E Hall {uuid.uuid4().hex[:6]}",
+    event_id, seats = await seed_test_event(
+        pg_dsn,
+        redis,
+        name="Purchase e2e",
         address="Loopback 1",
-        starts_at=datetime.now(UTC) + timedelta(days=30),
+        days_ahead=30,
         base_price_minor=10_000,
         capacity=120,
     )
-    report = await seed(pg_dsn, Inventory(redis), [event])
-    event_id = report.created[0][0]
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        seats = {
-            r["seat_id"]: r["category"]
-            for r in await conn.fetch(
-                "SELECT seat_id, category FROM catalog.seats WHERE event_id = $1", event_id
-            )
-        }
-    finally:
-        await conn.close()
     await ensure_topics(config)
     apps = [create_persister(config), create_issuer(config), create_notifier(config)]
     for app in apps:

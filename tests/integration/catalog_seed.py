@@ -55,6 +55,44 @@ async def restart_event_ids(dsn: str) -> int:
     return base
 
 
+async def seed_test_event(
+    dsn: str,
+    redis: RedisCluster,
+    *,
+    name: str,
+    address: str,
+    days_ahead: int,
+    base_price_minor: int,
+    capacity: int,
+) -> tuple[int, dict[str, str]]:
+    """Seed one small event of this test's own (fresh ids, inventory loaded into Redis);
+    returns its id and its seats (seat id -> price category)."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    await restart_event_ids(dsn)
+    event = SeedEvent(
+        slug=f"{name.lower().replace(' ', '-')}-{uuid.uuid4().hex[:8]}",
+        title=name,
+        category="CONCERT",
+        venue=f"{name} Hall {uuid.uuid4().hex[:6]}",
+        address=address,
+        starts_at=datetime.now(UTC) + timedelta(days=days_ahead),
+        base_price_minor=base_price_minor,
+        capacity=capacity,
+    )
+    report = await seed(dsn, Inventory(redis), [event])
+    event_id = int(report.created[0][0])
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT seat_id, category FROM catalog.seats WHERE event_id = $1", event_id
+        )
+    finally:
+        await conn.close()
+    return event_id, {r["seat_id"]: r["category"] for r in rows}
+
+
 async def _admin(base: str, sql: str) -> None:
     conn = await asyncpg.connect(urlunsplit(urlsplit(base)._replace(path="/postgres")))
     try:

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
 
-from core.inventory import Inventory, partition_keys
+from core.inventory import partition_keys
 from core.orders import OrderPlaced
 from core.settings import Settings
-from migrations.seed import SeedEvent, seed
 from tests.integration.api_servers import api_client, with_overrides
-from tests.integration.catalog_seed import cluster_client, restart_event_ids
+from tests.integration.catalog_seed import cluster_client, seed_test_event
 from tests.integration.test_orders_support import TopicReader
 
 # Buyers unique to this run: Redis (shared between runs) keeps per-user records.
@@ -38,29 +36,19 @@ class Ctx(msgspec.Struct):
 @pytest.fixture(scope="module")
 async def ctx(settings: Settings, pg_dsn: str, services: dict[str, str]) -> AsyncIterator[Ctx]:
     config = with_overrides(settings, database={"url": pg_dsn}, api={"rate_limit_enabled": False})
-    await restart_event_ids(pg_dsn)
     redis = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
     await redis.initialize()
-    event = SeedEvent(
-        slug=f"orders-api-{uuid.uuid4().hex[:8]}",
-        title="Orders API",
-        category="CONCERT",
-        venue=f"Orders Hall {uuid.uuid4().hex[:6]}",
+    event_id, seats = await seed_test_event(
+        pg_dsn,
+        redis,
+        name="Orders API",
         address="Loopback 2",
-        starts_at=datetime.now(UTC) + timedelta(days=20),
+        days_ahead=20,
         base_price_minor=12_345,
         capacity=60,
     )
-    report = await seed(pg_dsn, Inventory(redis), [event])
-    event_id = report.created[0][0]
     conn = await asyncpg.connect(pg_dsn)
     try:
-        seats = {
-            r["seat_id"]: r["category"]
-            for r in await conn.fetch(
-                "SELECT seat_id, category FROM catalog.seats WHERE event_id = $1", event_id
-            )
-        }
         prices = {
             r["code"]: r["price_minor"]
             for r in await conn.fetch(
