@@ -214,6 +214,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         stack.push_async_callback(plans.stop)
         state.partition_plans = plans
         state.inventory = _create_inventory(redis, settings, plans)
+        stack.callback(state.inventory.close)
         state.rate_limiter = RateLimiter(redis)
 
         http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)

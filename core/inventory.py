@@ -3,8 +3,10 @@
 This is the one module in ``core/`` that talks to Redis. Every operation is one
 Lua script run atomically in one hash slot, ``{ev:<event_id>:<partition>}``; the
 keys are built here and passed in ``KEYS`` (see ``lua/lib/prelude.lua`` for the
-data model). Scripts are called through redis-py's ``Script`` objects
-(EVALSHA, reloading on NOSCRIPT after a restart or failover).
+data model). Scripts travel through ``core.inventory_link.ScriptLink``: EVALSHA to the
+primary owning the partition's slot (computed once per partition), auto-pipelined per
+node, reloading on NOSCRIPT after a restart or failover, never re-sent when its outcome
+is unknown unless the script only reads.
 
 Input is validated before any Redis call; script replies are mapped to Structs
 (``core.holds``, ``core.seats``) or to ``core.errors`` domain errors. A Redis
@@ -30,7 +32,6 @@ from typing import Any, Final, Literal, cast
 
 import msgspec
 from redis.asyncio.cluster import RedisCluster
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisClusterException, RedisError
 
 from core.errors import (
@@ -56,6 +57,7 @@ from core.holds import (
     validate_partition,
     validate_quantity,
 )
+from core.inventory_link import LinkError, NodeDown, Route, Script, ScriptLink
 from core.seats import (
     DeltaBatch,
     SeatDelta,
@@ -106,6 +108,11 @@ SCRIPT_NAMES: Final = (
     "buyer_usage",
 )
 
+# Scripts that only read: safe to send again when a reply was lost.
+READ_ONLY_SCRIPTS: Final = frozenset({"get_hold", "statuses", "availability", "buyer_usage"})
+# Partitions whose route (slot + encoded keys) a process remembers.
+_ROUTES_KEPT: Final = 8192
+
 # Holds expired inline by best_available / one sweep call.
 SWEEP_BATCH: Final = 500
 # Orders settled by one mark_sold_many / reject_many script call; more are split into
@@ -113,7 +120,7 @@ SWEEP_BATCH: Final = 500
 MANY_CHUNK: Final = 200
 _HOLD_ID_ATTEMPTS: Final = 3
 # Everything a Redis call can raise; all of it becomes Unavailable.
-_REDIS_FAILURES: Final = (RedisError, RedisClusterException, OSError, TimeoutError)
+_REDIS_FAILURES: Final = (RedisError, RedisClusterException, OSError, TimeoutError, LinkError)
 
 
 def partition_tag(event_id: int, partition: int) -> str:
@@ -214,8 +221,9 @@ class Inventory:
 
     ``plans`` gives an event's partition plan (from a cached catalog); by default
     every event is one partition. Holds take their defaults and limits from
-    ``settings``. At most ``max_in_flight`` calls (default: the client's
-    ``max_connections``) run at once; more wait for a free connection.
+    ``settings``. Scripts go through one ``ScriptLink`` (one connection per primary,
+    made on first use from the client's seed nodes); the client itself serves the few
+    plain reads (stream tails in tests).
     """
 
     def __init__(
@@ -223,19 +231,29 @@ class Inventory:
         client: RedisCluster,
         settings: HoldSettings | None = None,
         plans: PlanLookup | None = None,
-        max_in_flight: int | None = None,
+        link: ScriptLink | None = None,
     ) -> None:
         self._client = client
-        # redis-py's cluster client fails (MaxConnectionsError) rather than waits
-        # when a node's pool is exhausted: queue here instead, so a burst waits
-        # its turn rather than turning into 503s.
-        limit = max_in_flight or int(getattr(client, "max_connections", 0) or 64)
-        self._in_flight = asyncio.Semaphore(limit)
         self._settings = settings or HoldSettings()
         self._plans = plans or (lambda _event_id: SINGLE_PARTITION)
-        self._scripts: dict[str, AsyncScript] = {
-            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        self._link = link or ScriptLink(
+            [(n.host, int(n.port)) for n in client.nodes_manager.startup_nodes.values()],
+            timeout_s=float(client.connection_kwargs.get("socket_timeout") or 2.0),
+        )
+        self._scripts: dict[str, Script] = {
+            name: Script(script_source(name), read_only=name in READ_ONLY_SCRIPTS)
+            for name in SCRIPT_NAMES
         }
+        self._routes: dict[tuple[int, int], Route] = {}
+
+    @property
+    def link(self) -> ScriptLink:
+        """The script transport (shared with other script callers of this process)."""
+        return self._link
+
+    def close(self) -> None:
+        """Close the link's connections (the client is the caller's to close)."""
+        self._link.close()
 
     @property
     def settings(self) -> HoldSettings:
@@ -246,24 +264,33 @@ class Inventory:
 
     async def load_scripts(self) -> None:
         """Load every script on every primary (optional warm-up; NOSCRIPT is handled anyway)."""
-        await self._guard(self._load_all())
-
-    async def _load_all(self) -> None:
-        for script in self._scripts.values():
-            await self._client.script_load(script.script)
+        await self._guard(self._link.load(self._scripts.values()))
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _guard(self, call: Awaitable[Any]) -> Any:
+    @staticmethod
+    async def _guard(call: Awaitable[Any]) -> Any:
         try:
-            async with self._in_flight:
-                return await call
+            return await call
+        except NodeDown as exc:
+            raise Unavailable(
+                "the seat inventory is unavailable, retry shortly", retry_after_s=1
+            ) from exc
         except _REDIS_FAILURES as exc:
             raise Unavailable("the seat inventory is unavailable, retry shortly") from exc
 
+    def _route(self, event_id: int, partition: int) -> Route:
+        route = self._routes.get((event_id, partition))
+        if route is None:
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            route = self._routes[(event_id, partition)] = Route(partition_keys(event_id, partition))
+        return route
+
     async def _run(self, name: str, event_id: int, partition: int, args: Sequence[Any]) -> Any:
-        script = self._scripts[name]
-        return await self._guard(script(keys=partition_keys(event_id, partition), args=args))
+        return await self._guard(
+            self._link.run(self._scripts[name], self._route(event_id, partition), args)
+        )
 
     async def _code(
         self, name: str, event_id: int, partition: int, args: Sequence[Any]
@@ -751,8 +778,7 @@ class Inventory:
 
     async def _gap_kept(self, key: str, after: tuple[int, int]) -> bool:
         try:
-            async with self._in_flight:
-                info = await self._client.xinfo_stream(key)
+            info = await self._client.xinfo_stream(key)
         except RedisError as exc:
             if "no such key" in str(exc).lower():
                 return False

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from core.errors import InvalidInput
 from core.inventory import Inventory, PartitionPlan, decode_state
+from core.inventory_link import ScriptLink
 from core.seats import (
     SEAT_ID_RE,
     SeatRef,
@@ -122,17 +123,12 @@ def test_trailing_newline_and_leading_zeros_are_refused_everywhere(bad: str) -> 
 
 class _NoRedis:
     """Stands in for the cluster client where validation must refuse before any call
-    (calling a script on it fails the test with a TypeError)."""
-
-    max_connections = 4
-
-    def register_script(self, script: str) -> object:
-        return object()
+    (the inventory's link has no node to reach: a script call fails with Unavailable)."""
 
 
 @pytest.mark.parametrize("bad", LOOSE_BUT_WRONG)
 async def test_the_inventory_refuses_them_before_redis(bad: str) -> None:
-    inventory = Inventory(_NoRedis())  # type: ignore[arg-type]
+    inventory = Inventory(_NoRedis(), link=ScriptLink([]))  # type: ignore[arg-type]
     order = "6f1c0e1e-0000-4000-8000-000000000001"
     with pytest.raises(InvalidInput):
         await inventory.hold(5, [bad], "alice")
