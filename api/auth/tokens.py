@@ -1,4 +1,4 @@
-"""Bearer JWT validation against the issuer's JWKS.
+"""Bearer JWT validation against the issuer's JWKS (compact JWS, checked with cryptography).
 
 Issuer, audience and the algorithm allow-list are checked exactly; ``alg:
 none`` and HMAC algorithms can never be allowed (a public JWKS key must not
@@ -10,6 +10,7 @@ cannot hammer the issuer.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import time
 from collections import OrderedDict
@@ -19,6 +20,10 @@ from typing import Any
 import httpx
 import jwt
 import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from api.auth.principal import CLIENT_PREFIX, DEFAULT_ROLE, ROLES, Principal
 from core.errors import Unauthorized
@@ -59,6 +64,7 @@ class JwksCache:
     ) -> None:
         self._fetch = fetch
         self._keys: dict[str, jwt.PyJWK] = {}
+        self._algs: dict[str, str] = {}
         self._fetched_at = 0.0
         self._last_attempt = float("-inf")
         self._max_age_s = max_age_s
@@ -81,6 +87,7 @@ class JwksCache:
                 log.warning("JWKS refresh failed: %s: %s", type(exc).__name__, exc)
                 return
             keys: dict[str, jwt.PyJWK] = {}
+            algs: dict[str, str] = {}
             for raw in data.get("keys", []):
                 if not isinstance(raw, dict) or raw.get("use", "sig") != "sig":
                     continue
@@ -89,8 +96,15 @@ class JwksCache:
                 except jwt.PyJWTError as exc:
                     log.warning("skipping JWKS key %s: %s", raw.get("kid"), exc)
                     continue
-                keys[str(raw.get("kid", ""))] = key
-            self._keys = keys
+                kid = str(raw.get("kid", ""))
+                keys[kid] = key
+                if isinstance(raw.get("alg"), str):
+                    algs[kid] = raw["alg"]
+            if not keys and self._keys:
+                # An empty or broken answer is an issuer fault, not a revocation of every key.
+                log.warning("JWKS refresh returned no usable key; keeping the cached keys")
+                return
+            self._keys, self._algs = keys, algs
             self._fetched_at = time.monotonic()
 
     async def get(self, kid: str | None) -> jwt.PyJWK | None:
@@ -101,6 +115,12 @@ class JwksCache:
             await self.refresh()  # an unknown kid may be a rotated key
             key = self._lookup(kid)
         return key
+
+    def declared_alg(self, kid: str | None) -> str | None:
+        """The ``alg`` the key's JWK declares, if it does."""
+        if kid is None:
+            return next(iter(self._algs.values())) if len(self._keys) == 1 and self._algs else None
+        return self._algs.get(kid)
 
     def _lookup(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:
@@ -151,15 +171,22 @@ def principal_from_claims(claims: dict[str, Any]) -> Principal:
 
 
 class TokenVerifier:
-    """Turns a bearer token into a ``Principal`` or raises ``Unauthorized`` saying why."""
+    """Turns a bearer token into a ``Principal`` or raises ``Unauthorized`` saying why.
+
+    The compact JWS is parsed with msgspec and its signature checked with
+    ``cryptography`` directly (``verify_jws``): the same rules as a full JWT library
+    (algorithm allow-list, the key's type matching the algorithm, exact issuer, our
+    audience, ``exp``/``nbf``/``iat`` with leeway, a subject), at a fraction of the cost,
+    since a flash sale verifies a new buyer's token on every first request.
+    """
 
     def __init__(self, settings: AuthSettings, keys: JwksCache, cache_size: int = 4096) -> None:
         self.issuer = settings.issuer
         self.audience = settings.audience
-        self.algorithms = allowed_algorithms(settings)
+        self.algorithms = frozenset(allowed_algorithms(settings))
         self.keys = keys
         # A buyer sends the same token with every request of a sale; a signature check costs
-        # ~0.4 ms, so verified tokens are remembered (until they expire) in a small LRU.
+        # ~0.15 ms, so verified tokens are remembered (until they expire) in a small LRU.
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         self._cache_size = cache_size
 
@@ -179,41 +206,138 @@ class TokenVerifier:
         return principal
 
     async def _verify(self, token: str) -> tuple[Principal, float]:
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise Unauthorized("The bearer token is malformed.") from None
-        alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in self.algorithms:
-            raise Unauthorized(f"The token's algorithm {alg!r} is not accepted.")
-        kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise Unauthorized("The token's key id is malformed.")
-        key = await self.keys.get(kid)
+        jws = parse_jws(token)
+        if jws.alg not in self.algorithms:
+            raise Unauthorized(f"The token's algorithm {jws.alg!r} is not accepted.")
+        key = await self.keys.get(jws.kid)
         if key is None:
             raise Unauthorized("The token was signed by an unknown key.")
-        try:
-            claims: dict[str, Any] = jwt.decode(
-                token,
-                key=key.key,
-                algorithms=[alg],
-                audience=self.audience,
-                issuer=self.issuer,
-                leeway=LEEWAY_S,
-                options={"require": ["exp", "iat", "iss", "aud", "sub"], "strict_aud": False},
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("The token has expired.") from None
-        except jwt.InvalidIssuerError:
-            raise Unauthorized(
-                "The token was issued by an issuer this API does not trust."
-            ) from None
-        except jwt.InvalidAudienceError:
-            raise Unauthorized("The token is meant for another audience.") from None
-        except jwt.InvalidSignatureError:
-            raise Unauthorized("The token's signature does not verify.") from None
-        except (jwt.PyJWTError, ValueError, TypeError) as exc:
-            raise Unauthorized(f"The token is invalid: {type(exc).__name__}.") from None
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise Unauthorized("The token has no subject.")
+        verify_jws(jws, key, self.keys.declared_alg(jws.kid))
+        claims = jws.claims()
+        check_claims(claims, issuer=self.issuer, audience=self.audience, now=time.time())
         return principal_from_claims(claims), float(claims["exp"])
+
+
+# -- compact JWS, verified with cryptography ---------------------------------------------
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256,
+    "384": hashes.SHA384,
+    "512": hashes.SHA512,
+}
+_EC_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+_B64URL = bytes.maketrans(b"-_", b"+/")
+
+
+def _b64url(segment: bytes) -> bytes:
+    """Strict base64url (no padding in the token; any stray character is refused)."""
+    if b"+" in segment or b"/" in segment or b"=" in segment:
+        raise ValueError("not base64url")
+    padded = segment.translate(_B64URL) + b"=" * (-len(segment) % 4)
+    return binascii.a2b_base64(padded, strict_mode=True)
+
+
+class Jws(msgspec.Struct, frozen=True):
+    """A compact JWS split into its parts (nothing verified yet)."""
+
+    alg: str
+    kid: str | None
+    signing_input: bytes
+    payload: bytes
+    signature: bytes
+
+    def claims(self) -> dict[str, Any]:
+        try:
+            claims = msgspec.json.decode(self.payload)
+        except msgspec.DecodeError:
+            raise Unauthorized("The token is invalid: its claims are not JSON.") from None
+        if not isinstance(claims, dict):
+            raise Unauthorized("The token is invalid: its claims are not an object.")
+        return claims
+
+
+def parse_jws(token: str) -> Jws:
+    """Split and decode a compact JWS; Unauthorized("malformed") when it is not one."""
+    try:
+        raw = token.encode("ascii")
+        head, payload, signature = raw.split(b".")
+        header = msgspec.json.decode(_b64url(head))
+        body = _b64url(payload)
+        sig = _b64url(signature)
+    except (ValueError, UnicodeError, binascii.Error, msgspec.DecodeError):
+        raise Unauthorized("The bearer token is malformed.") from None
+    if not isinstance(header, dict):
+        raise Unauthorized("The bearer token is malformed.")
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS:
+        raise Unauthorized(f"The token's algorithm {alg!r} is not accepted.")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise Unauthorized("The token's key id is malformed.")
+    if "crit" in header:  # no extension is understood, so none may be required
+        raise Unauthorized("The token is invalid: it requires unsupported extensions.")
+    return Jws(alg, kid, head + b"." + payload, body, sig)
+
+
+def verify_jws(jws: Jws, jwk: jwt.PyJWK, declared_alg: str | None = None) -> None:
+    """Check the signature with the key; the key's type (and the ``alg`` its JWK declares,
+    if any) must match the token's algorithm."""
+    alg, key, sig, data = jws.alg, jwk.key, jws.signature, jws.signing_input
+    if declared_alg and declared_alg != alg:
+        raise Unauthorized("The token's algorithm does not match its key.")
+    try:
+        if alg == "EdDSA":
+            if not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+                raise Unauthorized("The token's algorithm does not match its key.")
+            key.verify(sig, data)
+        elif alg.startswith("ES"):
+            if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != _EC_CURVES[alg]:
+                raise Unauthorized("The token's algorithm does not match its key.")
+            half = (key.curve.key_size + 7) // 8
+            if len(sig) != 2 * half:
+                raise InvalidSignature
+            der = encode_dss_signature(
+                int.from_bytes(sig[:half], "big"), int.from_bytes(sig[half:], "big")
+            )
+            key.verify(der, data, ec.ECDSA(_HASHES[alg[2:]]()))
+        else:
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise Unauthorized("The token's algorithm does not match its key.")
+            digest = _HASHES[alg[2:]]()
+            pad: padding.AsymmetricPadding = (
+                padding.PKCS1v15()
+                if alg.startswith("RS")
+                else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
+            )
+            key.verify(sig, data, pad, digest)
+    except InvalidSignature:
+        raise Unauthorized("The token's signature does not verify.") from None
+
+
+def _number(claims: dict[str, Any], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthorized(f"The token is invalid: claim {name!r} is missing or not a number.")
+    return float(value)
+
+
+def check_claims(claims: dict[str, Any], *, issuer: str, audience: str, now: float) -> None:
+    """The registered claims of a verified token (RFC 7519), with ``LEEWAY_S``.
+
+    ``aud`` may be a list (as OIDC providers send when a token serves several APIs): it
+    must contain our audience.
+    """
+    exp = _number(claims, "exp")
+    _number(claims, "iat")
+    if now > exp + LEEWAY_S:
+        raise Unauthorized("The token has expired.")
+    if "nbf" in claims and now + LEEWAY_S < _number(claims, "nbf"):
+        raise Unauthorized("The token is invalid: it is not valid yet.")
+    if claims.get("iss") != issuer:
+        raise Unauthorized("The token was issued by an issuer this API does not trust.")
+    aud = claims.get("aud")
+    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        raise Unauthorized("The token is meant for another audience.")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("The token is invalid: it has no subject.")

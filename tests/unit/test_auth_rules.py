@@ -134,3 +134,156 @@ def test_bearer_token_sources() -> None:
     # ...but never for plain HTTP, where it would leak into logs and caches.
     leak = {"type": "http", "headers": [], "query_string": b"access_token=t0k"}
     assert bearer_token(leak) is None  # type: ignore[arg-type]
+
+
+# -- the compact-JWS verifier (signature, key type, registered claims) --------------------
+
+_NOW = 1_900_000_000
+
+
+def _claims(**over: Any) -> dict[str, Any]:
+    base = {"sub": "alice", "iss": "https://issuer.test/", "aud": "ticketbuster",
+            "iat": _NOW, "exp": _NOW + 600}  # fmt: skip
+    base.update(over)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def _verifier_for(jwks: list[dict[str, Any]], algorithms: str = "EdDSA,ES256,RS256,PS256") -> Any:
+    from api.auth.tokens import TokenVerifier
+
+    async def fetch() -> dict[str, Any]:
+        return {"keys": jwks}
+
+    settings = AuthSettings(
+        issuer="https://issuer.test/", audience="ticketbuster", algorithms=algorithms
+    )
+    return TokenVerifier(settings, JwksCache(fetch), cache_size=0)
+
+
+def _keypair(alg: str) -> tuple[Any, dict[str, Any]]:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    if alg == "EdDSA":
+        private: Any = Ed25519PrivateKey.generate()
+    elif alg == "ES256":
+        private = ec.generate_private_key(ec.SECP256R1())
+    else:
+        private = rsa.generate_private_key(65537, 2048)
+    public = jwt.PyJWK.from_dict(
+        {**jwt.get_algorithm_by_name(alg).to_jwk(private.public_key(), as_dict=True), "kid": alg}
+    )
+    return private, {**public._jwk_data, "use": "sig"}
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256", "RS256", "PS256"])
+async def test_each_allowed_algorithm_verifies_and_a_flipped_bit_does_not(
+    alg: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.errors import Unauthorized
+
+    monkeypatch.setattr("time.time", lambda: _NOW + 10)
+    private, jwk = _keypair(alg)
+    verifier = _verifier_for([jwk])
+    token = jwt.encode(_claims(), private, algorithm=alg, headers={"kid": alg})
+    assert (await verifier.verify(token)).sub == "alice"
+    head, _payload, sig = token.split(".")
+    forged = jwt.utils.base64url_encode(msgspec.json.encode(_claims(sub="mallory"))).decode()
+    with pytest.raises(Unauthorized, match="signature"):
+        await verifier.verify(f"{head}.{forged}.{sig}")
+
+
+async def test_a_key_of_another_type_than_the_algorithm_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.errors import Unauthorized
+
+    monkeypatch.setattr("time.time", lambda: _NOW + 10)
+    _, ed_jwk = _keypair("EdDSA")
+    rsa_private, _ = _keypair("RS256")
+    # An RS256 token that names the Ed25519 key's kid: never verified with the wrong key type.
+    token = jwt.encode(_claims(), rsa_private, algorithm="RS256", headers={"kid": "EdDSA"})
+    with pytest.raises(Unauthorized, match="does not match"):
+        await _verifier_for([ed_jwk]).verify(token)
+
+
+@pytest.mark.parametrize(
+    ("over", "reason"),
+    [
+        ({"exp": _NOW - 100}, "expired"),
+        ({"nbf": _NOW + 3600}, "not valid yet"),
+        ({"iat": None}, "iat"),
+        ({"exp": "tomorrow"}, "exp"),
+        ({"aud": ["someone", "else"]}, "audience"),
+        ({"aud": None}, "audience"),
+        ({"iss": None}, "issuer"),
+        ({"sub": ""}, "subject"),
+    ],
+)
+async def test_registered_claims_are_enforced(
+    over: dict[str, Any], reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.errors import Unauthorized
+
+    monkeypatch.setattr("time.time", lambda: _NOW + 10)
+    private, jwk = _keypair("EdDSA")
+    token = jwt.encode(_claims(**over), private, algorithm="EdDSA", headers={"kid": "EdDSA"})
+    with pytest.raises(Unauthorized, match=reason):
+        await _verifier_for([jwk]).verify(token)
+
+
+async def test_an_audience_list_that_names_us_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("time.time", lambda: _NOW + 10)
+    private, jwk = _keypair("EdDSA")
+    token = jwt.encode(
+        _claims(aud=["account", "ticketbuster"]), private, algorithm="EdDSA",
+        headers={"kid": "EdDSA"},
+    )  # fmt: skip
+    assert (await _verifier_for([jwk]).verify(token)).sub == "alice"
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda t: t + "=",  # padding
+        lambda t: t.replace(".", "..", 1),  # an empty segment
+        lambda t: t[:-2] + "!!",  # outside the alphabet
+        lambda t: t.rsplit(".", 1)[0],  # two segments
+        lambda t: "é" + t,  # not ASCII
+    ],
+)
+async def test_malformed_compact_forms_are_refused(
+    mangle: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from core.errors import Unauthorized
+
+    monkeypatch.setattr("time.time", lambda: _NOW + 10)
+    private, jwk = _keypair("EdDSA")
+    token = jwt.encode(_claims(), private, algorithm="EdDSA", headers={"kid": "EdDSA"})
+    with pytest.raises(Unauthorized):
+        await _verifier_for([jwk]).verify(mangle(token))
+
+
+async def test_a_token_that_requires_an_extension_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from core.errors import Unauthorized
+
+    monkeypatch.setattr("time.time", lambda: _NOW + 10)
+    private, jwk = _keypair("EdDSA")
+    token = jwt.encode(
+        _claims(), private, algorithm="EdDSA", headers={"kid": "EdDSA", "crit": ["exp"]}
+    )
+    with pytest.raises(Unauthorized, match="extensions"):
+        await _verifier_for([jwk]).verify(token)
+
+
+async def test_a_refresh_with_no_usable_key_keeps_the_cached_keys() -> None:
+    answer: dict[str, Any] = {"keys": [_jwk("k1")]}
+
+    async def fetch() -> dict[str, Any]:
+        return answer
+
+    cache = JwksCache(fetch, min_refresh_interval_s=0, max_age_s=0)
+    assert await cache.get("k1") is not None
+    answer = {"keys": [{"kty": "nonsense"}]}
+    assert await cache.get("k1") is not None
