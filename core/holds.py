@@ -139,3 +139,19 @@ def hold_ttl_ms(ttl_s: float | None, settings: HoldSettings) -> int:
 def max_lifetime_ms(ttl_ms: int, settings: HoldSettings) -> int:
     """The total lifetime cap of a hold: ``max_lifetime_factor x ttl`` (at least the ttl)."""
     return max(ttl_ms, round(ttl_ms * settings.max_lifetime_factor))
+
+
+class AttemptBudget(msgspec.Struct, frozen=True):
+    """How many hold attempts a buyer may make in one event: ``per_minute`` on average,
+    at most ``burst`` at once (enforced inside the hold script, in the event's slot)."""
+
+    per_minute: int
+    burst: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.per_minute <= 60_000 or not 0 < self.burst <= self.per_minute:
+            raise InvalidInput("a hold budget needs 0 < burst <= per_minute <= 60000")
+
+    @property
+    def interval_ms(self) -> int:
+        return 60_000 // self.per_minute

@@ -41,10 +41,12 @@ from core.errors import (
     LimitExceeded,
     NotFound,
     NotOwner,
+    RateLimited,
     SeatUnavailable,
     Unavailable,
 )
 from core.holds import (
+    AttemptBudget,
     ConfirmedHold,
     Hold,
     hold_ttl_ms,
@@ -71,7 +73,7 @@ from core.settings import HoldSettings
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
 
-# The partition's keys, in the order of KEYS[1..13] (lua/lib/prelude.lua).
+# The partition's keys, in the order of KEYS[1..14] (lua/lib/prelude.lua).
 KEY_NAMES: Final = (
     "seats",
     "rowseats",
@@ -85,6 +87,7 @@ KEY_NAMES: Final = (
     "buyer_sold",
     "orders",
     "tomb",
+    "budget",
     "stream",
 )
 
@@ -206,6 +209,18 @@ def decode_state(state: str, now_ms: int) -> SeatStatus:
     if kind == "s":
         return "sold"
     return "free"
+
+
+def _budget_args(budget: AttemptBudget | None) -> tuple[int, int]:
+    """(interval_ms, burst) of a hold script's budget arguments; (0, 1) = no budget."""
+    return (0, 1) if budget is None else (budget.interval_ms, budget.burst)
+
+
+def _budget_spent(rest: list[Any]) -> RateLimited:
+    retry_s = max(1, -(-int(rest[0]) // 1000))
+    return RateLimited(
+        f"Too many hold attempts for this event; retry in {retry_s}s.", retry_after_s=retry_s
+    )
 
 
 def _text(value: Any) -> str:
@@ -356,12 +371,19 @@ class Inventory:
     # -- holds ----------------------------------------------------------------------------
 
     async def hold(
-        self, event_id: int, seats: Sequence[str], buyer: str, ttl_s: float | None = None
+        self,
+        event_id: int,
+        seats: Sequence[str],
+        buyer: str,
+        ttl_s: float | None = None,
+        budget: AttemptBudget | None = None,
     ) -> Hold:
         """Hold these seats for the buyer, all or none.
 
         SeatUnavailable names the seats that are taken; InvalidInput names unknown
-        seats; LimitExceeded when the buyer's per-event limit would be passed.
+        seats; LimitExceeded when the buyer's per-event limit would be passed. With a
+        ``budget`` the attempt first spends the buyer's request budget in the partition
+        (RateLimited when it is spent), in the same script call.
         """
         validate_event_id(event_id)
         validate_buyer(buyer)
@@ -380,10 +402,16 @@ class Inventory:
         for _ in range(_HOLD_ID_ATTEMPTS):
             hold_id = new_hold_id(event_id, partition)
             code, rest = await self._code(
-                "hold", event_id, partition, [hold_id, buyer, ttl, life, limit, *seat_ids]
+                "hold",
+                event_id,
+                partition,
+                [hold_id, buyer, ttl, life, limit, *_budget_args(budget), *seat_ids],
             )
+            budget = None  # spent by this attempt, whatever came of it
             if code == "ok":
                 return self._hold_from(event_id, partition, rest)
+            if code == "budget":
+                raise _budget_spent(rest)
             if code == "taken":
                 taken = _texts(rest)
                 raise SeatUnavailable(f"seats not available: {', '.join(taken)}", seats=taken)
@@ -409,11 +437,13 @@ class Inventory:
         quantity: int,
         buyer: str,
         ttl_s: float | None = None,
+        budget: AttemptBudget | None = None,
     ) -> Hold:
         """Hold the best ``quantity`` adjacent seats in one row of ``category``.
 
         Rows are tried front first; a choice that leaves no single-seat gap is
-        preferred. SeatUnavailable (with ``seats=[]``) when no row has room.
+        preferred. SeatUnavailable (with ``seats=[]``) when no row has room. A
+        ``budget`` is spent once per request, in the first partition tried.
         """
         validate_event_id(event_id)
         validate_buyer(buyer)
@@ -430,12 +460,18 @@ class Inventory:
                     "best_available",
                     event_id,
                     partition,
-                    [hold_id, buyer, ttl, life, limit, category, quantity, SWEEP_BATCH],
-                )
+                    [
+                        hold_id, buyer, ttl, life, limit, category, quantity, SWEEP_BATCH,
+                        *_budget_args(budget),
+                    ],
+                )  # fmt: skip
+                budget = None
                 if code != "duplicate":
                     break
             if code == "ok":
                 return self._hold_from(event_id, partition, rest)
+            if code == "budget":
+                raise _budget_spent(rest)
             if code == "limit":
                 raise self._limit_error(rest)
             if code == "none":

@@ -56,6 +56,10 @@ class HoldSettings(msgspec.Struct, frozen=True):
     max_lifetime_factor: float = 2.0
     max_seats_per_buyer: int = 6
     max_seats_per_hold: int = 6
+    # Hold attempts per buyer and event (per partition of a split event), checked inside the
+    # hold script: on average attempts_per_minute, at most attempts_burst at once (0 = off).
+    attempts_per_minute: int = 60
+    attempts_burst: int = 10
 
 
 class AuthSettings(msgspec.Struct, frozen=True):

@@ -10,7 +10,8 @@
 -- script reads O(candidate rows), not the whole event.
 --
 -- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
--- ARGV: hold_id, buyer, ttl_ms, max_lifetime_ms, buyer_limit, category, quantity, sweep_limit
+-- ARGV: hold_id, buyer, ttl_ms, max_lifetime_ms, buyer_limit, category, quantity, sweep_limit,
+--       budget_interval_ms (0 = no budget), budget_burst (see hold.lua)
 -- Returns:
 --   {'ok', hold_id, buyer, created_ms, expires_ms, max_expires_ms, version, seat1, cat1, ...}
 --   {'unknown_category'}      the category has no seats in this partition
@@ -18,6 +19,7 @@
 --   {'limit', used, limit}    the buyer would exceed the per-event limit
 --   {'duplicate'}             hold_id already exists
 --   {'not_loaded'}            the partition has no catalog (not loaded / lost)
+--   {'budget', retry_ms}      the buyer spent their attempts; the next is allowed in retry_ms
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -25,8 +27,12 @@
 local hold_id, buyer = ARGV[1], ARGV[2]
 local ttl, max_life, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local category, quantity, sweep_limit = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local interval, burst = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '1')
 
 local now = TB.now_ms()
+
+local wait = TB.spend_budget(buyer, now, interval, burst)
+if wait then return {'budget', wait} end
 
 if redis.call('EXISTS', TB.K.seats) == 0 then return {'not_loaded'} end
 

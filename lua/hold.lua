@@ -1,13 +1,15 @@
 -- hold.lua: hold explicit seats for a buyer, all or nothing.
 --
--- Checks, in order: every seat is in the partition's catalog, every seat is
+-- Checks, in order: the buyer's request budget (an attempt spends it whatever its
+-- outcome), every seat is in the partition's catalog, every seat is
 -- free (an expired hold counts as free), and the buyer's per-event limit
 -- (live held + pending + sold seats, plus this request) is not exceeded.
 -- Then writes the hold with its expiry from server time and appends a
 -- 'held' delta to the partition stream.
 --
 -- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
--- ARGV: hold_id, buyer, ttl_ms, max_lifetime_ms, buyer_limit, seat_1 .. seat_n
+-- ARGV: hold_id, buyer, ttl_ms, max_lifetime_ms, buyer_limit, budget_interval_ms (0 = no
+--       budget), budget_burst, seat_1 .. seat_n
 -- Returns:
 --   {'ok', hold_id, buyer, created_ms, expires_ms, max_expires_ms, version, seat1, cat1, ...}
 --   {'unknown', seat...}      seats not in this partition's catalog
@@ -15,16 +17,21 @@
 --   {'limit', used, limit}    the buyer would exceed the per-event limit
 --   {'duplicate'}             hold_id already exists (caller retries with a new id)
 --   {'not_loaded'}            the partition has no catalog (not loaded / lost)
+--   {'budget', retry_ms}      the buyer spent their attempts; the next is allowed in retry_ms
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
 
 local hold_id, buyer = ARGV[1], ARGV[2]
 local ttl, max_life, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local interval, burst = tonumber(ARGV[6]), tonumber(ARGV[7])
 local seats = {}
-for i = 6, #ARGV do seats[#seats + 1] = ARGV[i] end
+for i = 8, #ARGV do seats[#seats + 1] = ARGV[i] end
 
 local now = TB.now_ms()
+
+local wait = TB.spend_budget(buyer, now, interval, burst)
+if wait then return {'budget', wait} end
 
 if redis.call('EXISTS', TB.K.seats) == 0 then return {'not_loaded'} end
 

@@ -18,7 +18,8 @@
 --   KEYS[10] buyer_sold  hash  buyer -> pending + sold seats
 --   KEYS[11] orders      hash  order_id -> json {h, b, s, c, t, e, m, l, st}
 --   KEYS[12] tomb        zset  hold_id -> expired_at_ms (expired holds, kept a day for exact errors)
---   KEYS[13] stream      stream of seat deltas; the entry id is the partition's version
+--   KEYS[13] budget      zset  buyer -> theoretical arrival time (ms) of the buyer's hold attempts
+--   KEYS[14] stream      stream of seat deltas; the entry id is the partition's version
 --
 -- luacheck: globals KEYS ARGV redis cjson
 
@@ -28,7 +29,7 @@ TB.K = {
   seats = KEYS[1], rowseats = KEYS[2], catrows = KEYS[3], avail = KEYS[4],
   catfree = KEYS[5], state = KEYS[6], holds = KEYS[7], hold_exp = KEYS[8],
   buyer_holds = KEYS[9], buyer_sold = KEYS[10], orders = KEYS[11], tomb = KEYS[12],
-  stream = KEYS[13],
+  budget = KEYS[13], stream = KEYS[14],
 }
 
 -- Deltas kept per partition; a client further behind resyncs from a snapshot.
@@ -40,6 +41,23 @@ TB.TOMB_MS = 86400000
 function TB.now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- "101-C-14" -> "101-C"
+-- The buyer's request budget in this event (GCRA): each hold attempt spends one cell of
+-- `interval_ms`, and at most `burst` attempts may come at once. It lives in the event's
+-- slot, so checking it costs no round trip of its own. Entries whose time has passed are
+-- the same as no entry and are pruned as they go stale.
+-- Returns nil when the attempt is allowed, else the ms until one is.
+function TB.spend_budget(buyer, now, interval, burst)
+  if interval <= 0 then return nil end
+  redis.call('ZREMRANGEBYSCORE', TB.K.budget, '-inf', now)
+  local tat = tonumber(redis.call('ZSCORE', TB.K.budget, buyer)) or now
+  if tat < now then tat = now end
+  local allow_at = tat + interval - burst * interval
+  if now < allow_at then return math.ceil(allow_at - now) end
+  redis.call('ZADD', TB.K.budget, tat + interval, buyer)
+  return nil
 end
 
 -- "101-C-14" -> "101-C"

@@ -609,3 +609,25 @@ async def test_many_variants_split_large_batches_into_bounded_calls(
     assert [type(r) for r in rejected] == [Conflict] * 5  # sold: cannot be rejected
     assert len(calls) == 6
     assert [o for o, _, _ in orders] == [r.extra["order_id"] for r in rejected]
+
+
+async def test_the_hold_budget_counts_every_attempt_in_the_same_script_call(
+    inventory: Inventory, event: int
+) -> None:
+    from core.errors import RateLimited
+    from core.holds import AttemptBudget
+
+    budget = AttemptBudget(per_minute=6, burst=3)  # one attempt per 10 s, three at once
+    await inventory.hold(event, ["101-B-1"], "rita", budget=budget)
+    await inventory.hold(event, ["101-B-2"], "bob")  # no budget: not counted for anyone
+    with pytest.raises(SeatUnavailable):  # a refused attempt spends the budget too
+        await inventory.hold(event, ["101-B-1"], "rita", budget=budget)
+    await inventory.hold_best(event, "GENERAL", 2, "rita", budget=budget)
+    with pytest.raises(RateLimited) as refused:
+        await inventory.hold(event, ["101-C-9"], "rita", budget=budget)
+    assert 1 <= refused.value.retry_after_s <= 10
+    with pytest.raises(RateLimited):
+        await inventory.hold_best(event, "GENERAL", 1, "rita", budget=budget)
+    # Another buyer's budget is their own; without a budget the call is not limited.
+    await inventory.hold(event, ["101-C-9"], "sam", budget=budget)
+    await inventory.hold(event, ["101-C-10"], "rita")
