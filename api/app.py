@@ -54,26 +54,24 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme, Tag
-from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import ControllerRouterHandler
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode
 
 import api.metrics  # noqa: F401 - registers the domain metrics for /metrics
 from api.auth.dev_issuer import DevIssuer, create_dev_issuer_handlers, load_or_create_key
-from api.auth.middleware import AuthMiddleware
 from api.auth.principal import provide_optional_principal, provide_principal
 from api.auth.routes import me
 from api.auth.tokens import JwksCache, TokenVerifier, http_jwks_fetcher
-from api.edge import RequestContextMiddleware, SecurityHeadersMiddleware
+from api.edge import Edge
 from api.errors import exception_handler
 from api.health import healthz, metrics, readyz
 from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
 from api.openapi import document_problems
-from api.overload import OverloadGuard
 from api.partitions import PartitionPlans
-from api.ratelimit import RateLimiter, RateLimitMiddleware
+from api.ratelimit import RateLimiter
+from core.holds import AttemptBudget
 from core.inventory import Inventory
 from core.settings import Settings, SettingsError, load_settings
 
@@ -215,7 +213,14 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.partition_plans = plans
         state.inventory = _create_inventory(redis, settings, plans)
         stack.callback(state.inventory.close)
-        state.rate_limiter = RateLimiter(redis)
+        holds = settings.holds
+        state.hold_budget = (
+            AttemptBudget(holds.attempts_per_minute, holds.attempts_burst)
+            if holds.attempts_per_minute > 0
+            else None
+        )
+        # The limiter's scripts share the inventory's connections (one per primary).
+        state.rate_limiter = RateLimiter(link=state.inventory.link)
 
         http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         stack.push_async_callback(http.aclose)
@@ -337,12 +342,6 @@ def create_app(
             "TB_AUTH_DEV_ISSUER_ENABLED: the built-in dev issuer must be off when TB_ENV=prod"
         )
     configure_logging()
-    prometheus = PrometheusConfig(
-        app_name="ticketbuster",
-        group_path=True,
-        exclude=["^/metrics$", "^/healthz$", "^/readyz$"],
-        exclude_unhandled_paths=True,
-    )
     cors = CORSConfig(
         allow_origins=_split(settings.api.cors_origins),
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -380,33 +379,26 @@ def create_app(
             "optional_principal": Provide(provide_optional_principal),
         },
         exception_handlers={Exception: exception_handler},
-        middleware=[prometheus.middleware],
         openapi_config=_openapi_config(),
         request_max_body_size=settings.api.max_body_bytes,
         cors_config=cors,
         logging_config=None,
         debug=False,
     )
-    # Outer layers wrap the whole handler (CORS, router, exception handler), so 404s for
-    # unknown paths and 429s get the request id and security headers too (the limiter adds
-    # CORS headers to its own 429s).
+    # The edge wraps the whole handler (CORS, router, exception handler), so 404s for
+    # unknown paths and the edge's own 429s/503s get the request id and security headers too.
     state = app.state
-    handler: Any = RateLimitMiddleware(
-        app.asgi_handler, lambda: getattr(state, "rate_limiter", None), settings.api, cors=cors
-    )
-    handler = AuthMiddleware(handler, lambda: getattr(state, "token_verifier", None))
-    handler = OverloadGuard(
-        handler,
-        max_in_flight=settings.api.max_in_flight,
-        timeout_s=settings.api.request_timeout_s,
-        cors=cors,
-    )
     issuer = urlsplit(settings.auth.issuer)
-    handler = SecurityHeadersMiddleware(
-        handler,
+    edge = Edge(
+        app.asgi_handler,
+        settings.api,
+        verifier=lambda: getattr(state, "token_verifier", None),
+        limiter=lambda: getattr(state, "rate_limiter", None),
+        cors=cors,
         hsts=settings.env == "prod",
         # The PWA fetches the issuer's discovery document and token endpoint.
         connect_origins=(f"{issuer.scheme}://{issuer.netloc}",) if issuer.netloc else (),
     )
-    app.asgi_handler = RequestContextMiddleware(handler)
+    app.on_shutdown.append(edge.close)
+    app.asgi_handler = edge
     return app

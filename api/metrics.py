@@ -1,4 +1,6 @@
-"""Domain metrics the API exports (prometheus_client; ``ticketbuster_`` prefix, bounded labels).
+"""Metrics the API exports (prometheus_client): HTTP requests under the ``litestar_`` names
+of Litestar's own Prometheus middleware (which the edge replaces, with pre-bound children),
+and domain metrics (``ticketbuster_`` prefix, bounded labels).
 
 Import the metric you need from here instead of creating it in your module:
 a metric registered twice in one process is an error. Workers have their
@@ -53,4 +55,22 @@ REQUESTS_SHED = Counter(
     "ticketbuster_requests_shed_total",
     "API requests refused with 503 to shed load, by reason (capacity, timeout).",
     ["reason"],
+)
+RATE_LIMIT_LOCAL = Counter(
+    "ticketbuster_ratelimit_local_decisions_total",
+    "Rate-limit decisions a replica made alone because Redis could not be reached.",
+)
+
+# HTTP requests by route template (never the raw path: ids would each become a series).
+_HTTP_LABELS = ["method", "path", "status_code", "app_name"]
+HTTP_REQUESTS = Counter("litestar_requests_total", "Total requests.", _HTTP_LABELS)
+HTTP_ERRORS = Counter("litestar_requests_error_total", "Requests answered 5xx.", _HTTP_LABELS)
+HTTP_DURATION = Histogram(
+    "litestar_request_duration_seconds", "Time to the end of the response.", _HTTP_LABELS
+)
+HTTP_IN_PROGRESS = Gauge(
+    "litestar_requests_in_progress",
+    "Requests in progress (path and status are not known until routed: '*').",
+    _HTTP_LABELS,
+    multiprocess_mode="livesum",
 )

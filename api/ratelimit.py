@@ -1,23 +1,26 @@
 """Per-IP and per-user rate limits kept in Redis Cluster, shared by every API replica.
 
-A request with a valid bearer token spends its user's budget; any other request
-spends its client address's budget. So a request costs one Redis round trip,
-and thousands of buyers behind one carrier NAT are not throttled as one
-client, while anonymous floods and token guessing are.
+A request with a valid bearer token spends its user's budget; any other request spends
+its client address's budget (an IPv6 client's /64, since one host owns a whole /64).
+Thousands of buyers behind one carrier NAT are not throttled as one client, while
+anonymous floods and token guessing are. Hold attempts do not come here: they spend the
+buyer's budget for the event inside the hold script (``core.holds.AttemptBudget``).
 
-One GCRA script (``api/ratelimit.lua``) per check, on one key, so it runs in
-one slot and atomically; time comes from Redis, not from the replicas' clocks.
-Only ``/api/`` is limited (static PWA files and probes are not). Responses
-carry ``RateLimit-Limit``, ``RateLimit-Remaining``, ``RateLimit-Reset`` and
-``RateLimit-Policy`` (IETF draft) of the budget spent; a refusal is a 429
-problem with ``Retry-After``.
+The budget is a GCRA (``lua/ratelimit.lua``) per client in Redis, with time from Redis.
+A replica leases cells of it and spends them locally: one cell at a time for a quiet
+client, more for a busy one (up to ``MAX_LEASE``), so a flood from one address costs a
+Redis call per lease, not per request. Cells leased and not spent within ``LEASE_S`` are
+lost: across all replicas the limit is never looser than configured. A client refused
+once is refused locally until its ``Retry-After``. At most ``burst_s`` worth of the
+budget may be spent at once (never less than ``MIN_BURST`` requests).
 
-``X-Forwarded-For`` is honoured only when the peer is one of
-``TB_API_TRUSTED_PROXIES`` (IPs or CIDRs): the client is the right-most address
-that is not a trusted proxy. If Redis is unreachable or slow the limiter fails
-open (and logs), and stops asking for a few seconds so a stalled Redis does not
-add its timeout to every request: a broken limiter must not take the sale down;
-``/readyz`` reports Redis.
+If Redis cannot be reached, the replica decides alone for ``fallback_s`` with the same
+GCRA in its own memory: the limit stays in force per replica (bounded: N replicas allow
+at most N times the budget), and each such decision is counted in
+``ticketbuster_ratelimit_local_decisions_total``.
+
+``X-Forwarded-For`` is honoured only when the peer is one of ``TB_API_TRUSTED_PROXIES``
+(IPs or CIDRs): the client is the right-most address that is not a trusted proxy.
 """
 
 from __future__ import annotations
@@ -26,24 +29,28 @@ import ipaddress
 import logging
 import math
 import time
-from collections.abc import Callable
-from pathlib import Path
+from typing import Any, Final
 
 import msgspec
-from litestar.config.cors import CORSConfig
-from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import Scope
 from redis.asyncio import RedisCluster
 
-from api.auth.principal import principal_from_scope
-from api.edge import cors_headers
-from api.errors import send_problem
-from core.errors import RateLimited
-from core.settings import ApiSettings
+from api.metrics import RATE_LIMIT_LOCAL
+from core.inventory import LUA_DIR
+from core.inventory_link import LinkError, Route, Script, ScriptLink
 
 log = logging.getLogger("ticketbuster.api.ratelimit")
 
-SCRIPT = (Path(__file__).parent / "ratelimit.lua").read_text()
+SCRIPT = (LUA_DIR / "ratelimit.lua").read_text(encoding="utf-8")
+
+# Cells a replica may lease at once for one busy client, and how long they stay usable.
+MAX_LEASE: Final = 32
+LEASE_S: Final = 1.0
+# A client with more refills than this in one second is busy: it gets larger leases.
+BUSY_REFILLS: Final = 8
+MIN_BURST: Final = 10
+# Clients remembered per replica (leases, refusals, local fallback state).
+MAX_KEYS: Final = 50_000
 
 
 class Decision(msgspec.Struct, frozen=True):
@@ -57,10 +64,10 @@ class Decision(msgspec.Struct, frozen=True):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [
-            (b"ratelimit-limit", str(self.limit).encode()),
-            (b"ratelimit-remaining", str(self.remaining).encode()),
-            (b"ratelimit-reset", str(self.reset_s).encode()),
-            (b"ratelimit-policy", f"{self.limit};w={self.window_s}".encode()),
+            (b"ratelimit-limit", b"%d" % self.limit),
+            (b"ratelimit-remaining", b"%d" % self.remaining),
+            (b"ratelimit-reset", b"%d" % self.reset_s),
+            (b"ratelimit-policy", b"%d;w=%d" % (self.limit, self.window_s)),
         ]
 
 
@@ -97,152 +104,203 @@ def client_ip(scope: Scope, trusted: list[Network]) -> str:
     return forwarded[0] if forwarded else peer
 
 
+def address_key(ip: str) -> str:
+    """What one client's budget is kept under: the address, or an IPv6 address's /64."""
+    if ":" not in ip:
+        return ip
+    try:
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    except ValueError:
+        return ip
+
+
+def burst_of(limit: int, window_s: int, burst_s: float) -> int:
+    """Requests allowed at once: ``burst_s`` worth of the budget, at least MIN_BURST."""
+    return min(limit, max(MIN_BURST, math.ceil(limit * burst_s / window_s)))
+
+
+class _Lease:
+    __slots__ = ("expires", "refills", "remaining", "tokens", "window_start")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.remaining = 0
+        self.expires = 0.0
+        self.refills = 0
+        self.window_start = 0.0
+
+
 class RateLimiter:
-    """GCRA limits in Redis: ``hit(key, limit, window_s)``."""
+    """GCRA limits in Redis, leased per replica: ``hit(scope, ident, limit, window_s)``."""
 
     def __init__(
         self,
-        redis: RedisCluster,
+        redis: RedisCluster | None = None,
         namespace: str = "tb:rl",
-        pause_after_failure_s: float = 5.0,
+        *,
+        link: ScriptLink | None = None,
+        fallback_s: float = 5.0,
+        burst_s: float = 10.0,
     ) -> None:
-        self.redis = redis
+        if link is None:
+            if redis is None:
+                raise ValueError("RateLimiter needs a Redis client or a script link")
+            link = ScriptLink(
+                [(n.host, int(n.port)) for n in redis.nodes_manager.startup_nodes.values()],
+                timeout_s=float(redis.connection_kwargs.get("socket_timeout") or 2.0),
+            )
+        self.link = link
         self.namespace = namespace
-        self.pause_after_failure_s = pause_after_failure_s
-        self._script = redis.register_script(SCRIPT)
-        self._last_error_log = 0.0
-        self._paused_until = 0.0
+        self.fallback_s = fallback_s
+        self.burst_s = burst_s
+        self._script = Script(SCRIPT)
+        self._routes: dict[str, Route] = {}
+        self._leases: dict[str, _Lease] = {}
         # key -> (allowed again at, full budget back at), monotonic seconds.
         self._refused: dict[str, tuple[float, float]] = {}
-        self.max_refused = 10_000
+        # Local GCRA state (theoretical arrival time, monotonic s) while Redis is away.
+        self._local: dict[str, float] = {}
+        self._fallback_until = 0.0
+        self._last_error_log = 0.0
 
     @property
-    def paused(self) -> bool:
-        """True for a few seconds after a failure: requests pass unlimited meanwhile."""
-        return time.monotonic() < self._paused_until
+    def deciding_locally(self) -> bool:
+        """True for ``fallback_s`` after Redis failed: this replica decides alone."""
+        return time.monotonic() < self._fallback_until
 
-    async def hit(self, scope: str, ident: str, limit: int, window_s: int) -> Decision:
+    def _key(self, scope: str, ident: str, limit: int, window_s: int) -> str:
         # The policy is part of the key: GCRA state only makes sense for one (limit, window),
         # and apps with different policies (tests, canaries) must not disturb each other.
-        key = f"{self.namespace}:{scope}:{limit}/{window_s}:{ident}"
-        now = time.monotonic()
+        return f"{self.namespace}:{scope}:{limit}/{window_s}:{ident}"
+
+    @staticmethod
+    def _bounded(table: dict[str, Any]) -> None:
+        if len(table) >= MAX_KEYS:
+            table.clear()
+
+    def refused_now(self, scope: str, ident: str, limit: int, window_s: int) -> Decision | None:
+        """The local refusal of a client still inside its Retry-After, if any (no Redis)."""
+        key = self._key(scope, ident, limit, window_s)
         refused = self._refused.get(key)
-        if refused is not None:
-            allow_at, reset_at = refused
-            if now < allow_at:
-                # Refused until allow_at whatever the other replicas do (they can only push
-                # it later): answer here, and a flooding client costs Redis nothing.
-                return Decision(
-                    allowed=False,
-                    limit=limit,
-                    remaining=0,
-                    retry_after_s=max(1, math.ceil(allow_at - now)),
-                    reset_s=math.ceil(max(0.0, reset_at - now)),
-                    window_s=window_s,
-                    scope=scope,
-                )
+        if refused is None:
+            return None
+        now = time.monotonic()
+        allow_at, reset_at = refused
+        if now >= allow_at:
             del self._refused[key]
-        # Bounded by the client's socket timeout (TB_REDIS_SOCKET_TIMEOUT_S).
-        allowed, remaining, retry_ms, reset_ms = await self._script(
-            keys=[key], args=[limit, window_s * 1000]
-        )
-        if not allowed:
-            if len(self._refused) >= self.max_refused:
-                self._refused = {k: v for k, v in self._refused.items() if v[0] > now}
-            if len(self._refused) < self.max_refused:
-                self._refused[key] = (now + int(retry_ms) / 1000, now + int(reset_ms) / 1000)
+            return None
         return Decision(
-            allowed=bool(allowed),
+            allowed=False,
             limit=limit,
-            remaining=int(remaining),
-            retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)) if not allowed else 0,
+            remaining=0,
+            retry_after_s=max(1, math.ceil(allow_at - now)),
+            reset_s=math.ceil(max(0.0, reset_at - now)),
+            window_s=window_s,
+            scope=scope,
+        )
+
+    async def hit(self, scope: str, ident: str, limit: int, window_s: int) -> Decision:
+        """Spend one request of the client's budget (or refuse it)."""
+        refused = self.refused_now(scope, ident, limit, window_s)
+        if refused is not None:
+            return refused
+        key = self._key(scope, ident, limit, window_s)
+        now = time.monotonic()
+        lease = self._leases.get(key)
+        if lease is not None and lease.tokens > 0 and now < lease.expires:
+            lease.tokens -= 1
+            return self._allowed(scope, limit, window_s, lease.remaining + lease.tokens)
+        if self.deciding_locally:
+            return self._decide_locally(key, scope, limit, window_s, now)
+        if lease is None:
+            self._bounded(self._leases)
+            lease = self._leases[key] = _Lease()
+        if now - lease.window_start > 1.0:
+            lease.window_start, lease.refills = now, 0
+        lease.refills += 1
+        want = 1 if lease.refills <= BUSY_REFILLS else min(MAX_LEASE, max(1, limit // 20))
+        burst = burst_of(limit, window_s, self.burst_s)
+        try:
+            granted, remaining, retry_ms, reset_ms = await self.link.run(
+                self._script, self._route(key), [limit, window_s * 1000, burst, want]
+            )
+        except LinkError as exc:
+            self._fail(exc)
+            return self._decide_locally(key, scope, limit, window_s, now)
+        now = time.monotonic()
+        if granted > 0:
+            if now >= lease.expires:
+                lease.tokens = 0
+            lease.tokens += int(granted) - 1
+            lease.remaining = int(remaining)
+            lease.expires = now + LEASE_S
+            return self._allowed(scope, limit, window_s, lease.remaining + lease.tokens)
+        if lease.tokens > 0 and now < lease.expires:  # another caller's lease came back first
+            lease.tokens -= 1
+            return self._allowed(scope, limit, window_s, lease.tokens)
+        self._bounded(self._refused)
+        self._refused[key] = (now + int(retry_ms) / 1000, now + int(reset_ms) / 1000)
+        return Decision(
+            allowed=False,
+            limit=limit,
+            remaining=0,
+            retry_after_s=max(1, math.ceil(int(retry_ms) / 1000)),
             reset_s=math.ceil(int(reset_ms) / 1000),
             window_s=window_s,
             scope=scope,
         )
 
-    def log_failure(self, exc: BaseException) -> None:
+    def _route(self, key: str) -> Route:
+        route = self._routes.get(key)
+        if route is None:
+            self._bounded(self._routes)
+            route = self._routes[key] = Route([key])
+        return route
+
+    @staticmethod
+    def _allowed(scope: str, limit: int, window_s: int, remaining: int) -> Decision:
+        return Decision(
+            allowed=True,
+            limit=limit,
+            remaining=remaining,
+            retry_after_s=0,
+            reset_s=window_s,
+            window_s=window_s,
+            scope=scope,
+        )
+
+    def _decide_locally(
+        self, key: str, scope: str, limit: int, window_s: int, now: float
+    ) -> Decision:
+        RATE_LIMIT_LOCAL.inc()
+        interval = window_s / limit
+        burst = burst_of(limit, window_s, self.burst_s)
+        tat = max(self._local.get(key, now), now)
+        allow_at = tat + interval - burst * interval
+        if now < allow_at:
+            return Decision(
+                allowed=False,
+                limit=limit,
+                remaining=0,
+                retry_after_s=max(1, math.ceil(allow_at - now)),
+                reset_s=math.ceil(tat - now),
+                window_s=window_s,
+                scope=scope,
+            )
+        self._bounded(self._local)
+        self._local[key] = tat + interval
+        remaining = math.floor((now - (tat + interval - burst * interval)) / interval)
+        return self._allowed(scope, limit, window_s, max(0, remaining))
+
+    def _fail(self, exc: BaseException) -> None:
         now = time.monotonic()
-        self._paused_until = now + self.pause_after_failure_s
+        self._fallback_until = now + self.fallback_s
+        self._local.clear()
         if now - self._last_error_log > 10:
             self._last_error_log = now
-            log.warning("rate limiter unavailable, failing open: %s: %s", type(exc).__name__, exc)
-
-
-class RateLimitMiddleware:
-    """Spends the user's (valid token) or the address's budget for each ``/api/`` request."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        limiter: Callable[[], RateLimiter | None],
-        settings: ApiSettings,
-        path_prefix: str = "/api/",
-        cors: CORSConfig | None = None,
-    ) -> None:
-        self.app = app
-        self.limiter = limiter
-        self.settings = settings
-        self.cors = cors
-        self.trusted = parse_trusted_proxies(settings.trusted_proxies)
-        self.path_prefix = path_prefix
-
-    async def _decide(self, limiter: RateLimiter, scope: Scope) -> list[Decision]:
-        """One check, so one Redis round trip: the user's budget when the token is valid,
-        else the client address's."""
-        s = self.settings
-        principal = principal_from_scope(scope)
-        if principal is not None:
-            return [
-                await limiter.hit(
-                    "user", principal.sub, s.rate_limit_per_user, s.rate_limit_window_s
-                )
-            ]
-        ip = client_ip(scope, self.trusted)
-        return [await limiter.hit("ip", ip, s.rate_limit_per_ip, s.rate_limit_window_s)]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limiter = self.limiter()
-        if (
-            limiter is None
-            or limiter.paused
-            or not self.settings.rate_limit_enabled
-            or scope["type"] != ScopeType.HTTP
-            or not scope.get("path", "").startswith(self.path_prefix)
-            or scope.get("method") == "OPTIONS"
-        ):
-            await self.app(scope, receive, send)
-            return
-        try:
-            decisions = await self._decide(limiter, scope)
-        except Exception as exc:  # fail open; /readyz reports Redis
-            limiter.log_failure(exc)
-            await self.app(scope, receive, send)
-            return
-        denied = [d for d in decisions if not d.allowed]
-        if denied:
-            worst = max(denied, key=lambda d: d.retry_after_s)
-            headers = {k.decode(): v.decode() for k, v in worst.headers()}
-            headers.update(cors_headers(scope, self.cors))
-            await send_problem(
-                send,
-                RateLimited(
-                    f"Too many requests for this {'user' if worst.scope == 'user' else 'client'};"
-                    f" retry in {worst.retry_after_s}s.",
-                    retry_after_s=worst.retry_after_s,
-                ),
-                instance=scope.get("path"),
-                request_id=scope.get("state", {}).get("request_id"),
-                extra_headers=headers,
+            log.warning(
+                "rate limiter cannot reach Redis; deciding locally for %.0fs: %s: %s",
+                self.fallback_s,
+                type(exc).__name__,
+                exc,
             )
-            return
-        tightest = min(decisions, key=lambda d: d.remaining)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.extend(tightest.headers())
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
 from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Scope
 
@@ -37,6 +39,31 @@ class Principal(msgspec.Struct, frozen=True):
 
     def has_scope(self, *scopes: str) -> bool:
         return not self.scopes.isdisjoint(scopes)
+
+
+_MISSING: Any = object()
+
+
+def bearer_token(scope: Scope, authorization: bytes | None = _MISSING) -> str | None:
+    """``Authorization: Bearer <jwt>``; for WebSockets also ``?access_token=`` (browsers
+    cannot set headers on a WebSocket handshake). ``authorization``: the header's value
+    when the caller has already found it (None: there is none)."""
+    if authorization is _MISSING:
+        authorization = next(
+            (value for name, value in scope.get("headers", ()) if name == b"authorization"),
+            None,
+        )
+    if authorization is not None:
+        scheme, _, token = authorization.decode("latin-1").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        return None
+    if scope["type"] == ScopeType.WEBSOCKET:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        tokens = query.get("access_token")
+        if tokens and tokens[0]:
+            return tokens[0]
+    return None
 
 
 def principal_from_scope(scope: Scope) -> Principal | None:

@@ -18,13 +18,15 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from api.auth.principal import Principal, requires_role_or_scope
+from api.auth.principal import Principal, require_principal, requires_role_or_scope
 from api.catalog.deps import CATALOG_DEPENDENCY, catalog_from_state
 from api.catalog.service import Catalog
+from api.edge import BUDGET_SPENT_KEY
 from api.holds.deps import HOLD_INVENTORY_DEPENDENCY, provide_hold_inventory
 from api.holds.schemas import HoldRequest, HoldView, hold_view
 from api.metrics import HOLD_DURATION, HOLDS
-from core.errors import DomainError, InvalidInput, LimitExceeded, SeatUnavailable
+from core.errors import DomainError, InvalidInput, LimitExceeded, RateLimited, SeatUnavailable
+from core.holds import AttemptBudget
 from core.inventory import Inventory
 
 EventId = Annotated[int, PathParameter(ge=1, description="The event's id.")]
@@ -44,11 +46,20 @@ def _result(exc: BaseException | None) -> str:
         return "unavailable"
     if isinstance(exc, LimitExceeded):
         return "limit"
+    if isinstance(exc, RateLimited):
+        return "budget"
     if isinstance(exc, InvalidInput):
         return "invalid"
     if isinstance(exc, DomainError) and exc.status < 500:
         return "rejected"
     return "error"
+
+
+# Pre-bound children: a labels() lookup per request costs more than the increment.
+_HOLD_RESULTS = {
+    r: HOLDS.labels(result=r)
+    for r in ("ok", "unavailable", "limit", "budget", "invalid", "rejected", "error")
+}
 
 
 class HoldController(Controller):
@@ -67,7 +78,6 @@ class HoldController(Controller):
         request: Request[Any, Any, Any],
         event_id: EventId,
         data: JSONBody[HoldRequest],
-        principal: NamedDependency[Principal],
     ) -> Response[HoldView]:
         """Hold explicit seats, or the best ``quantity`` adjacent seats of ``category``.
 
@@ -78,19 +88,25 @@ class HoldController(Controller):
         """
         started = time.perf_counter()
         failure: BaseException | None = None
+        # The guard checked the caller; reading it from the scope spares a dependency.
+        principal = require_principal(request.scope)
         try:
             # The hot path reads the gateways straight from app.state: resolving them as
             # Litestar dependencies costs a task group per request (8-20% of a hold's CPU
             # in loadtest/hold_path_ab.py runs).
-            inventory = await provide_hold_inventory(request.app.state)
-            catalog = catalog_from_state(request.app.state)
+            state = request.app.state
+            inventory = await provide_hold_inventory(state)
+            catalog = catalog_from_state(state)
             mode = data.mode()
             # Both cached: no PostgreSQL query on a warm path, one Redis call below.
             await catalog.on_sale(event_id)  # 404 unknown, 409 outside the sale window
             prices = await catalog.prices(event_id)
+            budget: AttemptBudget | None = getattr(state, "hold_budget", None)
             if mode == "seats":
                 assert data.seats is not None
-                hold = await inventory.hold(event_id, data.seats, principal.sub)
+                seats = data.seats
+                request.scope["state"][BUDGET_SPENT_KEY] = True  # the script spends it
+                hold = await inventory.hold(event_id, seats, principal.sub, budget=budget)
             else:
                 assert data.quantity is not None and data.category is not None
                 if data.category not in prices:
@@ -98,15 +114,16 @@ class HoldController(Controller):
                         f"event {event_id} has no price category {data.category!r}",
                         field="category",
                     )
+                request.scope["state"][BUDGET_SPENT_KEY] = True
                 hold = await inventory.hold_best(
-                    event_id, data.category, data.quantity, principal.sub
+                    event_id, data.category, data.quantity, principal.sub, budget=budget
                 )
             view = hold_view(hold, prices)
         except BaseException as exc:
             failure = exc
             raise
         finally:
-            HOLDS.labels(result=_result(failure)).inc()
+            _HOLD_RESULTS[_result(failure)].inc()
             HOLD_DURATION.observe(time.perf_counter() - started)
         return Response(
             view,

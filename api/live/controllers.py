@@ -25,7 +25,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.params import FromPath
 from redis.exceptions import RedisError
 
-from api.auth.middleware import bearer_token
+from api.auth.principal import bearer_token
 from api.live.hub import (
     WS_CLOSED,
     WS_DELIVERY,

@@ -39,8 +39,12 @@ def test_time_comes_from_redis() -> None:
         assert "os.time" not in text
 
 
+# Scripts of the API's rate limiter (api/ratelimit.py), not of the inventory.
+API_SCRIPTS = ("ratelimit",)
+
+
 def test_every_lua_file_is_a_known_script_with_a_header() -> None:
-    assert lua_files() == sorted(SCRIPT_NAMES)
+    assert lua_files() == sorted((*SCRIPT_NAMES, *API_SCRIPTS))
     for name in lua_files():
         text = (LUA_DIR / f"{name}.lua").read_text()
         assert text.startswith(f"-- {name}.lua: "), name
@@ -54,6 +58,9 @@ def test_every_script_has_a_wrapper_method() -> None:
     source = inspect.getsource(inventory_module.Inventory)
     called = set(re.findall(r'(?:_run|_code|_order_op)\(\s*"(\w+)"', source))
     assert called == set(SCRIPT_NAMES)
+    from api import ratelimit
+
+    assert (LUA_DIR / "ratelimit.lua").read_text(encoding="utf-8") == ratelimit.SCRIPT
 
 
 async def test_every_script_loads_on_every_primary(redis_cluster: RedisCluster) -> None:

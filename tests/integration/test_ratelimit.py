@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis.asyncio import RedisCluster
 
-from api.ratelimit import RateLimiter
+from api.ratelimit import RateLimiter, burst_of
 from core.settings import Settings
 from tests.integration.api_servers import api_client, free_port, granian_server, with_overrides
 
@@ -123,7 +123,9 @@ async def test_forwarded_for_is_ignored_without_trusted_proxies(settings: Settin
     assert 429 in statuses
 
 
-async def test_limiter_fails_open_when_redis_is_down(settings: Settings) -> None:
+async def test_with_redis_down_each_replica_still_enforces_the_limit(settings: Settings) -> None:
+    """Redis unreachable: the limiter neither fails open (a sale would lose its limits at
+    the worst moment) nor turns into 500s; the replica decides alone, with the same limit."""
     port = free_port()  # nothing listens there
     broken = with_overrides(
         settings,
@@ -132,13 +134,18 @@ async def test_limiter_fails_open_when_redis_is_down(settings: Settings) -> None
         kafka={"request_timeout_s": 1.0},
     )
     async with api_client(broken) as client:
-        for _ in range(3):
-            response = await client.get("/api/v1/nothing")
-            assert response.status_code == 404  # served, not 429 and not 500
-            assert "ratelimit-limit" not in response.headers
+        first = await client.get("/api/v1/nothing")
+        assert first.status_code == 404  # served, not 500
+        assert first.headers["ratelimit-limit"] == "1"
+        for _ in range(2):
+            refused = await client.get("/api/v1/nothing")
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["content-type"].startswith("application/problem+json")
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert "redis" in ready.json()["failing"]
+        metrics = (await client.get("/metrics")).text
+        assert "ticketbuster_ratelimit_local_decisions_total 3.0" in metrics
 
 
 async def test_gcra_refills_smoothly(redis_cluster: RedisCluster) -> None:
@@ -186,7 +193,8 @@ async def test_a_huge_limit_is_just_generous(redis_cluster: RedisCluster) -> Non
     ident = uuid.uuid4().hex
     decisions = [await limiter.hit("ip", ident, 1_000_000_000, 60) for _ in range(20)]
     assert all(d.allowed for d in decisions)
-    assert decisions[-1].remaining > 999_000_000
+    # What is left is the burst (10 s worth of the budget), less the 20 spent.
+    assert decisions[-1].remaining >= burst_of(1_000_000_000, 60, 10.0) - 20
 
 
 async def test_a_refused_client_is_refused_locally_until_its_retry_time(

@@ -122,7 +122,7 @@ def test_principal_is_a_frozen_struct() -> None:
 
 
 def test_bearer_token_sources() -> None:
-    from api.auth.middleware import bearer_token
+    from api.auth.principal import bearer_token
 
     http = {"type": "http", "headers": [(b"authorization", b"Bearer abc.def.ghi")]}
     assert bearer_token(http) == "abc.def.ghi"  # type: ignore[arg-type]
