@@ -1,6 +1,7 @@
 """Serve the API with Granian (ASGI, uvloop): ``uv run python -m api``.
 
-Honours ``TB_API_HOST``, ``TB_API_PORT`` and ``TB_API_WORKERS``. With more
+Honours ``TB_API_HOST``, ``TB_API_PORT`` and ``TB_API_WORKERS`` (default 0: one worker per
+core the process may use). With more
 than one worker, Prometheus metrics are kept per process in
 ``PROMETHEUS_MULTIPROC_DIR`` (default ``.tb/prometheus/api-<port>``), wiped
 before the start so counters from a previous run do not leak in.
@@ -51,19 +52,33 @@ GRANIAN_LOGGING = {
 }
 
 
+def cores() -> int:
+    """Cores this process may run on: its CPU affinity, capped by a cgroup CPU quota."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = count or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            count = min(count, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
 def main() -> None:
     try:
         settings = load_settings()
     except SettingsError as exc:
         sys.exit(f"ticketbuster api: {exc}")
     api = settings.api
-    _prepare_multiproc_dir(api.port, api.workers)
+    workers = api.workers or cores()
+    _prepare_multiproc_dir(api.port, workers)
     Granian(
         "api.app:create_app",
         factory=True,
         address=api.host,
         port=api.port,
-        workers=api.workers,
+        workers=workers,
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
         log_access=False,  # the app writes its own JSON access log with the request id

@@ -199,7 +199,7 @@ def test_no_secret_values_in_the_repo(rendered: dict[str, list[Doc]], overlay: s
             for e in c.get("env", []):
                 if re.search(r"PASSW|SECRET|TOKEN|KEY", e["name"]):
                     assert "valueFrom" in e, e
-                if "valueFrom" in e:
+                if "secretKeyRef" in e.get("valueFrom", {}):
                     refs.add(e["valueFrom"]["secretKeyRef"]["name"])
         refs |= {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
     # The CloudNativePG app secret, written by the operator, and the ticket key.
