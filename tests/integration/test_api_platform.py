@@ -462,3 +462,42 @@ async def test_a_bug_outside_the_app_is_still_a_bare_problem_500(api_settings: S
         response = await client.get("/api/v1/anything")
     body = assert_problem(response, 500, "internal_error")
     assert "secret" not in response.text and body["request_id"] == response.headers["x-request-id"]
+
+
+def test_an_early_answer_to_an_unread_body_closes_the_connection(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    """A body over the limit is refused before it is read: the connection must close, or
+    the unread bytes would be taken for the client's next request on it."""
+    too_big = b'{"sub": "' + b"x" * (api_settings.api.max_body_bytes + 10) + b'"}'
+    with (
+        granian_server(api_settings, tmp_path / "granian.log") as server,
+        httpx.Client(base_url=server.base_url, timeout=10) as http,
+    ):
+        refused = http.post(
+            "/api/v1/auth/dev-token", content=too_big, headers={"content-type": "application/json"}
+        )
+        assert refused.status_code == 413, refused.text
+        assert refused.headers.get("connection") == "close"
+        # The same client goes on (httpx opens a new connection after "close").
+        assert http.get("/api/v1/categories").status_code == 200
+
+
+async def test_an_address_sending_bad_tokens_is_refused_before_they_are_checked(
+    api_settings: Settings,
+) -> None:
+    limited = with_overrides(api_settings, api={"trusted_proxies": "127.0.0.0/8"})
+    headers = {"Authorization": "Bearer not.a.token", "X-Forwarded-For": "198.18.7.9"}
+    async with api_client(limited) as client:
+        statuses = [
+            (await client.get("/api/v1/me", headers=headers)).status_code for _ in range(30)
+        ]
+        # A burst of bad tokens is checked (401), then the address is refused unchecked.
+        first_refusal = statuses.index(429)
+        assert first_refusal >= 10 and set(statuses[:first_refusal]) == {401}
+        assert set(statuses[first_refusal:]) == {429}
+        refused = await client.get("/api/v1/me", headers=headers)
+        assert int(refused.headers["retry-after"]) >= 1
+        # Another address is not affected.
+        other = {**headers, "X-Forwarded-For": "198.18.7.10"}
+        assert (await client.get("/api/v1/me", headers=other)).status_code == 401
