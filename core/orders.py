@@ -51,6 +51,10 @@ USER_EVENT_TYPE: Final = b"order.status"
 # whoever computes it and however often (redelivery, restart).
 _TICKET_NAMESPACE: Final = uuid.UUID("6f1c2e0a-4b1d-5e7a-9c3f-0d2b8a7e5f41")
 
+# Namespace for order ids derived from (buyer, Idempotency-Key): every attempt of one
+# request names the same order, so a retry after a crash finds it instead of a new one.
+_ORDER_NAMESPACE: Final = uuid.UUID("2b7f9d64-1c3e-5a8b-9e0f-7d4c6a1b3e52")
+
 _TRANSITIONS: Final[dict[OrderStatus, frozenset[OrderStatus]]] = {
     "pending": frozenset({"confirmed", "rejected"}),
     "confirmed": frozenset(),
@@ -226,6 +230,25 @@ def can_transition(current: OrderStatus, new: OrderStatus) -> bool:
 def ticket_id_for(order_id: str, seat_id: str) -> str:
     """The deterministic ticket id of one seat of one order (UUIDv5)."""
     return str(uuid.uuid5(_TICKET_NAMESPACE, f"{order_id}/{seat_id}"))
+
+
+def order_id_for(buyer: str, idempotency_key: str) -> str:
+    """The order id of one purchase request (UUIDv5 of the buyer and the key).
+
+    Deterministic so that a retry of a request whose first attempt died after recording
+    the order (and before answering) names that order rather than a second one.
+    """
+    return str(uuid.uuid5(_ORDER_NAMESPACE, f"{buyer}\n{idempotency_key}"))
+
+
+def publish_wait_s(request_timeout_s: float) -> float:
+    """How long the API waits for the broker to acknowledge ``OrderPlaced``.
+
+    Longer than the producer's own delivery timeout (aiokafka expires a batch after
+    ``request_timeout`` and one produce request can take up to two of them), so the
+    producer decides first: an acknowledgement, a definite refusal, or its own timeout.
+    """
+    return 2 * request_timeout_s + 1.0
 
 
 def order_total(seats: tuple[OrderSeat, ...] | list[OrderSeat]) -> int:

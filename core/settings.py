@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from core.faults import FaultSettings
+
 Env = Literal["dev", "test", "prod"]
 
 
@@ -149,6 +151,7 @@ class Settings(msgspec.Struct, frozen=True):
     tickets: TicketSettings = TicketSettings()
     workers: WorkerSettings = WorkerSettings()
     live: LiveSettings = LiveSettings()
+    faults: FaultSettings = FaultSettings()
 
 
 # Section name -> Struct type; a variable TB_<SECTION>_<FIELD> sets a field.
@@ -162,6 +165,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "tickets": TicketSettings,
     "workers": WorkerSettings,
     "live": LiveSettings,
+    "faults": FaultSettings,
 }
 # Short aliases users expect.
 _ALIASES = {"TB_DATABASE_URL": ("database", "url"), "TB_REDIS_NODES": ("redis", "cluster_nodes")}
@@ -200,6 +204,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             "TB_AUTH_DEV_ISSUER_ENABLED: the built-in dev issuer must be off when TB_ENV=prod"
         )
+    if settings.env == "prod" and settings.faults.enabled():
+        names = ", ".join(f"TB_FAULTS_{n.upper()}" for n in settings.faults.enabled())
+        raise SettingsError(f"{names}: fault points are for tests and refused when TB_ENV=prod")
     if settings.env == "prod" and not settings.auth.issuer.startswith("https://"):
         # The default points at the dev issuer; prod must name its real OIDC provider.
         raise SettingsError("TB_AUTH_ISSUER: must be the https:// URL of the OIDC issuer in prod")

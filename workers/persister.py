@@ -12,10 +12,14 @@ See docs/decisions/0402-*.md.
 Conflicts: UNIQUE (event_id, seat_id) on tickets is the final arbiter. Within a batch the
 earlier offset wins (one event is one partition, so offset order is placement order).
 
-Poison messages: a value that does not decode goes to ``orders.dlq`` at once (retrying
-cannot fix it); an order whose own rows fail to write is retried alone up to
-``dlq_after_attempts`` times, then dead-lettered with its error. A dependency outage
-(PostgreSQL unreachable) is not poison: the batch is rewound and retried with backoff.
+Errors (``is_transient``): connection loss, timeouts, a read-only primary, cancelled
+statements, admin shutdown, serialization failures, deadlocks and too many connections
+are transient: the batch is rewound and retried with backoff, never dead-lettered. Any
+other error fails the same way every time: the batch is bisected (halves in offset order)
+so that only the failing order is isolated; it is tried alone ``dlq_after_attempts``
+times, then rejected (``invalid_order``, recorded when the rejection row can be written),
+its seats released in Redis, and its message copied to ``orders.dlq`` with the error. A
+value that does not decode goes to ``orders.dlq`` at once (there is no order to decide).
 
 Run: ``uv run python -m workers.persister``.
 """
@@ -136,17 +140,39 @@ class Decision(msgspec.Struct, frozen=True):
         )
 
 
-_TRANSIENT = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.SerializationError,
-    asyncpg.DeadlockDetectedError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.AdminShutdownError,
+# SQLSTATE classes a retry can cure: connection exception (08), transaction rollback
+# (40: serialization failure, deadlock), insufficient resources (53: too many
+# connections), operator intervention (57: query_canceled, admin_shutdown,
+# cannot_connect_now), system error (58).
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+# And single states of other classes that a switchover or a lock wait causes.
+_TRANSIENT_STATES = frozenset(
+    {
+        "25006",  # read_only_sql_transaction: a primary became a replica
+        "55P03",  # lock_not_available
+        "55006",  # object_in_use
+    }
 )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same write later can succeed (never dead-letter those).
+
+    Connection loss, timeouts, switchovers, cancelled statements, serialization
+    failures, deadlocks and exhausted connections are transient. Everything else
+    (data errors, constraint violations, a value the driver cannot encode) fails the
+    same way every time: the batch is bisected and only the failing order is rejected.
+    """
+    if isinstance(exc, TransientError):
+        return True
+    if isinstance(exc, asyncpg.DataError):  # the driver refused a value: the data is bad
+        return False
+    if isinstance(exc, asyncpg.PostgresError):
+        state = str(getattr(exc, "sqlstate", "") or "")
+        return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    return isinstance(
+        exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    )
 
 
 def _valid_shape(order: OrderPlaced) -> bool:
@@ -345,21 +371,8 @@ class Persister:
                 orders.append((record, msgspec.json.decode(record.value, type=OrderPlaced)))
             except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
                 dead.append(self._dead(record, f"undecodable OrderPlaced: {exc}", 1))
-        decisions: list[Decision] = []
-        try:
-            decisions = await self._write([o for _, o in orders])
-        except _TRANSIENT as exc:
-            raise TransientError(str(exc)) from exc
-        except TransientError:
-            raise
-        except Exception:
-            log.exception("batch write failed; isolating the failing orders")
-            for record, order in orders:
-                alone, error = await self._write_alone(order)
-                if alone is None:
-                    dead.append(self._dead(record, error, self.max_attempts))
-                else:
-                    decisions.extend(alone)
+        decisions, more_dead = await self._write_split(orders)
+        dead.extend(more_dead)
         await self._settle(decisions, dead)
         metrics.BATCH_SIZE.observe(len(records))
         metrics.BATCH_DURATION.observe(time.perf_counter() - started)
@@ -370,18 +383,70 @@ class Persister:
         async with self.pool.acquire() as conn, conn.transaction():
             return await decide_and_write(conn, orders)
 
-    async def _write_alone(self, order: OrderPlaced) -> tuple[list[Decision] | None, str]:
-        error = ""
-        for attempt in range(1, self.max_attempts + 1):
+    async def _write_split(
+        self, items: Sequence[tuple[ConsumerRecord[Any, Any], OrderPlaced]]
+    ) -> tuple[list[Decision], list[DeadLetter]]:
+        """Write the orders in one transaction; on a permanent error, bisect.
+
+        Halves are written in offset order, so the greedy decision order is kept. A
+        transient error anywhere raises TransientError (the batch is retried whole; the
+        halves already committed are found again as existing orders). A single order
+        that keeps failing is rejected (see ``_reject_poison``).
+        """
+        try:
+            return await self._write([o for _, o in items]), []
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            if len(items) == 1:
+                record, order = items[0]
+                return await self._retry_alone(record, order, exc)
+            log.warning(
+                "batch of %d failed (%s: %s); bisecting", len(items), type(exc).__name__, exc
+            )
+        mid = len(items) // 2
+        first, dead_first = await self._write_split(items[:mid])
+        second, dead_second = await self._write_split(items[mid:])
+        return first + second, dead_first + dead_second
+
+    async def _retry_alone(
+        self, record: ConsumerRecord[Any, Any], order: OrderPlaced, exc: Exception
+    ) -> tuple[list[Decision], list[DeadLetter]]:
+        """Try one failing order up to ``dlq_after_attempts`` times in all, then reject it."""
+        error = f"{type(exc).__name__}: {exc}"
+        for attempt in range(2, self.max_attempts + 1):
+            log.warning("order %s failed (attempt %d): %s", order.order_id, attempt - 1, error)
+            await asyncio.sleep(0.05 * attempt)
             try:
-                return await self._write([order]), ""
-            except (TransientError, *_TRANSIENT):
-                raise
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.warning("order %s failed (attempt %d): %s", order.order_id, attempt, error)
-                await asyncio.sleep(0.05 * attempt)
-        return None, error
+                return await self._write([order]), []
+            except Exception as again:
+                if is_transient(again):
+                    raise TransientError(f"{type(again).__name__}: {again}") from again
+                error = f"{type(again).__name__}: {again}"
+        return [await self._reject_poison(order)], [self._dead(record, error, self.max_attempts)]
+
+    async def _reject_poison(self, order: OrderPlaced) -> Decision:
+        """The order cannot be written: it is rejected (invalid_order), never left pending.
+
+        The rejection is recorded in PostgreSQL when the rejection row itself can be
+        written (no tickets, no idempotency record: the bad value may be in either);
+        otherwise it is decided unrecorded, and a redelivery decides it the same way.
+        """
+        decision = Decision(order, "rejected", "invalid_order", (), now_ms())
+        # The row without the request's idempotency record (the key may be the bad value).
+        row = msgspec.structs.replace(
+            decision,
+            order=msgspec.structs.replace(order, idempotency_key=None, fingerprint=None),
+        )
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await _insert(conn, [row])
+        except Exception as exc:
+            if is_transient(exc):
+                raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            log.warning("rejection of %s not recorded: %s", order.order_id, exc)
+            return msgspec.structs.replace(decision, recorded=False)
+        return decision
 
     def _dead(self, record: ConsumerRecord[Any, Any], error: str, attempts: int) -> DeadLetter:
         raw = record.value if isinstance(record.value, bytes) else b""

@@ -2,14 +2,22 @@
 
 ``place`` runs the saga's first steps (docs/decisions/0401-purchase-saga.md):
 
-1. idempotency: ``SET NX`` of ``{idem:<sub>}:<key>`` with the request fingerprint
-   (a concurrent duplicate waits for the first one's answer; a different body -> 422);
-2. confirm: ``Inventory.confirm`` turns the hold into a sold-pending order;
-3. price it from the catalog (never from the client), record it as pending for the
+1. idempotency: ``SET NX`` of ``{idem:<sub>}:<key>`` with the request fingerprint and a
+   fencing token (a concurrent duplicate waits for the first one's answer, then 409 +
+   Retry-After; a different body -> 422). The claim is settled (answer stored, or
+   dropped) only while it is still this request's (``api/orders/claim.lua``);
+2. the order id is derived from (buyer, key), so every attempt of one request names the
+   same order: a retry whose first attempt died after recording it answers that order;
+3. confirm: ``Inventory.confirm`` turns the hold into a sold-pending order;
+4. price it from the catalog (never from the client), record it as pending for the
    buyer (``{user:<sub>}:orders``, so GET can answer before the persister writes it);
-4. publish ``OrderPlaced`` (key = event id, acks=all); on any failure the compensation is
-   ``Inventory.revert`` (the hold comes back) and 503 + Retry-After;
-5. 202 ``{order_id, status: "pending"}``, stored under the key for replays.
+5. publish ``OrderPlaced`` (key = event id, acks=all). A definite failure (the record
+   was never queued, or the broker refused it) is compensated by ``Inventory.revert``
+   (the hold comes back) and 503 + Retry-After. An unknown outcome (the producer or
+   our wait timed out, the request was cancelled) is not a failure: the record may
+   land, so the order stays pending, the answer is 202 and the reconciler re-publishes
+   it if it never arrived (the persister is idempotent by order id);
+6. 202 ``{order_id, status: "pending"}``, stored under the key for replays.
 
 Reads come from PostgreSQL (decided orders, tickets) and the buyer's pending record.
 """
@@ -22,15 +30,22 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import asyncpg
 import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    BrokerResponseError,
+    NotEnoughReplicasAfterAppendError,
+    RequestTimedOutError,
+)
 from redis.asyncio.cluster import RedisCluster
 
 from api.catalog.service import Catalog
 from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
+from core.faults import reach
 from core.holds import parse_hold_id
 from core.inventory import Inventory
 from core.orders import (
@@ -43,6 +58,8 @@ from core.orders import (
     build_order,
     encode,
     event_key,
+    order_id_for,
+    publish_wait_s,
     topic,
 )
 from core.settings import Settings
@@ -50,10 +67,12 @@ from core.settings import Settings
 log = logging.getLogger("ticketbuster.api.orders")
 
 IDEMPOTENCY_TTL_S: Final = 86_400
-# An in-progress claim outlives any real request but not a crashed pod.
-IN_PROGRESS_TTL_S: Final = 30
 PENDING_TTL_S: Final = 7 * 86_400
-WAIT_FOR_DUPLICATE_S: Final = 15.0
+# A duplicate waits this long for the first request's answer, then gets 409 + Retry-After.
+WAIT_FOR_DUPLICATE_S: Final = 5.0
+# What a duplicate that waited in vain is told to wait before its next try.
+IN_PROGRESS_RETRY_AFTER_S: Final = 2
+CLAIM_SCRIPT: Final = (Path(__file__).parent / "claim.lua").read_text()
 
 
 class IdempotencyKeyReused(DomainError):
@@ -64,11 +83,36 @@ class IdempotencyKeyReused(DomainError):
     title = "Idempotency-Key reused with another request"
 
 
+class RequestInProgress(Conflict):
+    """Another request with this Idempotency-Key is still running; retry after a pause."""
+
+    code = "request_in_progress"
+    title = "Request still in progress"
+
+    def __init__(self, detail: str, retry_after_s: int = IN_PROGRESS_RETRY_AFTER_S) -> None:
+        super().__init__(detail)
+        self.retry_after_s = retry_after_s
+
+
 class _Claim(msgspec.Struct, frozen=True):
     fp: str
     state: Literal["in_progress", "done"]
     status: int = 0
     body: str = ""
+    # Fences the claim: only the request holding this token may settle it.
+    token: str = ""
+
+
+def publish_is_definite_failure(exc: BaseException) -> bool:
+    """True when ``OrderPlaced`` certainly did not land: the broker refused the record.
+
+    Timeouts (ours, the producer's, the broker's), cancellation, lost connections and
+    "written but not replicated" leave the outcome unknown: the record may still be on
+    the log, so the order must not be undone.
+    """
+    if isinstance(exc, (RequestTimedOutError, NotEnoughReplicasAfterAppendError)):
+        return False
+    return isinstance(exc, BrokerResponseError) and not exc.retriable
 
 
 def idempotency_redis_key(sub: str, key: str) -> str:
@@ -79,6 +123,13 @@ def idempotency_redis_key(sub: str, key: str) -> str:
 def pending_orders_key(sub: str) -> str:
     """The buyer's orders that the persister has not decided yet (hash order_id -> OrderPlaced)."""
     return f"{{user:{sub}}}:orders"
+
+
+def claim_lease_s(request_timeout_s: float) -> int:
+    """How long an in-progress claim lives: longer than one request's steps, shorter than
+    a pod restart matters. One request is bounded by the send (``request_timeout_s``), the
+    delivery wait (``publish_wait_s``) and a few Redis/PostgreSQL round trips."""
+    return int(publish_wait_s(request_timeout_s) + request_timeout_s + 5)
 
 
 def validate_idempotency_key(key: str | None) -> str:
@@ -129,19 +180,22 @@ class OrderService:
         """(status, JSON body) of POST /orders, the same for every retry of the same key."""
         fp = fingerprint(hold_id)
         rkey = idempotency_redis_key(sub, key)
-        replay = await self._claim(rkey, fp)
+        token = uuid.uuid4().hex
+        replay = await self._claim(rkey, fp, token)
         if replay is not None:
             return replay
         # Once the key is ours, finish the saga step even if the client goes away: a
         # half-done confirm/publish is what the compensations are for, not a disconnect.
-        task = asyncio.ensure_future(self._run_claimed(rkey, fp, sub, key, hold_id))
+        task = asyncio.ensure_future(self._run_claimed(rkey, fp, token, sub, key, hold_id))
         return await asyncio.shield(task)
 
     async def _run_claimed(
-        self, rkey: str, fp: str, sub: str, key: str, hold_id: str
+        self, rkey: str, fp: str, token: str, sub: str, key: str, hold_id: str
     ) -> tuple[int, bytes]:
         try:
             durable = await self._durable_replay(sub, key, fp)
+            if durable is None:
+                durable = await self._earlier_attempt(sub, key, fp)
             if durable is not None:
                 status, body = durable
             else:
@@ -150,23 +204,22 @@ class OrderService:
         except BaseException:
             # Nothing to replay: a retry with this key runs again (and gets the same error
             # for a dead hold, or succeeds once the dependency is back).
-            await self._unclaim(rkey)
+            await self._settle(rkey, token, None)
             raise
-        done = _Claim(fp=fp, state="done", status=status, body=body.decode())
-        try:
-            await self.redis.set(rkey, msgspec.json.encode(done), ex=IDEMPOTENCY_TTL_S)
-        except Exception as exc:  # the order stands; the durable copy answers replays
-            log.warning("could not store idempotent response: %s", exc)
+        done = _Claim(fp=fp, state="done", status=status, body=body.decode(), token=token)
+        await self._settle(rkey, token, done)
+        reach(self.settings.faults, "crash_before_reply")
         return status, body
 
-    async def _claim(self, rkey: str, fp: str) -> tuple[int, bytes] | None:
+    async def _claim(self, rkey: str, fp: str, token: str) -> tuple[int, bytes] | None:
         """Claim the key (None) or return the stored response of an earlier identical request."""
-        mine = msgspec.json.encode(_Claim(fp=fp, state="in_progress"))
+        mine = msgspec.json.encode(_Claim(fp=fp, state="in_progress", token=token))
         deadline = time.monotonic() + WAIT_FOR_DUPLICATE_S
         delay = 0.02
         while True:
             try:
-                if await self.redis.set(rkey, mine, nx=True, ex=IN_PROGRESS_TTL_S):
+                lease_s = claim_lease_s(self.settings.kafka.request_timeout_s)
+                if await self.redis.set(rkey, mine, nx=True, ex=lease_s):
                     return None
                 raw = await self.redis.get(rkey)
             except Exception as exc:
@@ -180,17 +233,47 @@ class OrderService:
                 if claim.state == "done":
                     return claim.status, claim.body.encode()
             if time.monotonic() > deadline:
-                raise Conflict(
+                raise RequestInProgress(
                     "a request with this Idempotency-Key is still in progress; retry shortly"
                 )
             await asyncio.sleep(delay)
             delay = min(0.2, delay * 2)
 
-    async def _unclaim(self, rkey: str) -> None:
+    async def _settle(self, rkey: str, token: str, done: _Claim | None) -> None:
+        """Store the answer (or drop the claim) only if the claim is still ours."""
+        value = b"" if done is None else msgspec.json.encode(done)
         try:
-            await self.redis.delete(rkey)
+            script = self.redis.register_script(CLAIM_SCRIPT)
+            mine = await script(keys=[rkey], args=[token, value, IDEMPOTENCY_TTL_S])
+        except Exception as exc:  # the order stands; the durable copy answers replays
+            log.warning("could not settle idempotency claim: %s", exc)
+            return
+        if not mine:
+            log.warning("idempotency claim %s was taken over by a retry; left alone", rkey)
+
+    async def _earlier_attempt(self, sub: str, key: str, fp: str) -> tuple[int, bytes] | None:
+        """The order an earlier attempt of this request recorded before it died, if any.
+
+        Its pending record exists, so the seats are sold-pending under it: answer it, and
+        publish it again now rather than after the reconciler's grace (the persister is
+        idempotent by order id, so a copy that did land is harmless).
+        """
+        order_id = order_id_for(sub, key)
+        try:
+            raw = await self.redis.hget(pending_orders_key(sub), order_id)
         except Exception as exc:
-            log.warning("could not release idempotency claim: %s", exc)
+            raise Unavailable("order intake is unavailable, retry shortly") from exc
+        if raw is None:
+            return None
+        placed = _PLACED.decode(raw)
+        if placed.fingerprint is not None and placed.fingerprint != fp:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+        if self.producer is not None:
+            try:
+                await self._publish(self.producer(), placed.event_id, encode(placed))
+            except BaseException as exc:  # the reconciler re-publishes it after its grace
+                log.warning("re-publish of order %s failed: %s", order_id, exc)
+        return 202, msgspec.json.encode(OrderAccepted(order_id=order_id))
 
     async def _durable_replay(self, sub: str, key: str, fp: str) -> tuple[int, bytes] | None:
         """The persisted copy of the key, for a retry that comes after Redis forgot it."""
@@ -218,7 +301,7 @@ class OrderService:
         # Prices first (cached): a missing price must not leave a confirmed hold behind.
         prices = {code: p.price_minor for code, p in (await self.catalog.prices(event_id)).items()}
         producer = self.producer()  # 503 before touching the hold if Kafka is down
-        order_id = str(uuid.uuid4())
+        order_id = order_id_for(sub, key)
         confirmed = await self.inventory.confirm(hold_id, sub, order_id)
         try:
             order = build_order(
@@ -235,9 +318,11 @@ class OrderService:
                 fingerprint=fp,
             )
             payload = encode(order)
+            reach(self.settings.faults, "crash_after_confirm")
             await self._record_pending(sub, order_id, payload)
-            await asyncio.wait_for(
-                producer.send_and_wait(
+            reach(self.settings.faults, "crash_after_pending_record")
+            delivery = await asyncio.wait_for(
+                producer.send(
                     topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
                     value=payload,
                     key=event_key(order.event_id),
@@ -245,6 +330,7 @@ class OrderService:
                 timeout=self.settings.kafka.request_timeout_s,
             )
         except BaseException as exc:
+            # Not queued for the broker: the record cannot land, so undo the confirm.
             await self._compensate(sub, confirmed.event_id, confirmed.partition, order_id)
             if isinstance(exc, DomainError):
                 raise
@@ -253,7 +339,39 @@ class OrderService:
                 "the order could not be placed; your hold is kept, retry shortly",
                 retry_after_s=2,
             ) from exc
+        try:
+            await asyncio.wait_for(
+                asyncio.shield(delivery),
+                timeout=publish_wait_s(self.settings.kafka.request_timeout_s),
+            )
+        except BaseException as exc:
+            if not publish_is_definite_failure(exc):
+                # Unknown outcome: the order stays pending; the persister or, if the record
+                # never landed, the reconciler's re-publish decides it.
+                log.warning(
+                    "OrderPlaced %s outcome unknown (%s: %s); kept pending",
+                    order_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                return OrderAccepted(order_id=order_id)
+            await self._compensate(sub, confirmed.event_id, confirmed.partition, order_id)
+            log.warning("OrderPlaced %s refused by the broker: %s", order_id, exc)
+            raise Unavailable(
+                "the order could not be placed; your hold is kept, retry shortly",
+                retry_after_s=2,
+            ) from exc
         return OrderAccepted(order_id=order_id)
+
+    async def _publish(self, producer: AIOKafkaProducer, event_id: int, payload: bytes) -> None:
+        await asyncio.wait_for(
+            producer.send_and_wait(
+                topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
+                value=payload,
+                key=event_key(event_id),
+            ),
+            timeout=publish_wait_s(self.settings.kafka.request_timeout_s),
+        )
 
     async def _record_pending(self, sub: str, order_id: str, payload: bytes) -> None:
         key = pending_orders_key(sub)

@@ -7,6 +7,8 @@ inventory. The full path through the API is in tests/e2e/test_purchase*.py.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +16,7 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from aiokafka import ConsumerRecord
 
 from core.inventory import Inventory
 from core.orders import encode, event_key, topic
@@ -28,7 +31,7 @@ from tests.integration.test_orders_support import (
     produce,
     seat_ids,
 )
-from workers.persister import create_persister
+from workers.persister import Persister, TransientError, create_persister, is_transient
 from workers.runtime import ensure_topics
 
 
@@ -237,36 +240,140 @@ async def test_probes_and_metrics(persister: Any) -> None:
     assert "ticketbuster_orders_total" in body
 
 
-async def test_order_that_keeps_failing_is_dead_lettered_after_n_attempts(
-    worker_settings: Settings, pg_dsn: str, persister: Any, outcomes: TopicReader
+async def test_order_that_keeps_failing_is_rejected_and_dead_lettered_its_neighbours_commit(
+    worker_settings: Settings,
+    pg_dsn: str,
+    persister: Any,
+    outcomes: TopicReader,
+    inventory: Inventory,
 ) -> None:
-    event_id = fresh_event_id()
-    seats = seat_ids(3)
-    await create_catalog_event(pg_dsn, event_id, seats)
-    before = order_placed(event_id, [seats[0]])
+    event_id, seats = await new_event(pg_dsn, inventory, 5)
+    # The poison order is pending in Redis like any accepted order: its 202 was given.
+    hold = await inventory.hold(event_id, [seats[2]], "poison-buyer")
+    poison_id = str(uuid.uuid4())
+    await inventory.confirm(hold.hold_id, "poison-buyer", poison_id)
+    neighbours = [order_placed(event_id, [seats[i]]) for i in (0, 1, 3, 4)]
     # Decodes fine, but PostgreSQL refuses the NUL in its text: it fails however often.
-    poison = order_placed(event_id, [seats[1]], buyer="nul\x00buyer")
-    after = order_placed(event_id, [seats[2]])
-    await _put(worker_settings, [before, poison, after])
-    ids = {before.order_id, after.order_id}
+    poison = msgspec.structs.replace(
+        order_placed(event_id, [seats[2]], buyer="poison-buyer", order_id=poison_id),
+        idempotency_key="key\x00with-nul",
+        fingerprint="f",
+    )
+    batch = [*neighbours[:2], poison, *neighbours[2:]]
+    await _put(worker_settings, batch)
+    ids = {o.order_id for o in batch}
     await outcomes.wait_for(
         lambda m: (
-            len(decided(m, ids)) == 2
+            len(decided(m, ids)) == len(ids)
             and any(d.get("value", "").find(poison.order_id) >= 0 for _, d in m)
         )
     )
     got = decided(outcomes.messages, ids)
-    assert got[before.order_id] == ["confirmed"] and got[after.order_id] == ["confirmed"]
+    assert all(got[o.order_id] == ["confirmed"] for o in neighbours)
+    assert got[poison.order_id] == ["rejected"]
+    rejection = next(
+        d
+        for name, d in outcomes.messages
+        if name.endswith("orders.rejected") and d.get("order_id") == poison.order_id
+    )
+    assert rejection["reason"] == "invalid_order"
     letter = next(d for _, d in outcomes.messages if poison.order_id in d.get("value", ""))
     assert letter["attempts"] == worker_settings.workers.dlq_after_attempts
     assert "0x00" in letter["error"] or "NUL" in letter["error"] or "null" in letter["error"]
     conn = await asyncpg.connect(pg_dsn)
     try:
-        assert (
-            await conn.fetchval(
-                "SELECT count(*) FROM orders.orders WHERE order_id = $1", poison.order_id
-            )
-            == 0
+        row = await conn.fetchrow(
+            "SELECT status, reason FROM orders.orders WHERE order_id = $1", poison.order_id
+        )
+        tickets = await conn.fetchval(
+            "SELECT count(*) FROM orders.tickets WHERE order_id = $1", poison.order_id
         )
     finally:
         await conn.close()
+    assert row is not None and (row["status"], row["reason"]) == ("rejected", "invalid_order")
+    assert tickets == 0
+    # Its seat is released in Redis; the neighbours' seats are sold.
+    expected = {seats[i]: "sold" for i in (0, 1, 3, 4)}
+    await wait_until(lambda: statuses(inventory, event_id), expected)
+
+
+async def wait_until(read: Any, expected: Any, timeout_s: float = 30.0) -> None:
+    """Poll ``read()`` until it returns ``expected`` (Redis follows PostgreSQL)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    got = await read()
+    while got != expected and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        got = await read()
+    assert got == expected
+
+
+async def test_a_transient_postgres_error_retries_and_never_dead_letters(
+    worker_settings: Settings, pg_dsn: str
+) -> None:
+    """A read-only primary (a switchover in progress) is not the orders' fault."""
+    event_id = fresh_event_id()
+    seats = seat_ids(2)
+    await create_catalog_event(pg_dsn, event_id, seats)
+    orders = [order_placed(event_id, [s]) for s in seats]
+    records = [
+        ConsumerRecord("t", 0, i, 0, 0, event_key(event_id), encode(o), None, 0, 0, ())
+        for i, o in enumerate(orders)
+    ]
+    sent: list[str] = []
+
+    async def send(name: str, value: bytes, key: bytes | None) -> asyncio.Future[None]:
+        sent.append(name)
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        acked.set_result(None)  # as the producer's future once the broker acknowledged
+        return acked
+
+    read_only = await asyncpg.create_pool(
+        pg_dsn, min_size=1, max_size=1, server_settings={"default_transaction_read_only": "on"}
+    )
+    assert read_only is not None
+    try:
+        p = Persister(worker_settings, None, read_only, None)  # type: ignore[arg-type]
+        p.send = send
+        with pytest.raises(TransientError, match="ReadOnlySQLTransaction"):
+            await p.handle(records)
+    finally:
+        await read_only.close()
+    assert sent == []  # nothing published, nothing dead-lettered: the batch is retried
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=1)
+    assert pool is not None
+    try:
+        p = Persister(worker_settings, None, pool, None)  # type: ignore[arg-type]
+        p.send = send
+        await p.handle(records)  # the retry, once the primary is writable again
+        confirmed = await pool.fetchval(
+            "SELECT count(*) FROM orders.orders WHERE event_id = $1 AND status = 'confirmed'",
+            event_id,
+        )
+    finally:
+        await pool.close()
+    assert confirmed == 2
+    assert not any(name.endswith("orders.dlq") for name in sent)
+
+
+@pytest.mark.parametrize(
+    ("exc", "transient"),
+    [
+        (asyncpg.ReadOnlySQLTransactionError("read only"), True),
+        (asyncpg.QueryCanceledError("canceling statement"), True),
+        (asyncpg.AdminShutdownError("terminating"), True),
+        (asyncpg.ConnectionDoesNotExistError("closed"), True),
+        (asyncpg.SerializationError("serialize"), True),
+        (asyncpg.DeadlockDetectedError("deadlock"), True),
+        (asyncpg.TooManyConnectionsError("too many"), True),
+        (asyncpg.CannotConnectNowError("starting up"), True),
+        (ConnectionResetError("reset"), True),
+        (TimeoutError(), True),
+        (asyncpg.CharacterNotInRepertoireError("0x00"), False),
+        (asyncpg.NumericValueOutOfRangeError("out of range"), False),
+        (asyncpg.CheckViolationError("check"), False),
+        (asyncpg.DataError("cannot encode"), False),
+        (ValueError("bad"), False),
+    ],
+)
+def test_postgres_errors_are_classified(exc: BaseException, transient: bool) -> None:
+    assert is_transient(exc) is transient
