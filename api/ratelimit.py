@@ -145,10 +145,7 @@ class RateLimiter:
         if link is None:
             if redis is None:
                 raise ValueError("RateLimiter needs a Redis client or a script link")
-            link = ScriptLink(
-                [(n.host, int(n.port)) for n in redis.nodes_manager.startup_nodes.values()],
-                timeout_s=float(redis.connection_kwargs.get("socket_timeout") or 2.0),
-            )
+            link = ScriptLink.for_client(redis)
         self.link = link
         self.namespace = namespace
         self.fallback_s = fallback_s

@@ -251,10 +251,7 @@ class Inventory:
         self._client = client
         self._settings = settings or HoldSettings()
         self._plans = plans or (lambda _event_id: SINGLE_PARTITION)
-        self._link = link or ScriptLink(
-            [(n.host, int(n.port)) for n in client.nodes_manager.startup_nodes.values()],
-            timeout_s=float(client.connection_kwargs.get("socket_timeout") or 2.0),
-        )
+        self._link = link or ScriptLink.for_client(client)
         self._scripts: dict[str, Script] = {
             name: Script(script_source(name), read_only=name in READ_ONLY_SCRIPTS)
             for name in SCRIPT_NAMES

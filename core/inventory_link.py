@@ -316,6 +316,15 @@ class ScriptLink:
         self._refreshed_at = 0.0
         self._stale = True
 
+    @classmethod
+    def for_client(cls, client: Any) -> ScriptLink:
+        """A link to the cluster a redis-py ``RedisCluster`` client points at (its seed nodes
+        and socket timeout)."""
+        return cls(
+            [(n.host, int(n.port)) for n in client.nodes_manager.startup_nodes.values()],
+            timeout_s=float(client.connection_kwargs.get("socket_timeout") or 2.0),
+        )
+
     # -- topology -------------------------------------------------------------------------
 
     def topology_changed(self) -> None:
