@@ -63,9 +63,10 @@ from api.auth.dev_issuer import DevIssuer, create_dev_issuer_handlers, load_or_c
 from api.auth.principal import provide_optional_principal, provide_principal
 from api.auth.routes import me
 from api.auth.tokens import JwksCache, TokenVerifier, http_jwks_fetcher
-from api.edge import Edge
+from api.edge import Edge, cors_headers
 from api.errors import exception_handler
 from api.health import healthz, metrics, readyz
+from api.holds.fast import DirectHolds
 from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
 from api.openapi import document_problems
@@ -389,6 +390,15 @@ def create_app(
     # unknown paths and the edge's own 429s/503s get the request id and security headers too.
     state = app.state
     issuer = urlsplit(settings.auth.issuer)
+    direct = (
+        DirectHolds(
+            state,
+            max_body_bytes=settings.api.max_body_bytes,
+            cors_headers=lambda scope: cors_headers(scope, cors),
+        )
+        if settings.api.direct_holds
+        else None
+    )
     edge = Edge(
         app.asgi_handler,
         settings.api,
@@ -398,6 +408,7 @@ def create_app(
         hsts=settings.env == "prod",
         # The PWA fetches the issuer's discovery document and token endpoint.
         connect_origins=(f"{issuer.scheme}://{issuer.netloc}",) if issuer.netloc else (),
+        direct=direct,
     )
     app.on_shutdown.append(edge.close)
     app.asgi_handler = edge

@@ -18,10 +18,13 @@ In order, for HTTP and WebSocket requests:
 5. **Deadline** — a request whose response has not started after
    ``TB_API_REQUEST_TIMEOUT_S`` is cancelled and answered 503 (one timer per process
    checks them all; a started response is never cut).
-6. **The answer** — security headers, rate-limit headers and the request id are added in
+6. **Direct routes** — hold attempts go to ``api.holds.fast`` (the same rules and answers
+   as the Litestar route, without the framework's per-route work); what it does not take
+   goes on to Litestar.
+7. **The answer** — security headers, rate-limit headers and the request id are added in
    one pass; a response that starts before the request body was read closes the
    connection (the unread body must not be parsed as the next request).
-7. **Metrics and access log** — request counts and durations by route template
+8. **Metrics and access log** — request counts and durations by route template
    (pre-bound metric children), one batched JSON access-log line.
 
 One layer instead of five wrapping ``send``: the hot path pays for one closure.
@@ -36,7 +39,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from litestar.config.cors import CORSConfig
 from litestar.types import ASGIApp, Scope
@@ -96,16 +99,23 @@ def _next_request_id() -> str:
 
 
 def cors_headers(scope: Scope, cors: CORSConfig | None) -> dict[str, str]:
-    """CORS headers for a response the edge writes itself (a 429 or a shed 503), so the
-    PWA can read it."""
+    """The CORS headers Litestar's middleware puts on a simple (non-preflight) response,
+    for a response written outside it (the edge's 429/503, the direct hold route)."""
     if cors is None:
         return {}
     origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
-    if origin is None or not cors.is_origin_allowed(origin):
+    if origin is None:
         return {}
     headers = dict(cors.simple_headers)
-    headers.setdefault("Access-Control-Allow-Origin", origin)
-    headers["Vary"] = "Origin"
+    if cors.is_allow_all_origins:
+        if any(k == b"cookie" for k, _ in scope["headers"]):
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Vary"] = "Origin"
+    elif cors.is_origin_allowed(origin):
+        headers["Access-Control-Allow-Origin"] = origin
+        headers["Vary"] = "Origin"
+    headers["Access-Control-Allow-Headers"] = ", ".join(sorted(set(cors.allow_headers)))
+    headers["Access-Control-Allow-Methods"] = ", ".join(sorted(set(cors.allow_methods)))
     return headers
 
 
@@ -127,6 +137,15 @@ def security_headers(
     if hsts:
         headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
     return headers
+
+
+class DirectRoute(Protocol):
+    """A route the edge serves without the framework (``api.holds.fast``)."""
+
+    def matches(self, scope: Any) -> bool: ...
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        """None once answered, else the ``receive`` to hand the request on with."""
 
 
 class _Request:
@@ -159,8 +178,10 @@ class Edge:
         docs_prefix: str = "/schema",
         app_name: str = "ticketbuster",
         access_log: AccessLog | None = None,
+        direct: DirectRoute | None = None,
     ) -> None:
         self.app = app
+        self.direct = direct
         self.settings = settings
         self.verifier = verifier
         self.limiter = limiter
@@ -328,14 +349,25 @@ class Edge:
 
         async def edge_receive() -> Any:
             message = await receive()
-            if (
-                message["type"] == "http.request" and not message.get("more_body", False)
-            ) or message["type"] == "http.disconnect":
+            if message["type"] == "http.request":
+                if message.get("more_body", False):
+                    # Granian hands a small body over as the bytes, then an empty last
+                    # chunk whose wait is a thread hand-off: once Content-Length bytes
+                    # are in, the body is complete.
+                    left = request.body_left - len(message.get("body", b""))
+                    request.body_left = left
+                    if left == 0:
+                        message["more_body"] = False
+                        request.body_done = True
+                else:
+                    request.body_done = True
+            elif message["type"] == "http.disconnect":
                 request.body_done = True
             return message
 
+        app_receive = edge_receive if not request.body_done else receive
         if not guarded:
-            await self.app(scope, edge_receive if not request.body_done else receive, edge_send)
+            await self.app(scope, app_receive, edge_send)
             return
         self.in_flight += 1
         self._in_progress.inc()
@@ -348,7 +380,13 @@ class Edge:
             self._requests[key] = request
             self._arm_sweeper()
         try:
-            await self.app(scope, edge_receive if not request.body_done else receive, edge_send)
+            direct = self.direct
+            if direct is not None and direct.matches(scope):
+                rest = await direct(scope, app_receive, edge_send)
+                if rest is not None:
+                    await self.app(scope, rest, edge_send)
+            else:
+                await self.app(scope, app_receive, edge_send)
         except asyncio.CancelledError:
             if not request.timed_out:
                 raise

@@ -277,24 +277,28 @@ def problem_response(
     )
 
 
+def log_failure(exc: BaseException, status: int, request_id: str | None, path: str) -> None:
+    """Log what the client sees as a 5xx that the domain did not raise on purpose."""
+    if status < 500 or isinstance(exc, DomainError):
+        return
+    if isinstance(exc, DEPENDENCY_ERRORS):
+        log.warning(
+            "dependency unavailable: %s: %s",
+            type(exc).__name__,
+            exc,
+            extra={"request_id": request_id, "path": path},
+        )
+    else:
+        log.error(
+            "unhandled exception", exc_info=exc, extra={"request_id": request_id, "path": path}
+        )
+
+
 def exception_handler(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """The app's single exception handler (registered for ``Exception``)."""
     request_id = _request_id(request)
     status, body, headers = build_problem(exc, instance=request.url.path, request_id=request_id)
-    if status >= 500 and not isinstance(exc, DomainError):
-        if isinstance(exc, DEPENDENCY_ERRORS):
-            log.warning(
-                "dependency unavailable: %s: %s",
-                type(exc).__name__,
-                exc,
-                extra={"request_id": request_id, "path": request.url.path},
-            )
-        else:
-            log.error(
-                "unhandled exception",
-                exc_info=exc,
-                extra={"request_id": request_id, "path": request.url.path},
-            )
+    log_failure(exc, status, request_id, request.url.path)
     return Response(
         content=msgspec.json.encode(body),
         status_code=status,
@@ -313,12 +317,30 @@ async def send_problem(
 ) -> None:
     """Answer with a problem from plain ASGI code (middleware outside Litestar's handler)."""
     status, body, headers = build_problem(exc, instance=instance, request_id=request_id)
+    await _send(send, status, body, {**headers, **(extra_headers or {})})
+
+
+async def send_exception(
+    send: Send,
+    exc: BaseException,
+    *,
+    instance: str,
+    request_id: str | None,
+    extra_headers: dict[str, str] | None = None,
+) -> None:
+    """What ``exception_handler`` answers and logs, for a route served outside Litestar."""
+    status, body, headers = build_problem(exc, instance=instance, request_id=request_id)
+    log_failure(exc, status, request_id, instance)
+    await _send(send, status, body, {**headers, **(extra_headers or {})})
+
+
+async def _send(send: Send, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
     payload = msgspec.json.encode(body)
     raw_headers = [
         (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
         (b"content-length", str(len(payload)).encode()),
     ]
-    for name, value in {**headers, **(extra_headers or {})}.items():
+    for name, value in headers.items():
         raw_headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": raw_headers})
     await send({"type": "http.response.body", "body": payload, "more_body": False})

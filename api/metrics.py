@@ -51,6 +51,12 @@ CHECKINS = Counter(
     "Check-ins by result (ok, already_used, invalid, ...).",
     ["result"],
 )
+DIRECT_ROUTE = Counter(
+    "ticketbuster_direct_route_total",
+    "Requests for a direct route (api/holds/fast.py): served there, or handed on to the "
+    "framework (no token, wrong role, odd id, a body it does not decode strictly).",
+    ["route", "outcome"],
+)
 REQUESTS_SHED = Counter(
     "ticketbuster_requests_shed_total",
     "API requests refused with 503 to shed load, by reason (capacity, timeout).",

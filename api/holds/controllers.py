@@ -10,7 +10,6 @@ in ``ticketbuster_hold_duration_seconds``.
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -19,14 +18,11 @@ from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from api.auth.principal import Principal, require_principal, requires_role_or_scope
-from api.catalog.deps import CATALOG_DEPENDENCY, catalog_from_state
+from api.catalog.deps import CATALOG_DEPENDENCY
 from api.catalog.service import Catalog
-from api.edge import BUDGET_SPENT_KEY
-from api.holds.deps import HOLD_INVENTORY_DEPENDENCY, provide_hold_inventory
+from api.holds.deps import HOLD_INVENTORY_DEPENDENCY
 from api.holds.schemas import HoldRequest, HoldView, hold_view
-from api.metrics import HOLD_DURATION, HOLDS
-from core.errors import DomainError, InvalidInput, LimitExceeded, RateLimited, SeatUnavailable
-from core.holds import AttemptBudget
+from api.holds.service import place_hold
 from core.inventory import Inventory
 
 EventId = Annotated[int, PathParameter(ge=1, description="The event's id.")]
@@ -36,30 +32,6 @@ HoldId = Annotated[
 
 # Buyers (and admins acting as one), or partner clients with the "holds" scope.
 BUYERS = requires_role_or_scope(("buyer", "admin"), ("holds",))
-
-
-def _result(exc: BaseException | None) -> str:
-    """The bounded ``result`` label of a hold attempt."""
-    if exc is None:
-        return "ok"
-    if isinstance(exc, SeatUnavailable):
-        return "unavailable"
-    if isinstance(exc, LimitExceeded):
-        return "limit"
-    if isinstance(exc, RateLimited):
-        return "budget"
-    if isinstance(exc, InvalidInput):
-        return "invalid"
-    if isinstance(exc, DomainError) and exc.status < 500:
-        return "rejected"
-    return "error"
-
-
-# Pre-bound children: a labels() lookup per request costs more than the increment.
-_HOLD_RESULTS = {
-    r: HOLDS.labels(result=r)
-    for r in ("ok", "unavailable", "limit", "budget", "invalid", "rejected", "error")
-}
 
 
 class HoldController(Controller):
@@ -86,45 +58,11 @@ class HoldController(Controller):
         Only while the event is on sale: 409 ``sale_not_open`` before its sale window,
         ``sale_closed`` after it (or once the event started, or if it was cancelled).
         """
-        started = time.perf_counter()
-        failure: BaseException | None = None
         # The guard checked the caller; reading it from the scope spares a dependency.
         principal = require_principal(request.scope)
-        try:
-            # The hot path reads the gateways straight from app.state: resolving them as
-            # Litestar dependencies costs a task group per request (8-20% of a hold's CPU
-            # in loadtest/hold_path_ab.py runs).
-            state = request.app.state
-            inventory = await provide_hold_inventory(state)
-            catalog = catalog_from_state(state)
-            mode = data.mode()
-            # Both cached: no PostgreSQL query on a warm path, one Redis call below.
-            await catalog.on_sale(event_id)  # 404 unknown, 409 outside the sale window
-            prices = await catalog.prices(event_id)
-            budget: AttemptBudget | None = getattr(state, "hold_budget", None)
-            if mode == "seats":
-                assert data.seats is not None
-                seats = data.seats
-                request.scope["state"][BUDGET_SPENT_KEY] = True  # the script spends it
-                hold = await inventory.hold(event_id, seats, principal.sub, budget=budget)
-            else:
-                assert data.quantity is not None and data.category is not None
-                if data.category not in prices:
-                    raise InvalidInput(
-                        f"event {event_id} has no price category {data.category!r}",
-                        field="category",
-                    )
-                request.scope["state"][BUDGET_SPENT_KEY] = True
-                hold = await inventory.hold_best(
-                    event_id, data.category, data.quantity, principal.sub, budget=budget
-                )
-            view = hold_view(hold, prices)
-        except BaseException as exc:
-            failure = exc
-            raise
-        finally:
-            _HOLD_RESULTS[_result(failure)].inc()
-            HOLD_DURATION.observe(time.perf_counter() - started)
+        view = await place_hold(
+            request.app.state, request.scope["state"], principal.sub, event_id, data
+        )
         return Response(
             view,
             status_code=HTTP_201_CREATED,

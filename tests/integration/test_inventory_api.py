@@ -4,6 +4,7 @@ the session database, the real Redis Cluster inventory and the catalog's prices.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -450,3 +451,163 @@ async def test_a_two_partition_event_end_to_end(
         "PLATINUM": 60,
         "GENERAL": 120,
     }
+
+
+# -- the edge's direct hold route (api/holds/fast.py) -----------------------------------
+#
+# The edge's direct hold route answers exactly as the Litestar route does.
+#
+# Two real Granian APIs over the same database and Redis Cluster: one with the direct route
+# (``api/holds/fast.py``, the default), one with ``TB_API_DIRECT_HOLDS=false`` (every
+# request through Litestar). The same sequence of hold attempts - good ones, taken seats,
+# limits, bad bodies, odd ids, no token, a wrong role, a closed sale - goes to each in turn,
+# and the answers must be the same: status, media type, the headers' names, the body (ids
+# and times aside). The direct API's ``ticketbuster_direct_route_total`` shows which of the
+# attempts it served itself, so the comparison is not between two Litestar answers.
+
+# Headers whose values differ per request or per process; their presence still counts.
+VOLATILE = {"date", "x-request-id", "server"}
+# Body members that differ per attempt: ids, server times.
+VOLATILE_BODY = {"hold_id", "created_at", "expires_at", "max_expires_at", "request_id"}
+
+
+@pytest.fixture(scope="module")
+def servers(
+    seeded: Seeded, settings: Settings, pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    logs = Path(tmp_path_factory.mktemp("direct-holds"))
+    urls: dict[str, str] = {}
+    base = with_overrides(
+        settings,
+        database={"url": pg_dsn},
+        api={"max_body_bytes": 2048},
+        holds={"ttl_s": 600, "max_seats_per_buyer": 4, "max_seats_per_hold": 4},
+    )
+    direct = with_overrides(base, api={"direct_holds": True})
+    litestar = with_overrides(base, api={"direct_holds": False})
+    with (
+        granian_server(direct, logs / "direct.log") as one,
+        granian_server(litestar, logs / "litestar.log") as two,
+    ):
+        urls["direct"], urls["litestar"] = one.base_url, two.base_url
+        yield urls
+
+
+@pytest.fixture
+async def clients(servers: dict[str, str]) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
+    async with (
+        httpx.AsyncClient(base_url=servers["direct"], timeout=30) as direct,
+        httpx.AsyncClient(base_url=servers["litestar"], timeout=30) as litestar,
+    ):
+        yield {"direct": direct, "litestar": litestar}
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    """What must be the same on both routes."""
+    body: Any = None
+    if response.content:
+        body = response.json()
+        if isinstance(body, dict):
+            body = {k: ("*" if k in VOLATILE_BODY else v) for k, v in body.items()}
+    headers = {k: v for k, v in response.headers.items() if k not in VOLATILE}
+    if "location" in headers:
+        headers["location"] = re.sub(r"/holds/.+$", "/holds/*", headers["location"])
+    for name in ("ratelimit-remaining", "ratelimit-reset", "retry-after"):
+        if name in headers:
+            headers[name] = "*"
+    return {"status": response.status_code, "headers": headers, "body": body}
+
+
+async def direct_counts(http: httpx.AsyncClient) -> dict[str, float]:
+    text = (await http.get("/metrics")).text
+    counts = {"served": 0.0, "handed_on": 0.0}
+    for line in text.splitlines():
+        if line.startswith("ticketbuster_direct_route_total{"):
+            outcome = line.partition('outcome="')[2].partition('"')[0]
+            counts[outcome] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+async def sequence(
+    http: httpx.AsyncClient, seeded: Seeded, closed: Seeded, who: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The attempts, in order; every hold made is released at the end."""
+    url = f"/api/v1/events/{seeded.event_id}/holds"
+    vip, general = seeded.of("VIP")[:2], seeded.of("GENERAL")[:5]
+    alice = await token(http, f"alice-{who}")
+    bob = await token(http, f"bob-{who}")
+    carol = await token(http, f"carol-{who}")
+    staff = await token(http, f"staff-{who}", roles=["scanner"])
+    out: list[tuple[str, dict[str, Any]]] = []
+    made: list[tuple[str, dict[str, str]]] = []
+
+    async def post(name: str, headers: dict[str, str], path: str = url, **kw: Any) -> None:
+        response = await http.post(path, headers=headers, **kw)
+        out.append((name, answer(response)))
+        if response.status_code == 201:
+            made.append((response.json()["hold_id"], headers))
+
+    await post("seats", alice, json={"seats": [vip[0], general[0]]})
+    await post("taken", bob, json={"seats": [general[0], general[1]]})
+    await post("best", bob, json={"quantity": 2, "category": "PLATINUM"})
+    await post("over the buyer's limit", bob, json={"seats": general[2:5]})
+    await post("unknown category", carol, json={"quantity": 1, "category": "BALCONY"})
+    await post("both shapes", carol, json={"seats": [general[3]], "quantity": 1})
+    await post("neither shape", carol, json={})
+    await post("unknown seat", carol, json={"seats": ["Z-99-99"]})
+    await post("duplicate seats", carol, json={"seats": [vip[1], vip[1]]})
+    await post("unknown field", carol, json={"seats": [vip[1]], "price": 1})
+    await post("a string for a number", carol, json={"quantity": "2", "category": "VIP"})
+    await post("malformed json", carol, content=b'{"seats": [')
+    await post("too large", carol, content=b'{"seats": ["' + b"x" * 4096 + b'"]}')
+    await post("no token", {}, json={"seats": [vip[1]]})
+    await post("bad token", {"Authorization": "Bearer abc.def.ghi"}, json={"seats": [vip[1]]})
+    await post("wrong role", staff, json={"seats": [vip[1]]})
+    await post("unknown event", carol, f"/api/v1/events/{10**15}/holds", json={"seats": [vip[1]]})
+    await post("leading zero", carol, f"/api/v1/events/0{seeded.event_id}/holds", json={})
+    await post("event zero", carol, "/api/v1/events/0/holds", json={"seats": [vip[1]]})
+    await post(
+        "sale closed",
+        carol,
+        f"/api/v1/events/{closed.event_id}/holds",
+        json={"seats": [closed.of("VIP")[0]]},
+    )
+    await post(
+        "cross-origin",
+        {**carol, "Origin": "http://localhost:8000"},
+        json={"seats": [general[4]]},
+    )
+    await post(
+        "foreign origin", {**alice, "Origin": "https://evil.example"}, json={"seats": [vip[0]]}
+    )
+    for hold_id, headers in made:
+        released = await http.delete(f"/api/v1/holds/{hold_id}", headers=headers)
+        assert released.status_code == 204, released.text
+    return out
+
+
+async def test_the_direct_route_answers_as_litestar_does(
+    clients: dict[str, httpx.AsyncClient], seeded: Seeded, events: EventMaker
+) -> None:
+    closed = await events.add("closed", sale_closes_in=timedelta(minutes=-1))
+    before = await direct_counts(clients["direct"])
+    direct = await sequence(clients["direct"], seeded, closed, "d")
+    after = await direct_counts(clients["direct"])
+    litestar = await sequence(clients["litestar"], seeded, closed, "l")
+
+    assert [name for name, _ in direct] == [name for name, _ in litestar]
+    for (name, one), (_, two) in zip(direct, litestar, strict=True):
+        assert one == two, f"{name}: direct {one} != litestar {two}"
+    statuses = {name: a["status"] for name, a in direct}
+    made = (statuses["seats"], statuses["best"], statuses["cross-origin"])
+    assert made == (201, 201, 201), sorted(statuses.items())
+    assert statuses["taken"] == 409 and statuses["over the buyer's limit"] == 429
+    assert statuses["no token"] == 401 and statuses["wrong role"] == 403
+    assert statuses["too large"] == 413 and statuses["sale closed"] == 409
+    # The direct API served the well-formed attempts itself and handed on the rest.
+    served = after["served"] - before["served"]
+    handed_on = after["handed_on"] - before["handed_on"]
+    assert served == 13, (served, statuses)
+    assert handed_on == 7, (handed_on, statuses)
+    litestar_counts = await direct_counts(clients["litestar"])
+    assert litestar_counts == {"served": 0.0, "handed_on": 0.0}

@@ -1,0 +1,90 @@
+"""Placing a hold: the one implementation behind ``POST /api/v1/events/{id}/holds``.
+
+Both ways in call ``place_hold``: the Litestar handler (``api.holds.controllers``) and the
+edge's direct route (``api.holds.fast``), so the rules, the metrics and the answers are the
+same whichever served the request.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from api.catalog.deps import catalog_from_state
+from api.edge import BUDGET_SPENT_KEY
+from api.holds.deps import provide_hold_inventory
+from api.holds.schemas import HoldRequest, HoldView, hold_view
+from api.metrics import HOLD_DURATION, HOLDS
+from core.errors import DomainError, InvalidInput, LimitExceeded, RateLimited, SeatUnavailable
+from core.holds import AttemptBudget
+
+
+def _result(exc: BaseException | None) -> str:
+    """The bounded ``result`` label of a hold attempt."""
+    if exc is None:
+        return "ok"
+    if isinstance(exc, SeatUnavailable):
+        return "unavailable"
+    if isinstance(exc, LimitExceeded):
+        return "limit"
+    if isinstance(exc, RateLimited):
+        return "budget"
+    if isinstance(exc, InvalidInput):
+        return "invalid"
+    if isinstance(exc, DomainError) and exc.status < 500:
+        return "rejected"
+    return "error"
+
+
+# Pre-bound children: a labels() lookup per request costs more than the increment.
+_HOLD_RESULTS = {
+    r: HOLDS.labels(result=r)
+    for r in ("ok", "unavailable", "limit", "budget", "invalid", "rejected", "error")
+}
+
+
+async def place_hold(
+    app_state: Any, scope_state: dict[str, Any], buyer: str, event_id: int, data: HoldRequest
+) -> HoldView:
+    """Hold explicit seats, or the best ``quantity`` adjacent seats of ``category``.
+
+    ``app_state`` is the app's state (the gateways from the lifespan), ``scope_state`` the
+    request's (the edge learns there that the hold script spent the attempt budget).
+    Counted in ``ticketbuster_holds_total{result}``, timed in
+    ``ticketbuster_hold_duration_seconds``. Raises the domain's errors (404, 409, 422,
+    429, 503); the caller renders them.
+    """
+    started = time.perf_counter()
+    failure: BaseException | None = None
+    try:
+        # The gateways come straight from app.state: resolving them as Litestar
+        # dependencies costs a task group per request.
+        inventory = await provide_hold_inventory(app_state)
+        catalog = catalog_from_state(app_state)
+        mode = data.mode()
+        # Both cached: no PostgreSQL query on a warm path, one Redis call below.
+        await catalog.on_sale(event_id)  # 404 unknown, 409 outside the sale window
+        prices = await catalog.prices(event_id)
+        budget: AttemptBudget | None = getattr(app_state, "hold_budget", None)
+        if mode == "seats":
+            assert data.seats is not None
+            scope_state[BUDGET_SPENT_KEY] = True  # the script spends it
+            hold = await inventory.hold(event_id, data.seats, buyer, budget=budget)
+        else:
+            assert data.quantity is not None and data.category is not None
+            if data.category not in prices:
+                raise InvalidInput(
+                    f"event {event_id} has no price category {data.category!r}",
+                    field="category",
+                )
+            scope_state[BUDGET_SPENT_KEY] = True
+            hold = await inventory.hold_best(
+                event_id, data.category, data.quantity, buyer, budget=budget
+            )
+        return hold_view(hold, prices)
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        _HOLD_RESULTS[_result(failure)].inc()
+        HOLD_DURATION.observe(time.perf_counter() - started)
