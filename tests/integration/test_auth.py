@@ -17,8 +17,9 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, generate_private_key
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from jwt.algorithms import OKPAlgorithm
+from jwt.algorithms import RSAAlgorithm
 from litestar import get
 from litestar.di import NamedDependency
 from redis.asyncio import RedisCluster
@@ -76,14 +77,14 @@ def assert_401(response: httpx.Response, reason: str) -> None:
     assert reason in body["detail"].lower(), body["detail"]
 
 
-async def signing_key(redis_cluster: RedisCluster) -> tuple[Ed25519PrivateKey, str]:
+async def signing_key(redis_cluster: RedisCluster) -> tuple[RSAPrivateKey, str]:
     """The shared dev key (as every replica sees it) and its kid, to forge edge-case tokens."""
     from api.auth.dev_issuer import DevIssuer
     from core.settings import AuthSettings
 
     jwk = await load_or_create_key(redis_cluster)
-    key = OKPAlgorithm.from_jwk(json.dumps(jwk))
-    assert isinstance(key, Ed25519PrivateKey)
+    key = RSAAlgorithm.from_jwk(json.dumps(jwk))
+    assert isinstance(key, RSAPrivateKey)
     return key, DevIssuer(AuthSettings(), jwk).kid
 
 
@@ -105,9 +106,9 @@ def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
-def _hmac_with_public_key(key: Ed25519PrivateKey, kid: str, body: dict[str, Any]) -> str:
+def _hmac_with_public_key(key: RSAPrivateKey, kid: str, body: dict[str, Any]) -> str:
     """The classic algorithm-confusion forgery: HS256 keyed with the issuer's public key."""
-    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    public = key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
     signing_input = _b64({"alg": "HS256", "typ": "JWT", "kid": kid}) + "." + _b64(body)
     mac = hmac.new(public, signing_input.encode(), hashlib.sha256).digest()
     return signing_input + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
@@ -143,8 +144,8 @@ async def test_token_edge_cases_are_401(
 ) -> None:
     key, kid = await signing_key(redis_cluster)
     s = auth_settings
-    stranger = Ed25519PrivateKey.generate()
-    good = jwt.encode(claims(s), key, algorithm="EdDSA", headers={"kid": kid})
+    stranger = generate_private_key(public_exponent=65537, key_size=2048)
+    good = jwt.encode(claims(s), key, algorithm="RS256", headers={"kid": kid})
     head, payload, signature = good.split(".")
     forged_payload = _b64(claims(s, sub="mallory", roles=["admin"]))
     flipped = signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")
@@ -153,19 +154,19 @@ async def test_token_edge_cases_are_401(
             jwt.encode(
                 claims(s, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600),
                 key,
-                algorithm="EdDSA",
+                algorithm="RS256",
                 headers={"kid": kid},
             ),
             "expired",
         ),
         "wrong issuer": (
             jwt.encode(
-                claims(s, iss="https://evil.example/"), key, algorithm="EdDSA", headers={"kid": kid}
+                claims(s, iss="https://evil.example/"), key, algorithm="RS256", headers={"kid": kid}
             ),
             "issuer",
         ),
         "wrong audience": (
-            jwt.encode(claims(s, aud="someone-else"), key, algorithm="EdDSA", headers={"kid": kid}),
+            jwt.encode(claims(s, aud="someone-else"), key, algorithm="RS256", headers={"kid": kid}),
             "audience",
         ),
         "alg none": (
@@ -173,11 +174,11 @@ async def test_token_edge_cases_are_401(
             "algorithm",
         ),
         "unknown kid": (
-            jwt.encode(claims(s), stranger, algorithm="EdDSA", headers={"kid": "not-a-known-kid"}),
+            jwt.encode(claims(s), stranger, algorithm="RS256", headers={"kid": "not-a-known-kid"}),
             "unknown key",
         ),
         "signed by another key under our kid": (
-            jwt.encode(claims(s), stranger, algorithm="EdDSA", headers={"kid": kid}),
+            jwt.encode(claims(s), stranger, algorithm="RS256", headers={"kid": kid}),
             "signature",
         ),
         "tampered signature": (f"{head}.{payload}.{flipped}", "signature"),
@@ -187,7 +188,7 @@ async def test_token_edge_cases_are_401(
             jwt.encode(
                 {k: v for k, v in claims(s).items() if k != "sub"},
                 key,
-                algorithm="EdDSA",
+                algorithm="RS256",
                 headers={"kid": kid},
             ),
             "invalid",
@@ -282,7 +283,7 @@ async def test_discovery_and_jwks_verify_dev_tokens(auth_settings: Settings) -> 
     decoded = jwt.decode(
         token,
         key.key,
-        algorithms=["EdDSA"],
+        algorithms=["RS256"],
         audience=auth_settings.auth.audience,
         issuer=auth_settings.auth.issuer,
     )
