@@ -153,16 +153,29 @@ def _create_inventory(redis: RedisCluster, settings: Settings, plans: PartitionP
     return Inventory(redis, settings.holds, plans=plans)
 
 
+async def _keep_session(_: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own rollback of an open
+    transaction. The default also sends ``RESET ALL; UNLISTEN *; CLOSE ALL;
+    pg_advisory_unlock_all()``: a round trip per query for state the API never creates
+    (no SET, LISTEN, cursors or advisory locks)."""
+
+
 async def _create_db_pool(settings: Settings) -> asyncpg.Pool:
     db = settings.database
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
-            db.url, min_size=db.min_pool, max_size=db.max_pool, command_timeout=10
+            db.url,
+            min_size=db.min_pool,
+            max_size=db.max_pool,
+            command_timeout=10,
+            reset=_keep_session,
         )
     except (OSError, asyncpg.PostgresError) as exc:
         # Start anyway (browsing from Redis, /readyz says why); connect on first use.
         log.error("PostgreSQL unavailable at startup: %s: %s", type(exc).__name__, exc)
-        pool = await asyncpg.create_pool(db.url, min_size=0, max_size=db.max_pool)
+        pool = await asyncpg.create_pool(
+            db.url, min_size=0, max_size=db.max_pool, reset=_keep_session
+        )
     return pool
 
 

@@ -58,6 +58,9 @@ RETURNING_BUYERS = 3_500
 HOT_SEATS = 20
 PACED_CONNECTIONS = 16
 LARGE_BATCH = 2_000
+# Holds made for the order run: more than any run buys (it must never run out).
+ORDERS_PER_S_CEILING = 6_000
+API_WORKERS_FULL = 2  # the machine's cores: what make dev and the k8s pod run by default
 
 
 # -- configuration -----------------------------------------------------------------------
@@ -319,7 +322,7 @@ def run_wrk(
         errors=errors + data.get("timeouts", 0),
         generator_cpu_s=gen_cpu,
         server_cpu_s=server_cpu,
-        extra={k: v for k, v in data.items() if k in ("counts",)},
+        extra={k: v for k, v in data.items() if k in ("counts", "wrapped")},
     )
 
 
@@ -529,6 +532,58 @@ async def mint_tokens(settings: Any, prefix: str, n: int) -> tuple[list[str], di
         await client.aclose()
     tokens = [issuer.issue(f"{prefix}{i}", roles=["buyer"])[0] for i in range(n)]
     return tokens, issuer.public_jwk
+
+
+async def make_holds(
+    settings: Any, event_id: int, seats: list[tuple[str, str]], buyers: list[tuple[str, str]],
+    n: int,
+) -> list[str]:  # fmt: skip
+    """``n`` one-seat holds made through the inventory gateway (not the API), seat i for
+    buyer ``i % len(buyers)``; lines "TOKEN HOLD_ID" for ``loadtest/wrk/orders.lua``."""
+    from core.inventory import Inventory
+
+    client = redis_client(settings)
+    inventory = Inventory(client, settings.holds)
+    lines: list[str] = [""] * n
+    gate = asyncio.Semaphore(64)
+
+    async def one(i: int) -> None:
+        sub, token = buyers[i % len(buyers)]
+        async with gate:
+            hold = await inventory.hold(event_id, [seats[i][0]], sub)
+        lines[i] = f"{token} {hold.hold_id}"
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(n)))
+    finally:
+        inventory.close()
+        await client.aclose()
+    return lines
+
+
+def orders_run(
+    wrk: str, config: Config, base: str, server: Proc, settings: Any, event_id: int,
+    seats: list[tuple[str, str]], buyers: list[tuple[str, str]], threads: int,
+) -> HttpRun:  # fmt: skip
+    """The order path alone: buyers buy holds made beforehand (``orders.lua``)."""
+    n = min(len(seats), ORDERS_PER_S_CEILING * config.duration_s)
+    asyncio.run(reset_inventory(settings, event_id, seats))
+    made = time.perf_counter()
+    lines = asyncio.run(make_holds(settings, event_id, seats, buyers, n))
+    log(f"orders: {n:,} holds made in {time.perf_counter() - made:.1f}s")
+    holds_file = write_lines(config.work / "order-holds.txt", lines)
+    run = run_wrk(
+        wrk, base, "orders.lua", [str(holds_file), str(threads)],
+        connections=config.connections, duration_s=config.duration_s, threads=threads,
+        server=server, target="orders",
+    )  # fmt: skip
+    run.extra["holds"] = n
+    log(
+        f"orders: {run.ok_per_s('202'):,.0f} orders/s (202), p50 {run.p50_ms:.2f} ms, "
+        f"p99 {run.p99_ms:.2f} ms, {run.statuses}, wrapped {run.extra.get('wrapped', 0)}"
+    )
+    asyncio.run(reset_inventory(settings, event_id, seats))
+    return run
 
 
 def write_lines(path: Path, lines: Sequence[str]) -> Path:
@@ -1304,6 +1359,7 @@ class Results:
     started: str = ""
     elapsed_s: float = 0.0
     holds: dict[str, dict[str, HttpRun]] = field(default_factory=dict)
+    orders: HttpRun | None = None
     redis: StorageCeiling | None = None
     postgres: StorageCeiling | None = None
     sellout: Sellout | None = None
@@ -1316,11 +1372,16 @@ class Results:
 
 
 def start_api(
-    env: dict[str, str], logdir: Path, name: str = "ticketbuster-api"
+    env: dict[str, str], logdir: Path, name: str = "ticketbuster-api", workers: int = 1
 ) -> tuple[Proc, str]:
     """The real API, started the real way (``python -m api``) on a free port."""
     port = free_port()
-    proc = Proc(name, [sys.executable, "-m", "api"], {**env, "TB_API_PORT": str(port)}, logdir)
+    proc = Proc(
+        name,
+        [sys.executable, "-m", "api"],
+        {**env, "TB_API_PORT": str(port), "TB_API_WORKERS": str(workers)},
+        logdir,
+    )
     base = f"http://{HOST}:{port}"
     try:
         wait_until(lambda: (not proc.alive()) or http_ok(base + "/healthz"), "the API", 90)
@@ -1502,14 +1563,35 @@ def step(results: Results, name: str) -> Iterator[None]:
         log(f"step {name} failed: {reason}")
 
 
+def headline(results: Results) -> dict[str, float]:
+    """The hold path against the empty endpoint, in this run (1 worker each, -c64): holds/s
+    as a share of empty requests/s, and server CPU per hold in empty requests."""
+    empty = results.holds.get("empty", {}).get("peak")
+    tb = results.holds.get("ticketbuster", {})
+    out: dict[str, float] = {}
+    if empty is None or not empty.requests:
+        return out
+    empty_cpu = empty.server_cpu_s / empty.requests
+    for label, key in (("new buyers", "peak"), ("returning buyers", "returning")):
+        run = tb.get(key)
+        if run is None or not run.requests or not empty.rps:
+            continue
+        out[f"{label}: holds/s ÷ empty req/s"] = run.ok_per_s() / empty.rps
+        if empty_cpu:
+            out[f"{label}: CPU per hold ÷ CPU per empty request"] = (
+                run.server_cpu_s / run.requests / empty_cpu
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short runs, a small sell-out")
     parser.add_argument(
         "--only",
         default="",
-        help="comma list of steps: empty,naive,ticketbuster,profile,sellout,persister,ws,"
-        "redis,postgres,wire",
+        help="comma list of steps: empty,naive,ticketbuster,profile,ws,workers,orders,sellout,"
+        "persister,redis,postgres,wire",
     )
     parser.add_argument("--keep", action="store_true", help="keep the bench database")
     parser.add_argument("--out", type=Path, default=OUT)
@@ -1613,7 +1695,7 @@ def main(argv: list[str] | None = None) -> int:
                 finally:
                     proc.stop()
 
-        need_api = {"ticketbuster", "profile", "sellout", "ws"}
+        need_api = {"ticketbuster", "profile", "ws"}
         if wrk and (not config.only or config.only & need_api):
             with step(results, "api"):
                 api, base = start_api(env, logdir)
@@ -1634,15 +1716,42 @@ def main(argv: list[str] | None = None) -> int:
                             results.profile = profile_hold_path(
                                 wrk, config, base, api, hold_event, files
                             )
+                    if config.wants("ws"):
+                        with step(results, "ws"):
+                            results.ws = ws_latency(config, base, env)
+                            log(f"ws latency: {results.ws.get('largest_n', results.ws)}")
+                finally:
+                    api.stop()
+
+        # The API as make dev and the k8s pod run it: one worker per core.
+        need_full = {"workers", "orders", "sellout"}
+        if wrk and (not config.only or config.only & need_full):
+            with step(results, "api, 2 workers"):
+                n = API_WORKERS_FULL
+                api, base = start_api(env, logdir, f"ticketbuster-api-{n}w", workers=n)
+                try:
+
+                    def reset_full() -> None:
+                        asyncio.run(reset_inventory(settings, hold_event, hold_seats))
+
+                    if config.wants("workers"):
+                        with step(results, "workers"):
+                            results.holds["ticketbuster_2w"] = hold_runs(
+                                wrk, config, f"TicketBuster {n} workers", base, api,
+                                hold_event, files, reset_full, paced=True, hot=hot,
+                            )  # fmt: skip
+                    if config.wants("orders"):
+                        with step(results, "orders"):
+                            subs = [f"bench-{tag}-{i}" for i in range(n_hold_tokens)]
+                            results.orders = orders_run(
+                                wrk, config, base, api, settings, hold_event, hold_seats,
+                                list(zip(subs, tokens[:n_hold_tokens], strict=True)), 1,
+                            )  # fmt: skip
                     if config.wants("sellout"):
                         with step(results, "sellout"):
                             results.sellout = run_sellout(
                                 wrk, config, env, settings, events, api, base, sellout_tokens
                             )
-                    if config.wants("ws"):
-                        with step(results, "ws"):
-                            results.ws = ws_latency(config, base, env)
-                            log(f"ws latency: {results.ws.get('largest_n', results.ws)}")
                 finally:
                     api.stop()
 
@@ -1671,6 +1780,9 @@ def main(argv: list[str] | None = None) -> int:
         results.elapsed_s = time.monotonic() - t0
         load1, load5, _ = os.getloadavg()
         results.machine["load average at the end (1 / 5 min)"] = f"{load1:.2f} / {load5:.2f}"
+        for name, value in headline(results).items():
+            shown = f"{100 * value:.1f}%" if "÷ empty" in name else f"{value:.2f}x"
+            log(f"headline: {name} = {shown}")
         (config.work / "results.json").write_text(
             json.dumps(dataclasses.asdict(results), default=str, indent=1)
         )

@@ -2,15 +2,17 @@
 
 ``place`` runs the saga's first steps (docs/decisions/0401-purchase-saga.md):
 
-1. idempotency: ``SET NX`` of ``{idem:<sub>}:<key>`` with the request fingerprint and a
-   fencing token (a concurrent duplicate waits for the first one's answer, then 409 +
-   Retry-After; a different body -> 422). The claim is settled (answer stored, or
-   dropped) only while it is still this request's (``api/orders/claim.lua``);
+1. idempotency: ``lua/order_claim.lua`` claims ``{user:<sub>}:idem:<key digest>`` with the
+   request fingerprint and a fencing token (a concurrent duplicate waits for the first
+   one's answer, then 409 + Retry-After; a different body -> 422), and in the same round
+   trip finds an order an earlier attempt recorded. The claim is settled (answer stored,
+   or dropped) only while it is still this request's (``lua/order_settle.lua``);
 2. the order id is derived from (buyer, key), so every attempt of one request names the
    same order: a retry whose first attempt died after recording it answers that order;
 3. confirm: ``Inventory.confirm`` turns the hold into a sold-pending order;
 4. price it from the catalog (never from the client), record it as pending for the
-   buyer (``{user:<sub>}:orders``, so GET can answer before the persister writes it);
+   buyer (``{user:<sub>}:orders``, ``lua/order_pending.lua``, so GET can answer before
+   the persister writes it);
 5. publish ``OrderPlaced`` (key = event id, acks=all). A definite failure (the record
    was never queued, or the broker refused it) is compensated by ``Inventory.revert``
    (the hold comes back) and 503 + Retry-After. An unknown outcome (the producer or
@@ -20,6 +22,10 @@
 6. 202 ``{order_id, status: "pending"}``, stored under the key for replays.
 
 Reads come from PostgreSQL (decided orders, tickets) and the buyer's pending record.
+
+The Redis steps of placing an order travel on the inventory's script link
+(``core/inventory_link.py``): pipelined EVALSHA, never re-sent once sent (a claim or a
+pending record that ran twice is harmless, but a settle must not overwrite a retry's).
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailab
 from core.faults import reach
 from core.holds import parse_hold_id
 from core.inventory import Inventory
+from core.inventory_link import LinkError, Route, Script
 from core.orders import (
     TOPIC_PLACED,
     OrderAccepted,
@@ -72,7 +79,10 @@ PENDING_TTL_S: Final = 7 * 86_400
 WAIT_FOR_DUPLICATE_S: Final = 5.0
 # What a duplicate that waited in vain is told to wait before its next try.
 IN_PROGRESS_RETRY_AFTER_S: Final = 2
-CLAIM_SCRIPT: Final = (Path(__file__).parent / "claim.lua").read_text()
+LUA_DIR: Final = Path(__file__).resolve().parents[2] / "lua"
+CLAIM: Final = Script((LUA_DIR / "order_claim.lua").read_text(encoding="utf-8"))
+SETTLE: Final = Script((LUA_DIR / "order_settle.lua").read_text(encoding="utf-8"))
+PENDING: Final = Script((LUA_DIR / "order_pending.lua").read_text(encoding="utf-8"))
 
 
 class IdempotencyKeyReused(DomainError):
@@ -116,8 +126,9 @@ def publish_is_definite_failure(exc: BaseException) -> bool:
 
 
 def idempotency_redis_key(sub: str, key: str) -> str:
+    """The claim of (buyer, key); in the buyer's slot, beside their pending orders."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-    return f"{{idem:{sub}}}:{digest}"
+    return f"{{user:{sub}}}:idem:{digest}"
 
 
 def pending_orders_key(sub: str) -> str:
@@ -178,24 +189,37 @@ class OrderService:
 
     async def place(self, sub: str, key: str, hold_id: str) -> tuple[int, bytes]:
         """(status, JSON body) of POST /orders, the same for every retry of the same key."""
+        if self.inventory is None:
+            raise Unavailable("order intake is not ready, retry shortly")
         fp = fingerprint(hold_id)
         rkey = idempotency_redis_key(sub, key)
+        order_id = order_id_for(sub, key)
+        route = Route([rkey, pending_orders_key(sub)])
         token = uuid.uuid4().hex
-        replay = await self._claim(rkey, fp, token)
+        replay, earlier = await self._claim(route, fp, token, order_id)
         if replay is not None:
             return replay
         # Once the key is ours, finish the saga step even if the client goes away: a
         # half-done confirm/publish is what the compensations are for, not a disconnect.
-        task = asyncio.ensure_future(self._run_claimed(rkey, fp, token, sub, key, hold_id))
+        task = asyncio.ensure_future(
+            self._run_claimed(route, fp, token, sub, key, hold_id, earlier)
+        )
         return await asyncio.shield(task)
 
     async def _run_claimed(
-        self, rkey: str, fp: str, token: str, sub: str, key: str, hold_id: str
+        self,
+        route: Route,
+        fp: str,
+        token: str,
+        sub: str,
+        key: str,
+        hold_id: str,
+        earlier: bytes | None,
     ) -> tuple[int, bytes]:
         try:
             durable = await self._durable_replay(sub, key, fp)
-            if durable is None:
-                durable = await self._earlier_attempt(sub, key, fp)
+            if durable is None and earlier is not None:
+                durable = await self._earlier_attempt(earlier, fp)
             if durable is not None:
                 status, body = durable
             else:
@@ -204,34 +228,39 @@ class OrderService:
         except BaseException:
             # Nothing to replay: a retry with this key runs again (and gets the same error
             # for a dead hold, or succeeds once the dependency is back).
-            await self._settle(rkey, token, None)
+            await self._settle(route, token, None)
             raise
         done = _Claim(fp=fp, state="done", status=status, body=body.decode(), token=token)
-        await self._settle(rkey, token, done)
+        await self._settle(route, token, done)
         reach(self.settings.faults, "crash_before_reply")
         return status, body
 
-    async def _claim(self, rkey: str, fp: str, token: str) -> tuple[int, bytes] | None:
-        """Claim the key (None) or return the stored response of an earlier identical request."""
+    @property
+    def _link(self) -> Any:
+        assert self.inventory is not None
+        return self.inventory.link
+
+    async def _claim(
+        self, route: Route, fp: str, token: str, order_id: str
+    ) -> tuple[tuple[int, bytes] | None, bytes | None]:
+        """Claim the key: (None, the order an earlier attempt recorded, if any); or
+        (the stored response of an earlier identical request, None)."""
         mine = msgspec.json.encode(_Claim(fp=fp, state="in_progress", token=token))
+        lease_s = claim_lease_s(self.settings.kafka.request_timeout_s)
         deadline = time.monotonic() + WAIT_FOR_DUPLICATE_S
         delay = 0.02
         while True:
             try:
-                lease_s = claim_lease_s(self.settings.kafka.request_timeout_s)
-                if await self.redis.set(rkey, mine, nx=True, ex=lease_s):
-                    return None
-                raw = await self.redis.get(rkey)
-            except Exception as exc:
+                won, value = await self._link.run(CLAIM, route, (mine, lease_s, order_id))
+            except LinkError as exc:
                 raise Unavailable("order intake is unavailable, retry shortly") from exc
-            if raw is not None:
-                claim = msgspec.json.decode(raw, type=_Claim)
-                if claim.fp != fp:
-                    raise IdempotencyKeyReused(
-                        "this Idempotency-Key was used for a different request"
-                    )
-                if claim.state == "done":
-                    return claim.status, claim.body.encode()
+            if won:
+                return None, value or None
+            claim = msgspec.json.decode(value, type=_Claim)
+            if claim.fp != fp:
+                raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+            if claim.state == "done":
+                return (claim.status, claim.body.encode()), None
             if time.monotonic() > deadline:
                 raise RequestInProgress(
                     "a request with this Idempotency-Key is still in progress; retry shortly"
@@ -239,32 +268,25 @@ class OrderService:
             await asyncio.sleep(delay)
             delay = min(0.2, delay * 2)
 
-    async def _settle(self, rkey: str, token: str, done: _Claim | None) -> None:
+    async def _settle(self, route: Route, token: str, done: _Claim | None) -> None:
         """Store the answer (or drop the claim) only if the claim is still ours."""
         value = b"" if done is None else msgspec.json.encode(done)
         try:
-            script = self.redis.register_script(CLAIM_SCRIPT)
-            mine = await script(keys=[rkey], args=[token, value, IDEMPOTENCY_TTL_S])
-        except Exception as exc:  # the order stands; the durable copy answers replays
+            # The claim is KEYS[1] of the claim's route (the pending orders ride along).
+            mine = await self._link.run(SETTLE, route, (token, value, IDEMPOTENCY_TTL_S))
+        except LinkError as exc:  # the order stands; the durable copy answers replays
             log.warning("could not settle idempotency claim: %s", exc)
             return
         if not mine:
-            log.warning("idempotency claim %s was taken over by a retry; left alone", rkey)
+            log.warning("idempotency claim %r was taken over by a retry; left alone", route.keys[0])
 
-    async def _earlier_attempt(self, sub: str, key: str, fp: str) -> tuple[int, bytes] | None:
-        """The order an earlier attempt of this request recorded before it died, if any.
+    async def _earlier_attempt(self, raw: bytes, fp: str) -> tuple[int, bytes] | None:
+        """The order an earlier attempt of this request recorded before it died.
 
         Its pending record exists, so the seats are sold-pending under it: answer it, and
         publish it again now rather than after the reconciler's grace (the persister is
         idempotent by order id, so a copy that did land is harmless).
         """
-        order_id = order_id_for(sub, key)
-        try:
-            raw = await self.redis.hget(pending_orders_key(sub), order_id)
-        except Exception as exc:
-            raise Unavailable("order intake is unavailable, retry shortly") from exc
-        if raw is None:
-            return None
         placed = _PLACED.decode(raw)
         if placed.fingerprint is not None and placed.fingerprint != fp:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
@@ -272,8 +294,8 @@ class OrderService:
             try:
                 await self._publish(self.producer(), placed.event_id, encode(placed))
             except BaseException as exc:  # the reconciler re-publishes it after its grace
-                log.warning("re-publish of order %s failed: %s", order_id, exc)
-        return 202, msgspec.json.encode(OrderAccepted(order_id=order_id))
+                log.warning("re-publish of order %s failed: %s", placed.order_id, exc)
+        return 202, msgspec.json.encode(OrderAccepted(order_id=placed.order_id))
 
     async def _durable_replay(self, sub: str, key: str, fp: str) -> tuple[int, bytes] | None:
         """The persisted copy of the key, for a retry that comes after Redis forgot it."""
@@ -374,11 +396,8 @@ class OrderService:
         )
 
     async def _record_pending(self, sub: str, order_id: str, payload: bytes) -> None:
-        key = pending_orders_key(sub)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(key, order_id, payload)
-            pipe.expire(key, PENDING_TTL_S)
-            await pipe.execute()
+        route = Route([pending_orders_key(sub)])
+        await self._link.run(PENDING, route, (order_id, payload, PENDING_TTL_S))
 
     async def _compensate(self, sub: str, event_id: int, partition: int, order_id: str) -> None:
         """Undo the confirm: the seats go back to the hold (or free if it has expired)."""

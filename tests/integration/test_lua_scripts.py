@@ -39,8 +39,9 @@ def test_time_comes_from_redis() -> None:
         assert "os.time" not in text
 
 
-# Scripts of the API's rate limiter (api/ratelimit.py), not of the inventory.
-API_SCRIPTS = ("ratelimit",)
+# Scripts of the API's rate limiter (api/ratelimit.py) and order intake
+# (api/orders/service.py), not of the inventory.
+API_SCRIPTS = ("order_claim", "order_pending", "order_settle", "ratelimit")
 
 
 def test_every_lua_file_is_a_known_script_with_a_header() -> None:
