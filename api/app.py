@@ -63,13 +63,15 @@ from api.auth.dev_issuer import DevIssuer, create_dev_issuer_handlers, load_or_c
 from api.auth.principal import provide_optional_principal, provide_principal
 from api.auth.routes import me
 from api.auth.tokens import JwksCache, TokenVerifier, http_jwks_fetcher
+from api.direct import DirectRoutes
 from api.edge import Edge, cors_headers
 from api.errors import exception_handler
 from api.health import healthz, metrics, readyz
-from api.holds.fast import DirectHolds
+from api.holds.controllers import DIRECT_ROUTE as HOLD_ROUTE
 from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
 from api.openapi import document_problems
+from api.orders.controllers import DIRECT_ROUTE as ORDER_ROUTE
 from api.partitions import PartitionPlans
 from api.ratelimit import RateLimiter
 from core.holds import AttemptBudget
@@ -404,12 +406,13 @@ def create_app(
     state = app.state
     issuer = urlsplit(settings.auth.issuer)
     direct = (
-        DirectHolds(
+        DirectRoutes(
             state,
+            [HOLD_ROUTE, ORDER_ROUTE],
             max_body_bytes=settings.api.max_body_bytes,
             cors_headers=lambda scope: cors_headers(scope, cors),
         )
-        if settings.api.direct_holds
+        if settings.api.direct_routes
         else None
     )
     edge = Edge(

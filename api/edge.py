@@ -18,9 +18,9 @@ In order, for HTTP and WebSocket requests:
 5. **Deadline** — a request whose response has not started after
    ``TB_API_REQUEST_TIMEOUT_S`` is cancelled and answered 503 (one timer per process
    checks them all; a started response is never cut).
-6. **Direct routes** — hold attempts go to ``api.holds.fast`` (the same rules and answers
-   as the Litestar route, without the framework's per-route work); what it does not take
-   goes on to Litestar.
+6. **Direct routes** — hold attempts and orders go to ``api.direct`` (the same rules and
+   answers as the Litestar routes, without the framework's per-route work); what it does
+   not take goes on to Litestar.
 7. **The answer** — security headers, rate-limit headers and the request id are added in
    one pass; a response that starts before the request body was read closes the
    connection (the unread body must not be parsed as the next request).
@@ -140,7 +140,7 @@ def security_headers(
 
 
 class DirectRoute(Protocol):
-    """A route the edge serves without the framework (``api.holds.fast``)."""
+    """A route the edge serves without the framework (``api.direct``)."""
 
     def matches(self, scope: Any) -> bool: ...
 

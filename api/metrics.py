@@ -53,7 +53,7 @@ CHECKINS = Counter(
 )
 DIRECT_ROUTE = Counter(
     "ticketbuster_direct_route_total",
-    "Requests for a direct route (api/holds/fast.py): served there, or handed on to the "
+    "Requests for a direct route (api/direct.py): served there, or handed on to the "
     "framework (no token, wrong role, odd id, a body it does not decode strictly).",
     ["route", "outcome"],
 )

@@ -93,9 +93,9 @@ class ApiSettings(msgspec.Struct, frozen=True):
     # no response has started after request_timeout_s, answer 503 + Retry-After (0 = off).
     max_in_flight: int = 1000
     request_timeout_s: float = 15.0
-    # Hold attempts served by the edge's direct route (api/holds/fast.py), not Litestar's
-    # router; the answers are the same (false: every request goes through Litestar).
-    direct_holds: bool = True
+    # Hold attempts and orders served by the edge's direct routes (api/direct.py), not
+    # Litestar's router; the answers are the same (false: every request through Litestar).
+    direct_routes: bool = True
 
 
 class TicketSettings(msgspec.Struct, frozen=True):

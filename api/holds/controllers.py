@@ -10,8 +10,10 @@ in ``ticketbuster_hold_duration_seconds``.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Final
 
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
 from litestar.params import JSONBody, PathParameter
@@ -20,9 +22,10 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from api.auth.principal import Principal, require_principal, requires_role_or_scope
 from api.catalog.deps import CATALOG_DEPENDENCY
 from api.catalog.service import Catalog
+from api.direct import DirectRoute, Headers
 from api.holds.deps import HOLD_INVENTORY_DEPENDENCY
 from api.holds.schemas import HoldRequest, HoldView, hold_view
-from api.holds.service import place_hold
+from api.holds.service import ROLES, SCOPES, place_hold
 from core.inventory import Inventory
 
 EventId = Annotated[int, PathParameter(ge=1, description="The event's id.")]
@@ -31,7 +34,7 @@ HoldId = Annotated[
 ]
 
 # Buyers (and admins acting as one), or partner clients with the "holds" scope.
-BUYERS = requires_role_or_scope(("buyer", "admin"), ("holds",))
+BUYERS = requires_role_or_scope(ROLES, SCOPES)
 
 
 class HoldController(Controller):
@@ -102,6 +105,31 @@ class HoldController(Controller):
     ) -> None:
         """Give the seats back. Releasing an expired hold succeeds too."""
         await inventory.release(hold_id, principal.sub)
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def _serve(
+    app_state: Any, scope: Any, principal: Principal, match: re.Match[str], data: HoldRequest
+) -> tuple[int, bytes, Headers]:
+    event_id = int(match.group(1))
+    scope["path_params"] = {"event_id": event_id}
+    view = await place_hold(app_state, scope["state"], principal.sub, event_id, data)
+    return 201, _encode(view), [(b"location", f"/api/v1/holds/{view.hold_id}".encode())]
+
+
+# The edge's direct route for hold attempts (api/direct.py). Canonical ids only ("007",
+# "0", 19+ digits go to Litestar and its validation).
+DIRECT_ROUTE: Final = DirectRoute(
+    method="POST",
+    path=re.compile(r"^/api/v1/events/([1-9][0-9]{0,17})/holds$"),
+    template="/api/v1/events/{event_id:int}/holds",
+    roles=ROLES,
+    scopes=SCOPES,
+    body_type=HoldRequest,
+    serve=_serve,
+)
 
 
 route_handlers = [HoldController]

@@ -1,14 +1,14 @@
 """Placing a hold: the one implementation behind ``POST /api/v1/events/{id}/holds``.
 
 Both ways in call ``place_hold``: the Litestar handler (``api.holds.controllers``) and the
-edge's direct route (``api.holds.fast``), so the rules, the metrics and the answers are the
+edge's direct route (``api.direct``), so the rules, the metrics and the answers are the
 same whichever served the request.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Final
 
 from api.catalog.deps import catalog_from_state
 from api.edge import BUDGET_SPENT_KEY
@@ -17,6 +17,10 @@ from api.holds.schemas import HoldRequest, HoldView, hold_view
 from api.metrics import HOLD_DURATION, HOLDS
 from core.errors import DomainError, InvalidInput, LimitExceeded, RateLimited, SeatUnavailable
 from core.holds import AttemptBudget
+
+# Who may hold seats: buyers (and admins acting as one), or partner clients with "holds".
+ROLES: Final = ("buyer", "admin")
+SCOPES: Final = ("holds",)
 
 
 def _result(exc: BaseException | None) -> str:

@@ -6,21 +6,21 @@ Thin handlers over ``api.orders.service.OrderService``; the buyer's lists
 
 from __future__ import annotations
 
-from typing import Annotated
+import re
+from typing import Annotated, Any, Final
 
 from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.params import HeaderParameter, JSONBody, Parameter
 
 from api.auth.principal import Principal, requires_role_or_scope
+from api.direct import DirectRoute, Headers, header
 from api.me.controllers import MeController
-from api.metrics import ORDERS
-from api.orders.deps import ORDER_SERVICE_DEPENDENCY
-from api.orders.service import OrderService, validate_idempotency_key
-from core.errors import DomainError
+from api.orders.deps import ORDER_SERVICE_DEPENDENCY, provide_order_service
+from api.orders.service import ROLES, SCOPES, OrderService, place_order
 from core.orders import OrderAccepted, OrderView, PlaceOrderRequest
 
-BUYERS = requires_role_or_scope(("buyer", "admin"), ("orders",))
+BUYERS = requires_role_or_scope(ROLES, SCOPES)
 
 
 class OrderController(Controller):
@@ -52,13 +52,7 @@ class OrderController(Controller):
         Prices come from the catalog. 503 + Retry-After if the order cannot be queued;
         the hold is then kept and can be bought again.
         """
-        key = validate_idempotency_key(idempotency_key)
-        try:
-            status, body = await orders.place(principal.sub, key, data.hold_id)
-        except DomainError as exc:
-            ORDERS.labels(status="unavailable" if exc.status == 503 else "refused").inc()
-            raise
-        ORDERS.labels(status="placed").inc()
+        status, body = await place_order(orders, principal.sub, idempotency_key, data.hold_id)
         return Response(content=body, status_code=status, media_type="application/json")  # type: ignore[arg-type]
 
     @get("/{order_id:str}", summary="Read an order", cache_control=None)
@@ -71,5 +65,25 @@ class OrderController(Controller):
         """Pending, then confirmed with its tickets or rejected with a reason (owner only)."""
         return await orders.order(principal.sub, order_id)
 
+
+async def _serve(
+    app_state: Any, scope: Any, principal: Principal, _: re.Match[str], data: PlaceOrderRequest
+) -> tuple[int, bytes, Headers]:
+    service = await provide_order_service(app_state)
+    key = header(scope, b"idempotency-key")
+    status, body = await place_order(service, principal.sub, key, data.hold_id)
+    return status, body, []
+
+
+# The edge's direct route for orders (api/direct.py).
+DIRECT_ROUTE: Final = DirectRoute(
+    method="POST",
+    path=re.compile(r"^/api/v1/orders$"),
+    template="/api/v1/orders",
+    roles=ROLES,
+    scopes=SCOPES,
+    body_type=PlaceOrderRequest,
+    serve=_serve,
+)
 
 route_handlers = [OrderController, MeController]

@@ -50,6 +50,7 @@ from aiokafka.errors import (
 from redis.asyncio.cluster import RedisCluster
 
 from api.catalog.service import Catalog
+from api.metrics import ORDERS
 from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from core.faults import reach
 from core.holds import parse_hold_id
@@ -73,6 +74,9 @@ from core.settings import Settings
 
 log = logging.getLogger("ticketbuster.api.orders")
 
+# Who may buy: buyers (and admins acting as one), or partner clients with "orders".
+ROLES: Final = ("buyer", "admin")
+SCOPES: Final = ("orders",)
 IDEMPOTENCY_TTL_S: Final = 86_400
 PENDING_TTL_S: Final = 7 * 86_400
 # A duplicate waits this long for the first request's answer, then gets 409 + Retry-After.
@@ -164,6 +168,24 @@ def _ms(value: Any) -> int:
 
 _PLACED: Final = msgspec.json.Decoder(OrderPlaced)
 _SEATS: Final = msgspec.json.Decoder(tuple[OrderSeat, ...])
+
+
+async def place_order(
+    service: OrderService, buyer: str, idempotency_key: str | None, hold_id: str
+) -> tuple[int, bytes]:
+    """POST /orders, whichever way it came in (the Litestar handler, the edge's direct
+    route): (status, JSON body); counted in ``ticketbuster_orders_total{status}``."""
+    key = validate_idempotency_key(idempotency_key)
+    try:
+        status, body = await service.place(buyer, key, hold_id)
+    except DomainError as exc:
+        _ORDER_RESULTS["unavailable" if exc.status == 503 else "refused"].inc()
+        raise
+    _ORDER_RESULTS["placed"].inc()
+    return status, body
+
+
+_ORDER_RESULTS: Final = {s: ORDERS.labels(status=s) for s in ("placed", "refused", "unavailable")}
 
 
 class OrderService:

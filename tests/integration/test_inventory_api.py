@@ -453,12 +453,12 @@ async def test_a_two_partition_event_end_to_end(
     }
 
 
-# -- the edge's direct hold route (api/holds/fast.py) -----------------------------------
+# -- the edge's direct hold route (api/direct.py) ----------------------------------------
 #
 # The edge's direct hold route answers exactly as the Litestar route does.
 #
 # Two real Granian APIs over the same database and Redis Cluster: one with the direct route
-# (``api/holds/fast.py``, the default), one with ``TB_API_DIRECT_HOLDS=false`` (every
+# (``api/direct.py``, the default), one with ``TB_API_DIRECT_ROUTES=false`` (every
 # request through Litestar). The same sequence of hold attempts - good ones, taken seats,
 # limits, bad bodies, odd ids, no token, a wrong role, a closed sale - goes to each in turn,
 # and the answers must be the same: status, media type, the headers' names, the body (ids
@@ -483,8 +483,8 @@ def servers(
         api={"max_body_bytes": 2048},
         holds={"ttl_s": 600, "max_seats_per_buyer": 4, "max_seats_per_hold": 4},
     )
-    direct = with_overrides(base, api={"direct_holds": True})
-    litestar = with_overrides(base, api={"direct_holds": False})
+    direct = with_overrides(base, api={"direct_routes": True})
+    litestar = with_overrides(base, api={"direct_routes": False})
     with (
         granian_server(direct, logs / "direct.log") as one,
         granian_server(litestar, logs / "litestar.log") as two,
@@ -518,11 +518,14 @@ def answer(response: httpx.Response) -> dict[str, Any]:
     return {"status": response.status_code, "headers": headers, "body": body}
 
 
-async def direct_counts(http: httpx.AsyncClient) -> dict[str, float]:
+async def direct_counts(
+    http: httpx.AsyncClient, route: str = "/api/v1/events/{event_id:int}/holds"
+) -> dict[str, float]:
+    """``ticketbuster_direct_route_total`` of one route, by outcome."""
     text = (await http.get("/metrics")).text
     counts = {"served": 0.0, "handed_on": 0.0}
     for line in text.splitlines():
-        if line.startswith("ticketbuster_direct_route_total{"):
+        if line.startswith("ticketbuster_direct_route_total{") and f'route="{route}"' in line:
             outcome = line.partition('outcome="')[2].partition('"')[0]
             counts[outcome] = float(line.rsplit(" ", 1)[1])
     return counts

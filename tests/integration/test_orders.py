@@ -6,6 +6,7 @@ persister runs in this module, so a placed order stays pending here.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -162,3 +163,85 @@ async def test_someone_elses_hold_cannot_be_bought(ctx: Ctx) -> None:
         headers={**eve, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert r.status_code in (404, 410), r.text
+
+
+# -- the edge's direct order route (api/direct.py) ---------------------------------------
+
+
+async def test_the_direct_order_route_answers_as_litestar_does(ctx: Ctx) -> None:
+    """The same order requests to an API with the direct route (the default) and to one
+    without (``TB_API_DIRECT_ROUTES=false``): the same answers, ids aside; the direct one
+    served the well-formed requests itself (``ticketbuster_direct_route_total``)."""
+    from tests.integration.test_inventory_api import answer, direct_counts
+
+    litestar_settings = with_overrides(ctx.settings, api={"direct_routes": False})
+
+    async def sequence(http: Any, who: str) -> list[tuple[str, dict[str, Any]]]:
+        buyer = await auth(http, f"eq-{who}-{RUN}")
+        other = await auth(http, f"eq-other-{who}-{RUN}")
+        r = await http.post(
+            "/api/v1/auth/dev-token", json={"sub": f"eq-scan-{who}-{RUN}", "roles": ["scanner"]}
+        )
+        scanner = {"Authorization": f"Bearer {r.json()['access_token']}"}
+        on = Ctx(http=http, event_id=ctx.event_id, seats=ctx.seats, prices=ctx.prices,
+                 settings=ctx.settings)  # fmt: skip
+        first, second, theirs = [await hold(on, h, 1) for h in (buyer, buyer, other)]
+        key = f"eq-key-{who}-{RUN}"
+        out: list[tuple[str, dict[str, Any]]] = []
+
+        async def post(name: str, headers: Any, **kw: Any) -> None:
+            response = await http.post("/api/v1/orders", headers=headers, **kw)
+            got = answer(response)
+            if isinstance(got["body"], dict):
+                if "order_id" in got["body"]:
+                    got["body"]["order_id"] = "*"
+                if isinstance(got["body"].get("detail"), str):  # hold ids differ per run
+                    got["body"]["detail"] = re.sub(r"h\d+\.\d+\.\w+", "h*", got["body"]["detail"])
+            out.append((name, got))
+
+        ok = {"hold_id": first["hold_id"]}
+        await post("order", {**buyer, "Idempotency-Key": key}, json=ok)
+        await post("replay", {**buyer, "Idempotency-Key": key}, json=ok)
+        await post(
+            "key reused", {**buyer, "Idempotency-Key": key}, json={"hold_id": second["hold_id"]}
+        )
+        await post("no key", buyer, json={"hold_id": second["hold_id"]})
+        await post("key too long", {**buyer, "Idempotency-Key": "k" * 201}, json=ok)
+        await post(
+            "two keys",
+            [*buyer.items(), ("Idempotency-Key", "a"), ("Idempotency-Key", "b")],
+            json={"hold_id": second["hold_id"]},
+        )
+        await post(
+            "someone else's hold",
+            {**buyer, "Idempotency-Key": f"{key}-2"},
+            json={"hold_id": theirs["hold_id"]},
+        )
+        await post("not a hold id", {**buyer, "Idempotency-Key": f"{key}-3"}, json={"hold_id": "x"})
+        await post("malformed json", {**buyer, "Idempotency-Key": f"{key}-4"}, content=b"{")
+        await post(
+            "unknown field",
+            {**buyer, "Idempotency-Key": f"{key}-5"},
+            json={"hold_id": second["hold_id"], "price": 1},
+        )
+        await post("no token", {"Idempotency-Key": f"{key}-6"}, json=ok)
+        await post("wrong role", {**scanner, "Idempotency-Key": f"{key}-7"}, json=ok)
+        return out
+
+    before = await direct_counts(ctx.http, "/api/v1/orders")
+    direct = await sequence(ctx.http, "d")
+    after = await direct_counts(ctx.http, "/api/v1/orders")
+    async with api_client(litestar_settings) as http:
+        litestar = await sequence(http, "l")
+
+    for (name, one), (_, two) in zip(direct, litestar, strict=True):
+        assert one == two, f"{name}: direct {one} != litestar {two}"
+    statuses = {name: a["status"] for name, a in direct}
+    assert statuses["order"] == statuses["replay"] == 202, statuses
+    assert statuses["key reused"] == statuses["no key"] == 422, statuses
+    assert statuses["no token"] == 401 and statuses["wrong role"] == 403, statuses
+    served = after["served"] - before["served"]
+    handed_on = after["handed_on"] - before["handed_on"]
+    # Served: order, replay, key reused, no key, key too long, two keys (the in-process
+    # client folds repeated headers into one "a, b"), someone else's, not a hold id.
+    assert (served, handed_on) == (8, 4), (served, handed_on, statuses)
