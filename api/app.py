@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import importlib
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -201,6 +202,15 @@ def _create_redis(settings: Settings) -> RedisCluster:
     )
 
 
+def freeze_startup_heap() -> None:
+    """Move everything made at startup (modules, the app, its routes, clients) out of the
+    garbage collector's sight (``gc.freeze``): a full collection then walks only what
+    requests made, instead of the whole heap every few hundred requests (py-spy put
+    ``gc_collect_main`` at 13-15% of an API worker's CPU in an order run)."""
+    gc.collect()
+    gc.freeze()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Litestar) -> AsyncIterator[None]:
     """Create the shared clients on startup; close them on shutdown."""
@@ -247,6 +257,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         verifier = TokenVerifier(settings.auth, _jwks_cache(settings, state, http))
         await verifier.keys.refresh(force=True)  # warm: the first request pays no fetch
         state.token_verifier = verifier
+        freeze_startup_heap()
         yield
 
 
