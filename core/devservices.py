@@ -561,6 +561,8 @@ def run() -> int:
     already = status(layout)
     env = {**os.environ, **up(layout)}
     env.setdefault("TB_ENV", "dev")
+    # make dev signs people in with the built-in dev issuer (off by default elsewhere).
+    env.setdefault("TB_AUTH_DEV_ISSUER_ENABLED", "true")
     for step in (["migrations", "up"], ["migrations", "seed"]):
         _log(f"running python -m {' '.join(step)}")
         if subprocess.run([sys.executable, "-m", *step], env=env, check=False).returncode:  # noqa: S603

@@ -69,7 +69,10 @@ class AuthSettings(msgspec.Struct, frozen=True):
     audience: str = "ticketbuster"
     jwks_url: str = ""
     algorithms: str = "EdDSA,ES256,RS256"
-    dev_issuer_enabled: bool = True
+    # The built-in dev issuer mints a token for anyone who asks: off unless asked for.
+    # `make dev` (core.devservices run), the tests and the bench turn it on; TB_ENV=prod
+    # refuses it.
+    dev_issuer_enabled: bool = False
     # Partner clients of the dev issuer's client-credentials grant:
     # "id=secret scope scope;id2=secret2 scope" (secret may be "sha256:<hex>"). Dev only.
     clients: str = ""

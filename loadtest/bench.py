@@ -1615,6 +1615,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         **base_env,
         "TB_ENV": "dev",
+        "TB_AUTH_DEV_ISSUER_ENABLED": "true",  # the bench's buyers sign in with it
         "TB_DATABASE_URL": dsn,
         "TB_KAFKA_TOPIC_PREFIX": f"bench{tag}.",
         # Every request comes from 127.0.0.1: lift the per-IP limit, keep the limiter.

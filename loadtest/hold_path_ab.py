@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {
         **base_env,
         "TB_ENV": "dev",
+        "TB_AUTH_DEV_ISSUER_ENABLED": "true",
         "TB_DATABASE_URL": dsn,
         "TB_KAFKA_TOPIC_PREFIX": f"ab{tag}.",
         "TB_API_RATE_LIMIT_PER_IP": "1000000000",

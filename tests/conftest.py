@@ -73,6 +73,7 @@ def settings(services: dict[str, str], topic_prefix: str) -> Settings:
     env = {k: v for k, v in os.environ.items() if k.startswith("TB_")}
     env.update(services)
     env["TB_ENV"] = "test"
+    env.setdefault("TB_AUTH_DEV_ISSUER_ENABLED", "true")  # the tests sign in with it
     env["TB_KAFKA_TOPIC_PREFIX"] = topic_prefix
     if "TB_TEST_DATABASE_URL" in os.environ:
         env["TB_DATABASE_URL"] = os.environ["TB_TEST_DATABASE_URL"]

@@ -9,6 +9,8 @@ def test_defaults_run_locally() -> None:
     assert settings.holds.ttl_s == 600
     assert settings.holds.max_seats_per_buyer == 6
     assert settings.redis.startup_nodes()[0] == ("127.0.0.1", 7101)
+    # A deployment that forgets its settings must not mint tokens for anyone.
+    assert settings.auth.dev_issuer_enabled is False
 
 
 def test_variables_override_their_section() -> None:
@@ -39,7 +41,9 @@ def test_an_unknown_environment_is_refused() -> None:
 
 def test_prod_refuses_the_dev_issuer() -> None:
     with pytest.raises(SettingsError, match="TB_AUTH_DEV_ISSUER_ENABLED"):
-        load_settings({"TB_ENV": "prod"})
+        load_settings({"TB_ENV": "prod", "TB_AUTH_DEV_ISSUER_ENABLED": "true"})
+    with pytest.raises(SettingsError, match="TB_AUTH_ISSUER"):
+        load_settings({"TB_ENV": "prod"})  # the dev issuer is off unless asked for
     with pytest.raises(SettingsError, match="TB_AUTH_ISSUER"):
         load_settings({"TB_ENV": "prod", "TB_AUTH_DEV_ISSUER_ENABLED": "false"})
     prod = load_settings(
