@@ -75,6 +75,7 @@ from api.openapi import document_problems
 from api.orders.controllers import DIRECT_ROUTE as ORDER_ROUTE
 from api.partitions import PartitionPlans
 from api.ratelimit import RateLimiter
+from core.breaker import Breaker, GuardedPool
 from core.holds import AttemptBudget
 from core.inventory import Inventory
 from core.settings import Settings, SettingsError, load_settings
@@ -225,7 +226,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
             log.error("Redis Cluster unavailable at startup: %s: %s", type(exc).__name__, exc)
         state.redis = redis
 
-        state.db_pool = await _create_db_pool(settings)
+        # Behind a breaker: while PostgreSQL is known to be away, its callers get 503 at once.
+        state.db_pool = GuardedPool(await _create_db_pool(settings), Breaker("postgres"))
         stack.push_async_callback(_close_pool, state.db_pool)
 
         kafka = KafkaProducerHandle(settings.kafka)

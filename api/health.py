@@ -17,6 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from core.breaker import Breaker
 from core.errors import NotFound, Unavailable
 
 CHECK_TIMEOUT_S = 2.0
@@ -74,6 +75,23 @@ async def _run(check: Any, state: State) -> str:
     return "ok"
 
 
+def _breakers(state: State) -> dict[str, str]:
+    """The circuit breakers' states (``breaker.<dependency>``), beside the live checks."""
+    out: dict[str, str] = {}
+    pool = getattr(state, "db_pool", None)
+    if isinstance(getattr(pool, "breaker", None), Breaker):
+        out["breaker.postgres"] = pool.breaker.state  # type: ignore[union-attr]
+    kafka = getattr(state, "kafka", None)
+    if isinstance(getattr(kafka, "breaker", None), Breaker):
+        out["breaker.kafka"] = kafka.breaker.state  # type: ignore[union-attr]
+    inventory = getattr(state, "inventory", None)
+    link = getattr(inventory, "link", None)
+    if link is not None:
+        for node, node_state in link.breaker_states().items():
+            out[f"breaker.redis.{node}"] = node_state
+    return out
+
+
 @get("/readyz", tags=["ops"], summary="Readiness", cache=False)
 async def readyz(state: State) -> Readiness:
     """Ready when Redis Cluster, PostgreSQL and Kafka all answer; otherwise a 503 problem
@@ -84,6 +102,7 @@ async def readyz(state: State) -> Readiness:
     )
     checks = dict(zip(names, results, strict=True))
     failing = [name for name, result in checks.items() if result != "ok"]
+    checks.update(_breakers(state))
     if failing:
         raise Unavailable(
             f"Not ready: {', '.join(failing)} unavailable.",

@@ -17,6 +17,7 @@ import time
 
 from aiokafka import AIOKafkaProducer
 
+from core.breaker import Breaker
 from core.errors import Unavailable
 from core.settings import KafkaSettings
 
@@ -33,6 +34,8 @@ class KafkaProducerHandle:
         self._started = False
         self._task: asyncio.Task[None] | None = None
         self._last_check: tuple[float, bool] = (0.0, False)
+        # Fed by the order path's publishes; while open, producer() answers 503 at once.
+        self.breaker = Breaker("kafka")
 
     def _new_producer(self) -> AIOKafkaProducer:
         timeout_ms = int(self.settings.request_timeout_s * 1000)
@@ -90,6 +93,7 @@ class KafkaProducerHandle:
             raise Unavailable(
                 "The order pipeline is not reachable; retry shortly.", retry_after_s=2
             )
+        self.breaker.check()
         return self._producer
 
     async def check(self, timeout_s: float = 2.0, cache_s: float = 1.0) -> bool:

@@ -363,6 +363,14 @@ class ScriptLink:
         finally:
             self._refreshing = None
 
+    def breaker_states(self) -> dict[str, str]:
+        """Each known primary's breaker: "open" while its calls fail fast, else "closed"."""
+        now = time.monotonic()
+        return {
+            f"{host}:{port}": "open" if now < node.down_until else "closed"
+            for (host, port), node in sorted(self._nodes.items())
+        }
+
     def _node(self, address: Address) -> _Node:
         node = self._nodes.get(address)
         if node is None:

@@ -32,6 +32,7 @@ async def provide_order_service(state: State) -> OrderService:
         inventory if isinstance(inventory, Inventory) else None,
         catalog_from_state(state) if isinstance(inventory, Inventory) else None,
         kafka.producer if kafka is not None else None,
+        kafka.breaker if kafka is not None else None,
     )
 
 

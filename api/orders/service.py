@@ -51,6 +51,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from api.catalog.service import Catalog
 from api.metrics import ORDERS
+from core.breaker import Breaker
 from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from core.faults import reach
 from core.holds import parse_hold_id
@@ -199,6 +200,7 @@ class OrderService:
         inventory: Inventory | None = None,
         catalog: Catalog | None = None,
         producer: Callable[[], AIOKafkaProducer] | None = None,
+        broker_breaker: Breaker | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -206,6 +208,8 @@ class OrderService:
         self.inventory = inventory
         self.catalog = catalog
         self.producer = producer
+        # The Kafka producer's breaker (api/kafka.py checks it in producer()).
+        self.broker_breaker = broker_breaker
 
     # -- placing ----------------------------------------------------------------------------
 
@@ -365,14 +369,18 @@ class OrderService:
             reach(self.settings.faults, "crash_after_confirm")
             await self._record_pending(sub, order_id, payload)
             reach(self.settings.faults, "crash_after_pending_record")
-            delivery = await asyncio.wait_for(
-                producer.send(
-                    topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
-                    value=payload,
-                    key=event_key(order.event_id),
-                ),
-                timeout=self.settings.kafka.request_timeout_s,
-            )
+            try:
+                delivery = await asyncio.wait_for(
+                    producer.send(
+                        topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
+                        value=payload,
+                        key=event_key(order.event_id),
+                    ),
+                    timeout=self.settings.kafka.request_timeout_s,
+                )
+            except Exception:
+                self._broker_failed()
+                raise
         except BaseException as exc:
             # Not queued for the broker: the record cannot land, so undo the confirm.
             await self._compensate(sub, confirmed.event_id, confirmed.partition, order_id)
@@ -389,6 +397,8 @@ class OrderService:
                 timeout=publish_wait_s(self.settings.kafka.request_timeout_s),
             )
         except BaseException as exc:
+            if isinstance(exc, Exception):
+                self._broker_failed()
             if not publish_is_definite_failure(exc):
                 # Unknown outcome: the order stays pending; the persister or, if the record
                 # never landed, the reconciler's re-publish decides it.
@@ -405,7 +415,13 @@ class OrderService:
                 "the order could not be placed; your hold is kept, retry shortly",
                 retry_after_s=2,
             ) from exc
+        if self.broker_breaker is not None:
+            self.broker_breaker.success()
         return OrderAccepted(order_id=order_id)
+
+    def _broker_failed(self) -> None:
+        if self.broker_breaker is not None:
+            self.broker_breaker.failure()
 
     async def _publish(self, producer: AIOKafkaProducer, event_id: int, payload: bytes) -> None:
         await asyncio.wait_for(

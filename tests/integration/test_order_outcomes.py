@@ -300,3 +300,52 @@ async def test_a_retry_after_the_api_died_before_replying_gets_that_order(
         server.stop()
 
     assert await _final_status(w, order_id) == "confirmed"
+
+
+async def test_a_broker_that_keeps_failing_opens_the_breaker_and_it_closes_again(
+    world: World, private_broker: tuple[str, int]
+) -> None:
+    """Five publishes in a row that time out open the Kafka breaker: the next order gets
+    503 at once, before its hold is touched; once the broker is back and the cool-down
+    has passed, one order goes through as the probe and the breaker closes."""
+    w = world
+    _, broker_pid = private_broker
+    settings = with_overrides(w.settings, kafka={"request_timeout_s": 1.0})
+    async with api_client(settings) as http:
+        eve = await _auth(http, f"eve-breaker-{RUN}")
+        fay = await _auth(http, f"fay-breaker-{RUN}")
+
+        async def order(hold_id: str, who: dict[str, str] = eve) -> httpx.Response:
+            return await http.post(
+                "/api/v1/orders",
+                json={"hold_id": hold_id},
+                headers={**who, "Idempotency-Key": uuid.uuid4().hex},
+                timeout=60,
+            )
+
+        warm = await order(await _hold(http, w, eve, _take(w, 1)))
+        assert warm.status_code == 202, warm.text
+        holds = [await _hold(http, w, eve, _take(w, 1)) for _ in range(5)]
+        untouched = await _hold(http, w, fay, _take(w, 1))
+        os.kill(broker_pid, signal.SIGSTOP)
+        try:
+            stalled = await asyncio.gather(*(order(h) for h in holds))
+            # Unknown outcomes: kept pending (202), and each one counts against the broker.
+            assert [r.status_code for r in stalled] == [202] * 5, [r.text for r in stalled]
+            refused = await order(untouched, fay)
+            assert refused.status_code == 503, refused.text
+            assert "circuit open" in refused.json()["detail"]
+            assert int(refused.headers["retry-after"]) >= 1
+            # Refused before the hold was touched: it is still the buyer's.
+            held = await http.get(f"/api/v1/holds/{untouched}", headers=fay)
+            assert held.status_code == 200, held.text
+            # /readyz shows it (open, or half-open once its 2 s cool-down has passed).
+            ready = (await http.get("/readyz")).json()
+            assert ready["checks"]["breaker.kafka"] in ("open", "half_open"), ready
+        finally:
+            os.kill(broker_pid, signal.SIGCONT)
+        await asyncio.sleep(2.5)  # the breaker's first cool-down (2 s)
+        probe = await order(untouched, fay)
+        assert probe.status_code == 202, probe.text
+        ready = await http.get("/readyz")
+        assert ready.json()["checks"]["breaker.kafka"] == "closed", ready.text
