@@ -38,6 +38,25 @@ def test_versions_compare_as_stream_ids() -> None:
             parse_version(bad)
 
 
+def test_versions_are_ascii_digits_within_64_bits() -> None:
+    top = 2**64 - 1
+    assert parse_version(f"{top}-{top}") == (top, top)
+    # str.isdigit() and \d take these; int() or Redis does not (or reads another number).
+    for bad in (
+        "²",
+        "1-²",
+        "١٢-٣",
+        "١٢",
+        "\uff11\uff12",
+        f"{top + 1}",
+        f"1-{top + 1}",
+        "12\n",
+        "1-2\n",
+    ):
+        with pytest.raises(BadVersion):
+            parse_version(bad)
+
+
 def test_since_has_one_version_per_partition() -> None:
     assert parse_since("5-1", 1) == ["5-1"]
     assert parse_since("5-1,,7", 3) == ["5-1", None, "7-0"]
