@@ -42,6 +42,7 @@ CLOSE_UNKNOWN_EVENT: Final = 4404  # no such event (or not on sale)
 CLOSE_HEARTBEAT_TIMEOUT: Final = 4408  # the client stopped answering pings
 CLOSE_TOO_LARGE: Final = 4413  # a client frame over the size limit
 CLOSE_SLOW_CONSUMER: Final = 4429  # the client reads too slowly; its send queue filled up
+CLOSE_TOO_MANY_CONNECTIONS: Final = 4429  # this address holds too many sockets here
 
 # Largest client frame we parse; clients only send small control frames.
 MAX_CLIENT_FRAME: Final = 4096
@@ -173,7 +174,7 @@ class Resync(Frame, frozen=True, tag="resync"):
     event_id: int
     partition: int
     version: str
-    reason: Literal["gap_trimmed", "unknown_version", "stream_lost", "rebuilt"]
+    reason: Literal["gap_trimmed", "unknown_version", "stream_lost", "rebuilt", "too_far_behind"]
 
 
 class Ping(Frame, frozen=True, tag="ping"):

@@ -127,3 +127,29 @@ def test_order_updates_read_the_notifiers_format() -> None:
 def test_subjects_usable_in_keys() -> None:
     assert valid_subject("alice") and valid_subject("client:partner-1")
     assert not valid_subject("") and not valid_subject("a b") and not valid_subject("x" * 201)
+
+
+def test_live_sockets_count_per_address_and_ipv6_per_64() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from api.live.controllers import client_key
+    from core.settings import Settings
+
+    def key(peer: str, *headers: tuple[bytes, bytes], proxies: str = "") -> str:
+        settings = msgspec.structs.replace(
+            Settings(), api=msgspec.structs.replace(Settings().api, trusted_proxies=proxies)
+        )
+        socket: Any = SimpleNamespace(
+            scope={"client": (peer, 5000), "headers": list(headers)},
+            app=SimpleNamespace(state=SimpleNamespace(settings=settings)),
+        )
+        return client_key(socket)
+
+    assert key("192.0.2.7") == "192.0.2.7"
+    assert key("2001:db8:1:2::5") == key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::5") != key("2001:db8:1:2::5")
+    # X-Forwarded-For counts only from a trusted proxy.
+    forwarded = (b"x-forwarded-for", b"198.51.100.9")
+    assert key("10.0.0.1", forwarded) == "10.0.0.1"
+    assert key("10.0.0.1", forwarded, proxies="10.0.0.0/8") == "198.51.100.9"
