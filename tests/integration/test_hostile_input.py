@@ -157,3 +157,26 @@ async def test_a_bad_since_closes_4400_on_the_user_channel(
     ws = server.base_url.replace("http://", "ws://")
     code, reason = await _close_code(f"{ws}/api/v1/me/live?token={token}&since={since}")
     assert code == CLOSE_BAD_FRAME and "since" in reason, (code, reason)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "q=%00",
+        "q=a%00b",
+        "category=CONCERT%0A",
+        "cursor=AAAA%0A",
+        "starts_after=0001-01-01T00:00:00",
+        "starts_after=0001-01-01T00:00:00%2B14:00",
+        "starts_before=9999-12-31T23:59:59-14:00",
+        "starts_after=%C2%B2",
+        "limit=%C2%B2",
+        "limit=%D9%A1",
+        "limit=99999999999999999999999",
+    ],
+)
+def test_odd_event_search_queries_are_not_server_errors(server: GranianServer, query: str) -> None:
+    response = httpx.get(f"{server.base_url}/api/v1/events?{query}")
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        _assert_problem(response, response.status_code)

@@ -5,8 +5,8 @@ answers 5xx and that every response matches the schema (status, content type, bo
 schemathesis draws path parameters from their schema (a string is any string), so the
 forms that slip past a parser and trip the layer behind it (``urn:uuid:`` ids, names
 too long for the file system, Unicode digits) come from a table instead: every odd
-value goes into every path parameter of every GET route, file mount and WebSocket
-route of the app's route table, and into the live channels' query strings.
+value goes into every path parameter of every route (GET, POST, DELETE), file mount
+and WebSocket route of the app's route table, and into the live channels' query strings.
 
 Marked slow. Its own database (migrated by the real runner, one small event seeded and
 loaded into the Redis Cluster), dropped afterwards.
@@ -208,40 +208,51 @@ def _fill(path_format: str, names: list[str], value: str) -> str:
     return path_format
 
 
-def _raw_get(server: GranianServer, target: str, token: str) -> tuple[int, str, bytes]:
-    """GET ``target`` exactly as written (httpx would normalise "..", "%2e" and such)."""
+def _raw_request(
+    server: GranianServer, method: str, target: str, token: str
+) -> tuple[int, str, bytes]:
+    """``method target`` exactly as written (httpx would normalise "..", "%2e" and such);
+    a body-taking method sends ``{}``."""
     conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
     try:
-        conn.putrequest("GET", target, skip_accept_encoding=True)
+        conn.putrequest(method, target, skip_accept_encoding=True)
         conn.putheader("Authorization", f"Bearer {token}")
-        conn.endheaders()
+        body = b"{}" if method in ("POST", "PUT", "PATCH") else b""
+        if body:
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Idempotency-Key", secrets.token_hex(8))
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
         response = conn.getresponse()
         return response.status, response.getheader("content-type") or "", response.read()
     finally:
         conn.close()
 
 
-def test_odd_path_parameters_on_every_get_route_are_4xx_problems(
+def test_odd_path_parameters_on_every_route_are_4xx_problems(
     fuzz_server: GranianServer, fuzz_token: str, settings: Settings
 ) -> None:
     app = create_app(settings)  # its route table; the server runs the same app
-    targets: list[str] = []
+    targets: list[tuple[str, str]] = []
     for route in app.routes:
-        if isinstance(route, HTTPRoute) and "GET" in route.methods and route.path_parameters:
+        if isinstance(route, HTTPRoute) and route.path_parameters:
             names = list(route.path_parameters)
-            targets += [_fill(route.path_format, names, v) for v in ODD_PATH_VALUES]
+            for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+                targets += [(method, _fill(route.path_format, names, v)) for v in ODD_PATH_VALUES]
         elif isinstance(route, ASGIRoute) and route.route_handler.is_mount:
-            targets += [f"{route.path_format}/{v}" for v in ODD_PATH_VALUES]
-    assert any(t.startswith("/api/v1/orders/") for t in targets)
-    assert any(t.startswith("/js/") for t in targets)
+            targets += [("GET", f"{route.path_format}/{v}") for v in ODD_PATH_VALUES]
+    methods = {method for method, _ in targets}
+    assert {"GET", "POST", "DELETE"} <= methods, methods
+    assert any(t.startswith("/api/v1/orders/") for _, t in targets)
+    assert any(t.startswith("/js/") for _, t in targets)
     docs = app.openapi_config.path if app.openapi_config else "/schema"
     failures = []
-    for target in targets:
-        status, content_type, body = _raw_get(fuzz_server, target, fuzz_token)
+    for method, target in targets:
+        status, content_type, body = _raw_request(fuzz_server, method, target, fuzz_token)
         # The docs UI answers its own 404s in HTML; everything else says what was wrong.
         problem = content_type.startswith("application/problem+json") and b'"detail"' in body
         if status >= 500 or (status >= 400 and not problem and not target.startswith(docs)):
-            failures.append(f"{target[:120]} -> {status} {content_type} {body[:120]!r}")
+            failures.append(f"{method} {target[:120]} -> {status} {content_type} {body[:120]!r}")
     assert not failures, "\n".join(failures)
 
 
