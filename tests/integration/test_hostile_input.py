@@ -1,16 +1,18 @@
-"""Hostile input on the cheap paths answers 4xx, never 500 (HTTP) or 1011 (WebSocket).
+"""Hostile input on the cheap paths answers a 4xx problem+json (HTTP) or closes 4400
+(WebSocket), never 500 or 1011.
 
 One real Granian server (``python -m api``) on the session database, as ``make dev``
-runs it. Every input here once reached a 500 or a 1011: ids that Python's UUID parser
-accepts and PostgreSQL refuses (``urn:uuid:``, braces), file names longer than the
-file system allows, and stream ids made of Unicode digits.
+runs it. The inputs are the kind that pass one parser and trip the layer behind it:
+ids that Python's UUID parser accepts and PostgreSQL refuses (``urn:uuid:``, braces),
+file names longer than the file system allows, stream ids made of Unicode digits or
+over 64 bits, NUL bytes and trailing newlines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +20,17 @@ import httpx
 import pytest
 import websockets
 
-from core.inventory import Inventory
+from core.inventory import Inventory, partition_keys
 from core.live import CLOSE_BAD_FRAME
 from core.settings import HoldSettings, Settings
 from tests.conftest import fresh_event_id
 from tests.integration.api_servers import GranianServer, granian_server, with_overrides
+from tests.integration.catalog_seed import cluster_client
 
 PROBLEM = "application/problem+json"
 UUID = str(uuid.uuid4())
-# Forms of one UUID that uuid.UUID() accepts and the database driver refuses (as they
-# appear in the URL).
+# Forms of one UUID other than the canonical one, as they appear in the URL; uuid.UUID()
+# accepts the first four, PostgreSQL refuses the first three.
 ODD_UUIDS = [
     f"urn:uuid:{UUID}",
     f"{{{UUID}}}",
@@ -127,18 +130,19 @@ BAD_SINCE = [
 
 
 @pytest.fixture(scope="module")
-async def live_event(services: dict[str, str]) -> int:
-    from tests.integration.catalog_seed import cluster_client
-
+async def live_event(services: dict[str, str]) -> AsyncIterator[int]:
+    """An event that exists only in Redis (what the live channel looks for)."""
     client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
     await client.initialize()
+    event_id = fresh_event_id()
     try:
-        event_id = fresh_event_id()
         inventory = Inventory(client, HoldSettings())
         await inventory.load(event_id, 0, [("A-1-1", "GENERAL"), ("A-1-2", "GENERAL")], {})
+        yield event_id
     finally:
+        for key in partition_keys(event_id, 0):
+            await client.delete(key)
         await client.aclose()
-    return event_id
 
 
 @pytest.mark.parametrize("since", BAD_SINCE)
