@@ -107,9 +107,9 @@ class _Assets:
                 candidate = candidate / "index.html"
             if not candidate.is_file():
                 return None
-        except (OSError, ValueError):
-            # A name the file system refuses (too long, a symlink loop, bad bytes): no
-            # such file, not a server error.
+        except (OSError, RuntimeError, ValueError):
+            # A name the file system refuses (too long, bad bytes) or a symlink loop
+            # (RuntimeError before Python 3.13): no such file, not a server error.
             return None
         return candidate
 

@@ -94,7 +94,9 @@ def test_a_canonical_uuid_that_is_nobodys_is_404(server: GranianServer, token: s
 
 
 @pytest.mark.parametrize("folder", ["js", "css", "icons", "vendor", "i18n"])
-@pytest.mark.parametrize("name", ["a" * 300, "a/" * 2100, "%00x", "..%2f..%2fpyproject.toml"])
+@pytest.mark.parametrize(
+    "name", ["a" * 300, "%C3%A9" * 200, "a/" * 2100, "%00x", "..%2f..%2fpyproject.toml"]
+)
 def test_static_names_the_file_system_refuses_are_404(
     server: GranianServer, folder: str, name: str
 ) -> None:
