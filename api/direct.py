@@ -119,7 +119,7 @@ class DirectRoutes:
         idempotency_keys = 0
         for name, value in scope["headers"]:
             if name == b"content-length":
-                if not value.isdigit() or int(value) > self.max_body_bytes:
+                if not value.isdigit() or len(value) > 18 or int(value) > self.max_body_bytes:
                     handed_on.inc()
                     return receive
             elif name == b"idempotency-key":

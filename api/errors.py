@@ -46,6 +46,11 @@ _CODES: dict[int, str] = {
     500: "internal_error",
     503: "unavailable",
 }
+# What to say when the framework refuses a request without saying why.
+_DEFAULT_DETAILS: dict[int, str] = {
+    404: "Nothing is at this path (no such route, or no such resource).",
+    405: "This method is not allowed at this path (see the Allow header).",
+}
 # Default pause a client should take before retrying, when the error names none.
 _DEFAULT_RETRY_AFTER_S = {429: 1, 503: 2}
 
@@ -216,7 +221,8 @@ def build_problem(
         status = exc.status_code
         http_detail: str | None = exc.detail
         if not http_detail or http_detail == _title_for(status) or status >= 500:
-            http_detail = None  # framework 5xx details may describe internals
+            # Framework 5xx details may describe internals.
+            http_detail = _DEFAULT_DETAILS.get(status)
         body = msgspec.to_builtins(
             Problem(
                 type=problem_type(_code_for(status)),

@@ -32,6 +32,8 @@ from litestar import asgi
 from litestar.handlers.asgi_handlers import ASGIRouteHandler
 from litestar.types import Receive, Scope, Send
 
+from api.errors import send_problem
+from core.errors import NotFound
 from core.settings import Settings, load_settings
 
 WEB_ROOT = Path(__file__).resolve().parent.parent / "web"
@@ -53,6 +55,8 @@ _TYPES = {
     ".woff2": "font/woff2",
 }
 _LONG_LIVED = {".png", ".ico", ".woff2"}
+# Longest path (after the leading "/") worth asking the file system about; ours are short.
+MAX_PATH_CHARS = 255
 
 
 class WebConfig(msgspec.Struct, frozen=True):
@@ -91,15 +95,21 @@ class _Assets:
         self._cache: dict[Path, _Asset] = {}
 
     def resolve(self, url_path: str) -> Path | None:
+        """The file under the root that ``url_path`` names, or None (answered 404)."""
         rel = url_path.lstrip("/") or "index.html"
-        if "\x00" in rel or "\\" in rel:
+        if len(rel) > MAX_PATH_CHARS or "\x00" in rel or "\\" in rel:
             return None
-        candidate = (self.root / rel).resolve()
-        if candidate != self.root and self.root not in candidate.parents:
-            return None  # "..": outside web/
-        if candidate.is_dir():
-            candidate = candidate / "index.html"
-        if not candidate.is_file():
+        try:
+            candidate = (self.root / rel).resolve()
+            if candidate != self.root and self.root not in candidate.parents:
+                return None  # "..": outside web/
+            if candidate.is_dir():
+                candidate = candidate / "index.html"
+            if not candidate.is_file():
+                return None
+        except (OSError, RuntimeError, ValueError):
+            # A name the file system refuses (too long, bad bytes) or a symlink loop
+            # (RuntimeError before Python 3.13): no such file, not a server error.
             return None
         return candidate
 
@@ -199,15 +209,16 @@ def create_web_handlers(
             await _send(send, 200, headers, b"" if method == "HEAD" else config)
             return
         file_path = assets.resolve(path)
-        if file_path is None:
-            body = b"Not found"
-            headers = [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(body)).encode()),
-            ]
-            await _send(send, 404, headers, body)
+        asset = None
+        if file_path is not None:
+            try:
+                asset = assets.get(file_path)
+            except OSError:  # removed or unreadable since resolve() saw it
+                asset = None
+        if asset is None:
+            request_id = (scope.get("state") or {}).get("request_id")
+            await send_problem(send, NotFound("no such file"), request_id=request_id)
             return
-        asset = assets.get(file_path)
         use_gzip = asset.gzipped is not None and _accepts_gzip(scope)
         body = asset.gzipped if use_gzip and asset.gzipped is not None else asset.body
         etag = asset.gzip_etag if use_gzip else asset.etag

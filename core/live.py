@@ -42,11 +42,15 @@ CLOSE_UNKNOWN_EVENT: Final = 4404  # no such event (or not on sale)
 CLOSE_HEARTBEAT_TIMEOUT: Final = 4408  # the client stopped answering pings
 CLOSE_TOO_LARGE: Final = 4413  # a client frame over the size limit
 CLOSE_SLOW_CONSUMER: Final = 4429  # the client reads too slowly; its send queue filled up
+CLOSE_TOO_MANY_CONNECTIONS: Final = 4429  # this address holds too many sockets here
 
 # Largest client frame we parse; clients only send small control frames.
 MAX_CLIENT_FRAME: Final = 4096
 
-_VERSION_RE: Final = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+# ASCII digits only (``\d`` and ``str.isdigit`` also take other scripts' digits and
+# superscripts), each part at most a Redis stream id's 64 bits.
+_VERSION_RE: Final = re.compile(r"([0-9]{1,20})(?:-([0-9]{1,20}))?")
+_MAX_ID_PART: Final = 2**64 - 1
 _SUB_RE: Final = re.compile(r"^[\x21-\x7e]{1,200}$")
 
 ZERO_VERSION: Final = "0-0"
@@ -58,12 +62,13 @@ class BadVersion(ValueError):
 
 def parse_version(value: str) -> tuple[int, int]:
     """``"1700000000000-3"`` -> ``(1700000000000, 3)``; a bare ``"17"`` means ``"17-0"``."""
-    if value.isdigit() and len(value) <= 20:
-        return int(value), 0
-    match = _VERSION_RE.match(value)
+    match = _VERSION_RE.fullmatch(value)
     if match is None:
         raise BadVersion(f"not a stream id: {value[:40]!r}")
-    return int(match.group(1)), int(match.group(2))
+    ms, seq = int(match.group(1)), int(match.group(2) or 0)
+    if ms > _MAX_ID_PART or seq > _MAX_ID_PART:
+        raise BadVersion(f"not a stream id (over 64 bits): {value[:40]!r}")
+    return ms, seq
 
 
 def format_version(version: tuple[int, int]) -> str:
@@ -169,7 +174,7 @@ class Resync(Frame, frozen=True, tag="resync"):
     event_id: int
     partition: int
     version: str
-    reason: Literal["gap_trimmed", "unknown_version", "stream_lost", "rebuilt"]
+    reason: Literal["gap_trimmed", "unknown_version", "stream_lost", "rebuilt", "too_far_behind"]
 
 
 class Ping(Frame, frozen=True, tag="ping"):

@@ -23,6 +23,7 @@ The same payload is also published to the ``notifications`` topic.
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Final, Literal
 
@@ -225,6 +226,20 @@ def topic(prefix: str, name: str) -> str:
 def can_transition(current: OrderStatus, new: OrderStatus) -> bool:
     """Pending ends confirmed or rejected, once; terminal states never change."""
     return new in _TRANSITIONS[current]
+
+
+_CANONICAL_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def canonical_uuid(value: str) -> str | None:
+    """``value`` as a lower-case UUID if it is one in the 36-character hyphenated form.
+
+    Order and ticket ids only ever exist in that form. ``uuid.UUID()`` also takes
+    ``urn:uuid:``, braces and bare hex, which PostgreSQL refuses; anything else is not
+    an id of ours (None).
+    """
+    lowered = value.lower()
+    return lowered if len(value) == 36 and _CANONICAL_UUID.fullmatch(lowered) else None
 
 
 def ticket_id_for(order_id: str, seat_id: str) -> str:

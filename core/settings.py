@@ -140,6 +140,12 @@ class LiveSettings(msgspec.Struct, frozen=True):
     # Partition streams one replica tails at once (each blocks one Redis connection).
     max_partitions: int = 512
     max_connections: int = 20000
+    # Live sockets one client address (an IPv6 client's /64) may hold on one replica; the
+    # next is closed with 4429 (0 = no cap). Counted per replica: N replicas, N times this.
+    max_connections_per_ip: int = 50
+    # Stream entries one ``?since=`` reconnect may replay (all partitions together); a
+    # client further behind gets a ``resync`` (refetch the seat map) instead.
+    replay_max_entries: int = 1000
     user_poll_ms: int = 200
     hold_warning_s: float = 60.0
     auth_timeout_s: float = 5.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -32,17 +33,20 @@ from api.live.hub import (
     AtCapacity,
     Batch,
     Channel,
+    ClientAtCapacity,
     LiveHub,
     LiveUnavailable,
     Outbox,
     UnknownEvent,
 )
 from api.metrics import WS_CONNECTIONS, WS_FRAMES
+from api.ratelimit import Network, address_key, client_ip, parse_trusted_proxies
 from core.errors import DomainError
 from core.live import (
     CLOSE_BAD_FRAME,
     CLOSE_FORBIDDEN,
     CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_TRY_AGAIN,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_EVENT,
@@ -52,6 +56,7 @@ from core.live import (
     BadVersion,
     ClientPing,
     ClientPong,
+    Deltas,
     EventClientFrame,
     Frame,
     FrameError,
@@ -250,6 +255,19 @@ def _hub(socket: WebSocket[Any, Any, Any]) -> LiveHub | None:
     return cast(LiveHub | None, getattr(socket.app.state, "live_hub", None))
 
 
+@functools.lru_cache(maxsize=4)
+def _trusted_proxies(spec: str) -> list[Network]:
+    return parse_trusted_proxies(spec)
+
+
+def client_key(socket: WebSocket[Any, Any, Any]) -> str:
+    """Whose sockets this one counts among: the client address (as the rate limiter
+    sees it, X-Forwarded-For only from trusted proxies), an IPv6 client's /64."""
+    settings: Settings = socket.app.state.settings
+    trusted = _trusted_proxies(settings.api.trusted_proxies)
+    return address_key(client_ip(socket.scope, trusted))
+
+
 async def _run(
     socket: WebSocket[Any, Any, Any],
     channel: Channel,
@@ -264,7 +282,10 @@ async def _run(
         return
     conn = LiveConnection(socket, hub, channel)
     try:
-        hub.register(conn.outbox)
+        hub.register(conn.outbox, client_key(socket))
+    except ClientAtCapacity as exc:
+        await conn.close(CLOSE_TOO_MANY_CONNECTIONS, str(exc))
+        return
     except AtCapacity as exc:
         await conn.close(CLOSE_TRY_AGAIN, str(exc))
         return
@@ -324,14 +345,18 @@ async def _event_session(
         await conn.send_now(
             Hello(event_id=event_id, versions=versions, heartbeat_s=hub.settings.heartbeat_s)
         )
+        # One replay budget for the whole reconnect, however many partitions it spans.
+        budget = hub.settings.replay_max_entries
         for p, current in enumerate(versions):
             conn.last_sent[p] = parse_version(current)
             start = since[p] if since else None
             if start is None:
                 continue
             resynced = False
-            async for frame in hub.replay(event_id, p, start, current):
+            async for frame in hub.replay(event_id, p, start, current, limit=budget):
                 resynced = resynced or isinstance(frame, Resync)
+                if isinstance(frame, Deltas):
+                    budget -= len(frame.changes)
                 await conn.send_now(frame)
             if not resynced:
                 # The client may be ahead of this replica's tailer: skip what it has.

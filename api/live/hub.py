@@ -113,6 +113,10 @@ class AtCapacity(Exception):
     """This replica serves as many connections or tails as many streams as it may."""
 
 
+class ClientAtCapacity(AtCapacity):
+    """This client address holds as many live sockets on this replica as it may."""
+
+
 class LiveUnavailable(Exception):
     """Redis could not be reached to look up or open the event; retry shortly."""
 
@@ -376,6 +380,9 @@ class LiveHub:
         self._tailers = 0
         self._users: set[UserSession] = set()
         self._outboxes: set[Outbox] = set()
+        # Client address -> its open connections here (only while it has any).
+        self._per_client: dict[str, int] = {}
+        self._client_of: dict[Outbox, str] = {}
         self._lookup_cache: dict[int, tuple[float, int | None]] = {}
         self._poller: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -416,14 +423,35 @@ class LiveHub:
                 ", ".join(sorted(t.get_name() for t in left)),
             )
 
-    def register(self, outbox: Outbox) -> None:
-        """Count a new connection (AtCapacity past ``max_connections``)."""
+    def register(self, outbox: Outbox, client: str | None = None) -> None:
+        """Count a new connection of ``client`` (an address key): AtCapacity past
+        ``max_connections``, ClientAtCapacity past ``max_connections_per_ip``."""
         if self._closing or len(self._outboxes) >= self.settings.max_connections:
             raise AtCapacity("this server is at its connection limit")
+        cap = self.settings.max_connections_per_ip
+        if client is not None:
+            held = self._per_client.get(client, 0)
+            if cap > 0 and held >= cap:
+                raise ClientAtCapacity(
+                    f"too many live connections from this address (at most {cap})"
+                )
+            self._per_client[client] = held + 1
+            self._client_of[outbox] = client
         self._outboxes.add(outbox)
 
     def unregister(self, outbox: Outbox) -> None:
         self._outboxes.discard(outbox)
+        client = self._client_of.pop(outbox, None)
+        if client is not None:
+            left = self._per_client.get(client, 1) - 1
+            if left > 0:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
+
+    def connections_of(self, client: str) -> int:
+        """Open connections of one client address on this replica."""
+        return self._per_client.get(client, 0)
 
     # -- event channel -------------------------------------------------------------------
 
@@ -629,10 +657,15 @@ class LiveHub:
             )
 
     async def replay(
-        self, event_id: int, partition: int, since: str, upto: str
+        self, event_id: int, partition: int, since: str, upto: str, limit: int | None = None
     ) -> AsyncIterator[Deltas | Resync]:
         """The frames that take a client from ``since`` to ``upto`` (exclusive, inclusive):
-        the stream's entries in order, or one ``Resync`` when they are not all there."""
+        the stream's entries in order, or one ``Resync`` when they are not all there or
+        there are more than ``limit`` of them (default ``replay_max_entries``).
+
+        One read of at most ``limit + 1`` entries decides before anything is sent, so a
+        client far behind costs one bounded read and one small frame, not the stream.
+        """
         key = stream_key(event_id, partition)
         start = parse_version(since)
         end = parse_version(upto)
@@ -647,41 +680,34 @@ class LiveHub:
                         reason="unknown_version",
                     )
             return
-        cursor = since
-        chunk = self.settings.read_count
-        while True:
-            pipe = self.redis.pipeline()
-            pipe.xrange(key, min="(" + cursor, max=upto, count=chunk)
-            pipe.execute_command("XINFO", "STREAM", key)
-            entries, raw_info = await pipe.execute(raise_on_error=False)
-            if isinstance(entries, Exception):
-                raise entries
-            info = None if isinstance(raw_info, Exception) else _StreamInfo.parse(raw_info)
-            # Read, then checked: trimming only removes a prefix, so if the entry after
-            # the cursor is still there *after* the read, the read missed nothing.
-            if info is None or info.has_gap_after(parse_version(cursor)):
-                yield Resync(
-                    event_id=event_id, partition=partition, version=upto, reason="gap_trimmed"
-                )
-                return
-            if not entries:
-                return
-            changes = [
-                c for c in (seat_change_from_stream(i, f) for i, f in entries) if c is not None
-            ]
-            if any(f.get(b"status") == b"reload" for _, f in entries):
-                yield Resync(event_id=event_id, partition=partition, version=upto, reason="rebuilt")
-                return
-            cursor = entries[-1][0].decode()
-            if changes:
-                yield Deltas(
-                    event_id=event_id,
-                    partition=partition,
-                    version=changes[-1].version,
-                    changes=changes,
-                )
-            if len(entries) < chunk or parse_version(cursor) >= end:
-                return
+        limit = self.settings.replay_max_entries if limit is None else max(0, limit)
+        pipe = self.redis.pipeline()
+        pipe.xrange(key, min="(" + since, max=upto, count=limit + 1)
+        pipe.execute_command("XINFO", "STREAM", key)
+        entries, raw_info = await pipe.execute(raise_on_error=False)
+        if isinstance(entries, Exception):
+            raise entries
+        info = None if isinstance(raw_info, Exception) else _StreamInfo.parse(raw_info)
+        # Read, then checked: trimming only removes a prefix, so if the entry after the
+        # cursor is still there *after* the read, the read missed nothing.
+        if info is None or info.has_gap_after(start):
+            yield Resync(event_id=event_id, partition=partition, version=upto, reason="gap_trimmed")
+            return
+        if len(entries) > limit:
+            yield Resync(
+                event_id=event_id, partition=partition, version=upto, reason="too_far_behind"
+            )
+            return
+        if any(f.get(b"status") == b"reload" for _, f in entries):
+            yield Resync(event_id=event_id, partition=partition, version=upto, reason="rebuilt")
+            return
+        changes = [c for c in (seat_change_from_stream(i, f) for i, f in entries) if c is not None]
+        chunk = max(1, self.settings.read_count)
+        for i in range(0, len(changes), chunk):
+            part = changes[i : i + chunk]
+            yield Deltas(
+                event_id=event_id, partition=partition, version=part[-1].version, changes=part
+            )
 
     async def _stream_info(self, client: RedisCluster, key: str) -> _StreamInfo | None:
         try:

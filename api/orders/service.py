@@ -65,6 +65,7 @@ from core.orders import (
     OrderView,
     TicketView,
     build_order,
+    canonical_uuid,
     encode,
     event_key,
     order_id_for,
@@ -455,10 +456,10 @@ class OrderService:
 
     async def order(self, sub: str, order_id: str) -> OrderView:
         """The caller's order: decided (PostgreSQL) or pending (Redis); 404 otherwise."""
-        try:
-            uuid.UUID(order_id)
-        except ValueError:
-            raise NotFound(f"order {order_id} not found") from None
+        canonical = canonical_uuid(order_id)
+        if canonical is None:
+            raise NotFound("no such order (order ids are UUIDs)")
+        order_id = canonical
         row = await self.pool.fetchrow(
             "SELECT * FROM orders.orders WHERE order_id = $1 AND buyer = $2", order_id, sub
         )

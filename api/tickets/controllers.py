@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import io
-import uuid
 from typing import Annotated, Any
 
 import qrcode
@@ -24,7 +23,7 @@ from api.orders.deps import ORDER_SERVICE_DEPENDENCY
 from api.orders.service import OrderService, ticket_view
 from api.tickets.keys import ticket_jwks
 from core.errors import NotFound, Unavailable
-from core.orders import TicketView
+from core.orders import TicketView, canonical_uuid
 from core.tickets import Jwks
 
 TicketId = Annotated[str, Parameter(max_length=64, description="The ticket's id (UUID).")]
@@ -50,10 +49,10 @@ def render_png(token: str) -> bytes:
 
 
 async def _owned_ticket(orders: OrderService, sub: str, ticket_id: str) -> Any:
-    try:
-        uuid.UUID(ticket_id)
-    except ValueError:
-        raise NotFound(f"ticket {ticket_id} not found") from None
+    canonical = canonical_uuid(ticket_id)
+    if canonical is None:
+        raise NotFound("no such ticket (ticket ids are UUIDs)")
+    ticket_id = canonical
     row = await orders.pool.fetchrow(
         "SELECT t.*, c.checked_in_at FROM orders.tickets t"
         " LEFT JOIN orders.checkins c USING (ticket_id)"

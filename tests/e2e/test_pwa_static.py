@@ -57,3 +57,25 @@ def test_no_inline_script_or_html_injection_in_views() -> None:
         text = path.read_text()
         assert "innerHTML" not in text and "insertAdjacentHTML" not in text, path
         assert "eval(" not in text and "new Function" not in text, path
+
+
+def test_file_names_the_file_system_refuses_are_missing_files(tmp_path: Path) -> None:
+    """Too long, a symlink loop, NUL, outside the root: None (a 404), never an exception."""
+    from api.web import MAX_PATH_CHARS, _Assets
+
+    (tmp_path / "js").mkdir()
+    (tmp_path / "js" / "app.js").write_text("export {};")
+    (tmp_path / "js" / "loop").symlink_to("loop")
+    assets = _Assets(tmp_path)
+    assert assets.resolve("/js/app.js") == (tmp_path / "js" / "app.js").resolve()
+    for name in (
+        "/js/" + "a" * 300,
+        "/js/" + "a" * (MAX_PATH_CHARS - 3),
+        "/js/" + "\u00e9" * 200,  # 200 characters, 400 bytes: over the file system's 255
+        "/js/loop",
+        "/js/loop/app.js",
+        "/js/\x00",
+        "/js/../../etc/passwd",
+        "/js/..\\..\\x",
+    ):
+        assert assets.resolve(name) is None, name

@@ -16,7 +16,15 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ResponseError
 
 from api.live import hub as hub_module
-from api.live.hub import Batch, LiveHub, LiveUnavailable, Outbox, UnknownEvent
+from api.live.hub import (
+    AtCapacity,
+    Batch,
+    ClientAtCapacity,
+    LiveHub,
+    LiveUnavailable,
+    Outbox,
+    UnknownEvent,
+)
 from core.live import CLOSE_SLOW_CONSUMER, Deltas, Resync, parse_version, stream_key
 from core.settings import LiveSettings, Settings
 from tests.conftest import fresh_event_id
@@ -118,6 +126,45 @@ async def test_replay_gives_the_gap_then_live_continues(hub: LiveHub, redis_clus
     # Nothing to replay when the client is current.
     assert [f async for f in hub.replay(event_id, 0, versions[0], versions[0])] == []
     hub.leave_event(room, outbox)
+
+
+async def test_replay_past_its_limit_is_one_resync_and_nothing_else(
+    hub: LiveHub, redis_cluster: Any
+) -> None:
+    event_id = fresh_event_id()
+    first = await _xadd(redis_cluster, event_id, "L-1-1", "held")
+    missed = [await _xadd(redis_cluster, event_id, f"L-1-{i}", "held") for i in range(2, 8)]
+    last = missed[-1]
+    exact = [f async for f in hub.replay(event_id, 0, first, last, limit=len(missed))]
+    assert [c.version for f in exact for c in f.changes] == missed  # type: ignore[union-attr]
+    for limit in (len(missed) - 1, 0):
+        frames = [f async for f in hub.replay(event_id, 0, first, last, limit=limit)]
+        assert len(frames) == 1 and isinstance(frames[0], Resync), frames
+        assert frames[0].reason == "too_far_behind" and frames[0].version == last
+    # Without a limit, the setting's applies (1000 by default): all of them.
+    frames = [f async for f in hub.replay(event_id, 0, first, last)]
+    assert len(frames) == 1 and isinstance(frames[0], Deltas) and frames[0].version == last
+
+
+async def test_one_client_address_is_capped_and_gets_its_places_back(hub: LiveHub) -> None:
+    cap = hub.settings.max_connections_per_ip
+    mine = [Outbox(4) for _ in range(cap)]
+    for outbox in mine:
+        hub.register(outbox, "192.0.2.7")
+    with pytest.raises(ClientAtCapacity, match=f"at most {cap}"):
+        hub.register(Outbox(4), "192.0.2.7")
+    other = Outbox(4)
+    hub.register(other, "192.0.2.8")  # another address is not affected
+    hub.unregister(mine[0])
+    assert hub.connections_of("192.0.2.7") == cap - 1
+    again = Outbox(4)
+    hub.register(again, "192.0.2.7")
+    for outbox in (*mine[1:], again, other):
+        hub.unregister(outbox)
+    assert hub.connections_of("192.0.2.7") == hub.connections_of("192.0.2.8") == 0
+    assert not hub._per_client and not hub._client_of  # nothing kept for gone clients
+    # ClientAtCapacity is an AtCapacity: code that only knows the replica's limit copes.
+    assert issubclass(ClientAtCapacity, AtCapacity)
 
 
 async def test_replay_of_a_trimmed_gap_asks_for_a_resync(hub: LiveHub, redis_cluster: Any) -> None:

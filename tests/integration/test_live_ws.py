@@ -36,6 +36,7 @@ from core.live import (
     CLOSE_HEARTBEAT_TIMEOUT,
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOO_LARGE,
+    CLOSE_TOO_MANY_CONNECTIONS,
     CLOSE_UNAUTHORIZED,
     CLOSE_UNKNOWN_EVENT,
     SUBPROTOCOL_MSGPACK,
@@ -122,6 +123,29 @@ def apis(services: dict[str, str], pg_dsn: str) -> Iterator[list[str]]:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+# A third replica with a small per-address socket cap and replay budget.
+CAPPED_ENV = {
+    "TB_LIVE_MAX_CONNECTIONS_PER_IP": "3",
+    "TB_LIVE_REPLAY_MAX_ENTRIES": "5",
+    "TB_API_WORKERS": "1",  # the cap is per process
+}
+
+
+@pytest.fixture(scope="module")
+def capped_api(services: dict[str, str], pg_dsn: str) -> Iterator[str]:
+    port = _free_port()
+    proc = _start_api({**services, **CAPPED_ENV}, port, pg_dsn)
+    try:
+        _wait_healthy(port, proc)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -563,3 +587,82 @@ async def test_user_channel_closes_when_the_token_expires(
     assert type(await client.frame()).__name__ == "UserHello"
     code, reason = await client.closed(timeout=10)
     assert code == CLOSE_UNAUTHORIZED and "expired" in reason
+
+
+async def test_one_address_holds_at_most_its_cap_of_live_sockets(
+    capped_api: str, inventory: Inventory, clients: list[Client]
+) -> None:
+    event_id = await _loaded_event(inventory, seats=4)
+    url = f"ws://{capped_api}/api/v1/events/{event_id}/live"
+    token = await _token(capped_api, f"capped-{fresh_event_id()}")
+    # Every connection from one (loopback) address counts, on both channels.
+    here = {"local_addr": ("127.0.0.2", 0)}
+    held = [await _connect(url, **here) for _ in range(2)]
+    user = await _connect(f"ws://{capped_api}/api/v1/me/live?token={token}", user=True, **here)
+    clients += [*held, user]
+    for client in held:
+        assert isinstance(await client.frame(), Hello)
+    assert type(await user.frame()).__name__ == "UserHello"
+
+    over = await _connect(url, **here)
+    code, reason = await over.closed()
+    assert code == CLOSE_TOO_MANY_CONNECTIONS and "too many live connections" in reason
+    over_user = await _connect(f"ws://{capped_api}/api/v1/me/live", user=True, **here)
+    assert (await over_user.closed())[0] == CLOSE_TOO_MANY_CONNECTIONS
+    # Another address is not affected, and the capped ones keep flowing.
+    elsewhere = await _connect(url, local_addr=("127.0.0.4", 0))
+    clients.append(elsewhere)
+    assert isinstance(await elsewhere.frame(), Hello)
+    await inventory.hold(event_id, ["A-1-1"], "cap-buyer")
+    assert [c[1] for c in await held[1].changes(1)] == ["A-1-1"]
+
+    # A socket that closes gives its place back.
+    await held[0].ws.close()
+    deadline = time.monotonic() + 5
+    while True:
+        again = await _connect(url, **here)
+        try:
+            assert isinstance(await again.frame(timeout=2), Hello)
+            clients.append(again)
+            break
+        except websockets.ConnectionClosed as exc:
+            assert exc.rcvd is not None and exc.rcvd.code == CLOSE_TOO_MANY_CONNECTIONS
+            assert time.monotonic() < deadline, "the closed socket's place was not freed"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_reconnect_too_far_behind_gets_a_resync_not_the_whole_stream(
+    capped_api: str, inventory: Inventory, clients: list[Client]
+) -> None:
+    event_id = await _loaded_event(inventory)
+    url = f"ws://{capped_api}/api/v1/events/{event_id}/live"
+    here = {"local_addr": ("127.0.0.3", 0)}
+    first = await _connect(url, **here)
+    hello = await first.frame()
+    await first.ws.close()
+    since = hello.versions[0]
+
+    # Within the replay budget (5 entries): every missed change is replayed.
+    for i in range(1, 5):
+        await inventory.hold(event_id, [f"A-1-{i}"], f"near-{i}")
+    near = await _connect(f"{url}?since={since}", **here)
+    await near.frame()  # hello
+    assert [c[1] for c in await near.changes(4)] == [f"A-1-{i}" for i in range(1, 5)]
+    await near.ws.close()
+
+    # Further behind: one resync at the current version, and no deltas before it.
+    for i in range(5, 12):
+        await inventory.hold(event_id, [f"A-1-{i}"], f"far-{i}")
+    # The replica's room may still be open (it lingers): let its tailer dispatch them all,
+    # or the hello's version (the end of the replay) would leave some for live frames.
+    await asyncio.sleep(0.5)
+    far = await _connect(f"{url}?since={since}", **here)
+    clients.append(far)
+    hello = await far.frame()
+    resync = await far.frame()
+    assert isinstance(resync, Resync), resync
+    assert resync.reason == "too_far_behind" and resync.version == hello.versions[0]
+    # ...and live changes follow it.
+    await inventory.hold(event_id, ["A-3-1"], "after-resync")
+    (live,) = await far.changes(1)
+    assert live[1:] == ("A-3-1", "held") and live[0] > resync.version

@@ -2,14 +2,23 @@
 invalid) for every documented operation of a real Granian server and checks that nothing
 answers 5xx and that every response matches the schema (status, content type, body).
 
+schemathesis draws path parameters from their schema (a string is any string), so the
+forms that slip past a parser and trip the layer behind it (``urn:uuid:`` ids, names
+too long for the file system, Unicode digits) come from a table instead: every odd
+value goes into every path parameter of every route (GET, POST, DELETE), file mount
+and WebSocket route of the app's route table, and into the live channels' query strings.
+
 Marked slow. Its own database (migrated by the real runner, one small event seeded and
 loaded into the Redis Cluster), dropped afterwards.
 """
 
 from __future__ import annotations
 
+import asyncio
+import http.client
 import os
 import secrets
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +27,12 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+import websockets
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
+from litestar.routes import ASGIRoute, HTTPRoute, WebSocketRoute
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -30,6 +41,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from api.app import create_app
+from core.live import CLOSE_BAD_FRAME, CLOSE_UNAUTHORIZED
 from core.settings import Settings
 from tests.integration.api_servers import (
     GranianServer,
@@ -136,3 +149,165 @@ def test_no_5xx_and_responses_match_the_schema(fuzz_server: GranianServer, fuzz_
     assert statuses["GET /api/v1/events"][200] > 0
     assert statuses["GET /api/v1/events/{event_id}/seats"][200] > 0
     assert not failures, "\n\n".join(failures)
+
+
+# -- path parameters and WebSocket query strings, from a table ---------------------------
+
+_UUID = str(uuid.uuid4())
+# As they go on the request line (percent-encoded where a URL needs it).
+ODD_PATH_VALUES = [
+    f"urn:uuid:{_UUID}",
+    f"{{{_UUID}}}",
+    f"%7B{_UUID}%7D",
+    _UUID.replace("-", ""),
+    _UUID.upper(),
+    f"{_UUID}%0A",
+    "a" * 300,
+    "a/" * 200,
+    "9" * 40,
+    str(2**63),
+    str(2**64),
+    "-1",
+    "0",
+    "1.5",
+    "1e3",
+    "%D9%A1%D9%A2",  # Arabic-Indic digits
+    "%C2%B2",  # superscript two
+    "%EF%BC%91",  # full-width one
+    "%00",
+    "%ff",
+    "%C0%AE%C0%AE",  # an overlong "..": not UTF-8
+    "..",
+    "%2e%2e",
+    "..%2f..%2fpyproject.toml",
+    "%20",
+    "%25",
+    "%3Cscript%3E",
+]
+ODD_SINCE = [
+    "%C2%B2",
+    "%C2%B2-0",
+    "%D9%A1%D9%A2-%D9%A3",
+    "%EF%BC%91-0",
+    "99999999999999999999-0",
+    str(2**64),
+    f"1-{2**64}",
+    "1-2-3",
+    "-1",
+    "1-",
+    "%00",
+    "a" * 5000,
+    ",",
+    "1-1,2-2",
+]
+
+
+def _fill(path_format: str, names: list[str], value: str) -> str:
+    for name in names:
+        path_format = path_format.replace("{" + name + "}", value)
+    return path_format
+
+
+def _raw_request(
+    server: GranianServer, method: str, target: str, token: str
+) -> tuple[int, str, bytes]:
+    """``method target`` exactly as written (httpx would normalise "..", "%2e" and such);
+    a body-taking method sends ``{}``."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.putrequest(method, target, skip_accept_encoding=True)
+        conn.putheader("Authorization", f"Bearer {token}")
+        body = b"{}" if method in ("POST", "PUT", "PATCH") else b""
+        if body:
+            conn.putheader("Content-Type", "application/json")
+            conn.putheader("Idempotency-Key", secrets.token_hex(8))
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body or None)
+        response = conn.getresponse()
+        return response.status, response.getheader("content-type") or "", response.read()
+    finally:
+        conn.close()
+
+
+def test_odd_path_parameters_on_every_route_are_4xx_problems(
+    fuzz_server: GranianServer, fuzz_token: str, settings: Settings
+) -> None:
+    app = create_app(settings)  # its route table; the server runs the same app
+    targets: list[tuple[str, str]] = []
+    for route in app.routes:
+        if isinstance(route, HTTPRoute) and route.path_parameters:
+            names = list(route.path_parameters)
+            for method in sorted(route.methods - {"OPTIONS", "HEAD"}):
+                targets += [(method, _fill(route.path_format, names, v)) for v in ODD_PATH_VALUES]
+        elif isinstance(route, ASGIRoute) and route.route_handler.is_mount:
+            targets += [("GET", f"{route.path_format}/{v}") for v in ODD_PATH_VALUES]
+    methods = {method for method, _ in targets}
+    assert {"GET", "POST", "DELETE"} <= methods, methods
+    assert any(t.startswith("/api/v1/orders/") for _, t in targets)
+    assert any(t.startswith("/js/") for _, t in targets)
+    docs = app.openapi_config.path if app.openapi_config else "/schema"
+    failures = []
+    for method, target in targets:
+        status, content_type, body = _raw_request(fuzz_server, method, target, fuzz_token)
+        # The docs UI answers its own 404s in HTML; everything else says what was wrong.
+        problem = content_type.startswith("application/problem+json") and b'"detail"' in body
+        if status >= 500 or (status >= 400 and not problem and not target.startswith(docs)):
+            failures.append(f"{method} {target[:120]} -> {status} {content_type} {body[:120]!r}")
+    assert not failures, "\n".join(failures)
+
+
+async def _ws_outcome(url: str, timeout_s: float = 10.0) -> tuple[str, int]:
+    """("http", status) if the upgrade was refused, ("close", code) once the server closed,
+    ("open", 0) if the socket stayed open for ``timeout_s``."""
+    try:
+        ws = await websockets.connect(url, max_size=None)
+    except websockets.InvalidStatus as exc:
+        return "http", exc.response.status_code
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                frame = await ws.recv()
+                if '"ping"' in str(frame):
+                    await ws.send('{"type":"pong"}')
+    except TimeoutError:
+        return "open", 0
+    except websockets.ConnectionClosed as exc:
+        return "close", exc.rcvd.code if exc.rcvd is not None else 1006
+    finally:
+        await ws.close()
+
+
+def _refused(outcome: tuple[str, int]) -> bool:
+    """A 4xx upgrade refusal or an application close code (4000-4999)."""
+    kind, code = outcome
+    return (kind == "http" and 400 <= code < 500) or (kind == "close" and 4000 <= code < 5000)
+
+
+async def test_odd_path_ids_and_query_strings_on_the_live_channels_are_4xxx_closes(
+    fuzz_server: GranianServer, fuzz_token: str, settings: Settings
+) -> None:
+    ws_base = fuzz_server.base_url.replace("http://", "ws://")
+    event_id: int = fuzz_server.event_id  # type: ignore[attr-defined]
+    routes = [r for r in create_app(settings).routes if isinstance(r, WebSocketRoute)]
+    assert len(routes) >= 2
+    failures = []
+    for route in routes:
+        names = list(route.path_parameters)
+        values = ODD_PATH_VALUES if names else []
+        for value in values:
+            outcome = await _ws_outcome(ws_base + _fill(route.path_format, names, value))
+            if not _refused(outcome):
+                failures.append(f"{route.path_format} with {value[:40]!r}: {outcome}")
+        # A real event (or no path id) and an odd ?since=: 4400, whatever the channel.
+        path = _fill(route.path_format, names, str(event_id))
+        query = f"token={fuzz_token}&" if "/me/" in route.path_format else ""
+        for since in ODD_SINCE:
+            outcome = await _ws_outcome(f"{ws_base}{path}?{query}since={since}")
+            if outcome != ("close", CLOSE_BAD_FRAME):
+                failures.append(f"{path} since={since[:40]!r}: {outcome}")
+    # An odd token on the user channel: 4401.
+    for token in ("%C2%B2", "a" * 5000, "%00", "a.b.c", "e30.e30.e30"):
+        outcome = await _ws_outcome(f"{ws_base}/api/v1/me/live?token={token}")
+        if outcome != ("close", CLOSE_UNAUTHORIZED):
+            failures.append(f"/api/v1/me/live token={token[:40]!r}: {outcome}")
+    assert not failures, "\n".join(failures)

@@ -38,6 +38,25 @@ def test_versions_compare_as_stream_ids() -> None:
             parse_version(bad)
 
 
+def test_versions_are_ascii_digits_within_64_bits() -> None:
+    top = 2**64 - 1
+    assert parse_version(f"{top}-{top}") == (top, top)
+    # str.isdigit() and \d take these; int() or Redis does not (or reads another number).
+    for bad in (
+        "²",
+        "1-²",
+        "١٢-٣",
+        "١٢",
+        "\uff11\uff12",
+        f"{top + 1}",
+        f"1-{top + 1}",
+        "12\n",
+        "1-2\n",
+    ):
+        with pytest.raises(BadVersion):
+            parse_version(bad)
+
+
 def test_since_has_one_version_per_partition() -> None:
     assert parse_since("5-1", 1) == ["5-1"]
     assert parse_since("5-1,,7", 3) == ["5-1", None, "7-0"]
@@ -108,3 +127,29 @@ def test_order_updates_read_the_notifiers_format() -> None:
 def test_subjects_usable_in_keys() -> None:
     assert valid_subject("alice") and valid_subject("client:partner-1")
     assert not valid_subject("") and not valid_subject("a b") and not valid_subject("x" * 201)
+
+
+def test_live_sockets_count_per_address_and_ipv6_per_64() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from api.live.controllers import client_key
+    from core.settings import Settings
+
+    def key(peer: str, *headers: tuple[bytes, bytes], proxies: str = "") -> str:
+        settings = msgspec.structs.replace(
+            Settings(), api=msgspec.structs.replace(Settings().api, trusted_proxies=proxies)
+        )
+        socket: Any = SimpleNamespace(
+            scope={"client": (peer, 5000), "headers": list(headers)},
+            app=SimpleNamespace(state=SimpleNamespace(settings=settings)),
+        )
+        return client_key(socket)
+
+    assert key("192.0.2.7") == "192.0.2.7"
+    assert key("2001:db8:1:2::5") == key("2001:db8:1:2:ffff::1") == "2001:db8:1:2::/64"
+    assert key("2001:db8:1:3::5") != key("2001:db8:1:2::5")
+    # X-Forwarded-For counts only from a trusted proxy.
+    forwarded = (b"x-forwarded-for", b"198.51.100.9")
+    assert key("10.0.0.1", forwarded) == "10.0.0.1"
+    assert key("10.0.0.1", forwarded, proxies="10.0.0.0/8") == "198.51.100.9"

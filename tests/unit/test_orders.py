@@ -14,6 +14,7 @@ from core.orders import (
     TicketRef,
     build_order,
     can_transition,
+    canonical_uuid,
     encode,
     status_change,
     ticket_id_for,
@@ -118,3 +119,21 @@ def test_status_change_for_each_outcome() -> None:
 def test_names() -> None:
     assert topic("tb.", "orders.placed") == "tb.orders.placed"
     assert user_events_key("user-1") == "{user:user-1}:events"
+
+
+def test_only_the_hyphenated_form_is_a_canonical_uuid() -> None:
+    u = "4467b4a9-9836-420f-a844-9c49634a6d35"
+    assert canonical_uuid(u) == u
+    assert canonical_uuid(u.upper()) == u
+    for odd in (
+        f"urn:uuid:{u}",
+        f"{{{u}}}",
+        u.replace("-", ""),
+        f"{u}\n",
+        f" {u}",
+        u[:8] + u[9:],
+        u.replace("4", "٤"),
+        "",
+        "a" * 300,
+    ):
+        assert canonical_uuid(odd) is None, odd
