@@ -1,10 +1,11 @@
 """Order persister: ``orders.placed`` -> PostgreSQL, in batches, exactly one decision per order.
 
 One Kafka batch (up to ``batch_max_records`` messages or ``batch_timeout_ms``) is written
-in ONE transaction with multi-row ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO
-NOTHING``. Then, in this order: ``OrderConfirmed``/``OrderRejected`` are published, Redis
-is told (``mark_sold_many`` / ``reject_many``, one script call per event partition), and
-only then are the offsets committed. A crash anywhere before the offset commit redelivers
+in ONE transaction: COPY into session staging tables, then one ``INSERT ... SELECT ... ON
+CONFLICT DO NOTHING`` into orders, idempotency keys and tickets. Then, in this order:
+``OrderConfirmed``/``OrderRejected`` are published, Redis is told (``mark_sold_many`` /
+``reject_many``, one script call per event partition), and only then are the offsets
+committed. A crash anywhere before the offset commit redelivers
 the batch; the persister is idempotent on order id (an order already in PostgreSQL keeps
 its decision, which is published again), so every accepted order ends decided exactly once.
 See docs/decisions/0402-*.md.
@@ -112,6 +113,13 @@ class Decision(msgspec.Struct, frozen=True):
     recorded: bool = (
         True  # False: rejected without a row (unknown event), decided again on redelivery
     )
+    # Of a confirmed order: its ticket ids in seat order (derived once, written and published).
+    tickets: tuple[str, ...] = ()
+
+    def ticket_ids(self) -> tuple[str, ...]:
+        if self.tickets or self.status != "confirmed":
+            return self.tickets
+        return tuple(ticket_id_for(self.order.order_id, s.seat_id) for s in self.order.seats)
 
     def outcome(self) -> OrderConfirmed | OrderRejected:
         o = self.order
@@ -122,8 +130,8 @@ class Decision(msgspec.Struct, frozen=True):
                 partition=o.partition,
                 buyer=o.buyer,
                 tickets=tuple(
-                    TicketRef(ticket_id=ticket_id_for(o.order_id, s.seat_id), seat_id=s.seat_id)
-                    for s in o.seats
+                    TicketRef(ticket_id=t, seat_id=s.seat_id)
+                    for t, s in zip(self.ticket_ids(), o.seats, strict=True)
                 ),
                 placed_at=o.placed_at,
                 confirmed_at=self.decided_at,
@@ -261,7 +269,10 @@ async def decide_and_write(
                 decisions.append(Decision(order, "rejected", "seat_taken", lost, decided_at))
             else:
                 taken.update(seats)
-                decisions.append(Decision(order, "confirmed", None, (), decided_at))
+                tickets = tuple(ticket_id_for(order.order_id, s.seat_id) for s in order.seats)
+                decisions.append(
+                    Decision(order, "confirmed", None, (), decided_at, tickets=tickets)
+                )
 
     new = [d for d in decisions if d.order.order_id not in existing and d.recorded]
     if new:
@@ -269,75 +280,159 @@ async def decide_and_write(
     return decisions
 
 
+# Staging tables: one pair per PostgreSQL session, emptied by every commit (ON COMMIT
+# DELETE ROWS) and by every rollback (the rows belong to the transaction). A batch is
+# COPYed into them (binary, one round trip each) and moved into the real tables by one
+# INSERT ... SELECT ... ON CONFLICT statement. COPY alone cannot say ON CONFLICT. The
+# CREATE ... IF NOT EXISTS runs in every batch's own transaction, not once per session, so
+# the write holds behind PgBouncer in transaction mode (any server connection will do).
+_STAGING_DDL = """
+SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS persister_orders (
+    order_id uuid, event_id bigint, partition smallint, hold_id text, buyer text,
+    status text, reason text, conflicting_seats text[], seats jsonb, total_minor bigint,
+    currency text, placed_at bigint, decided_at bigint, idempotency_key text,
+    fingerprint text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS persister_tickets (
+    ticket_id uuid, order_id uuid, event_id bigint, seat_id text, holder text,
+    category text, price_minor bigint, currency text
+) ON COMMIT DELETE ROWS;
+"""
+_ORDER_COLUMNS = (
+    "order_id", "event_id", "partition", "hold_id", "buyer", "status", "reason",
+    "conflicting_seats", "seats", "total_minor", "currency", "placed_at", "decided_at",
+    "idempotency_key", "fingerprint",
+)  # fmt: skip
+_TICKET_COLUMNS = (
+    "ticket_id", "order_id", "event_id", "seat_id", "holder", "category", "price_minor",
+    "currency",
+)  # fmt: skip
+# One statement: the orders, their idempotency records and their tickets. The foreign
+# keys of the last two onto orders.orders are checked at the end of the statement, when
+# the orders are in. Returns how many tickets were written.
+_MOVE_STAGED = """
+WITH new_orders AS (
+    INSERT INTO orders.orders (order_id, event_id, partition, hold_id, buyer, status, reason,
+                               conflicting_seats, seats, total_minor, currency, placed_at,
+                               decided_at)
+    SELECT order_id, event_id, partition, hold_id, buyer, status, reason, conflicting_seats,
+           seats, total_minor, currency, to_timestamp(placed_at / 1000.0),
+           to_timestamp(decided_at / 1000.0)
+    FROM persister_orders
+    ON CONFLICT (order_id) DO NOTHING
+), new_keys AS (
+    INSERT INTO orders.idempotency_keys (buyer, key, fingerprint, order_id)
+    SELECT buyer, idempotency_key, fingerprint, order_id
+    FROM persister_orders WHERE idempotency_key IS NOT NULL
+    ON CONFLICT DO NOTHING
+), new_tickets AS (
+    INSERT INTO orders.tickets (ticket_id, order_id, event_id, seat_id, holder, category,
+                                price_minor, currency)
+    SELECT ticket_id, order_id, event_id, seat_id, holder, category, price_minor, currency
+    FROM persister_tickets
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM new_tickets
+"""
+
+
+# Staging tables: one pair per PostgreSQL session, emptied by every commit (ON COMMIT
+# DELETE ROWS) and by every rollback (the rows belong to the transaction). A batch is
+# COPYed into them (binary, one round trip each) and moved into the real tables by one
+# INSERT ... SELECT ... ON CONFLICT statement. COPY alone cannot say ON CONFLICT. The
+# CREATE ... IF NOT EXISTS runs in every batch's own transaction, not once per session, so
+# the write holds behind PgBouncer in transaction mode (any server connection will do).
+_STAGING_DDL = """
+SET LOCAL client_min_messages = warning;
+CREATE TEMP TABLE IF NOT EXISTS persister_orders (
+    order_id uuid, event_id bigint, partition smallint, hold_id text, buyer text,
+    status text, reason text, conflicting_seats text[], seats jsonb, total_minor bigint,
+    currency text, placed_at bigint, decided_at bigint, idempotency_key text,
+    fingerprint text
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS persister_tickets (
+    ticket_id uuid, order_id uuid, event_id bigint, seat_id text, holder text,
+    category text, price_minor bigint, currency text
+) ON COMMIT DELETE ROWS;
+"""
+_ORDER_COLUMNS = (
+    "order_id", "event_id", "partition", "hold_id", "buyer", "status", "reason",
+    "conflicting_seats", "seats", "total_minor", "currency", "placed_at", "decided_at",
+    "idempotency_key", "fingerprint",
+)  # fmt: skip
+_TICKET_COLUMNS = (
+    "ticket_id", "order_id", "event_id", "seat_id", "holder", "category", "price_minor",
+    "currency",
+)  # fmt: skip
+# One statement: the orders, their idempotency records and their tickets. The foreign
+# keys of the last two onto orders.orders are checked at the end of the statement, when
+# the orders are in. Returns how many tickets were written.
+_MOVE_STAGED = """
+WITH new_orders AS (
+    INSERT INTO orders.orders (order_id, event_id, partition, hold_id, buyer, status, reason,
+                               conflicting_seats, seats, total_minor, currency, placed_at,
+                               decided_at)
+    SELECT order_id, event_id, partition, hold_id, buyer, status, reason, conflicting_seats,
+           seats, total_minor, currency, to_timestamp(placed_at / 1000.0),
+           to_timestamp(decided_at / 1000.0)
+    FROM persister_orders
+    ON CONFLICT (order_id) DO NOTHING
+), new_keys AS (
+    INSERT INTO orders.idempotency_keys (buyer, key, fingerprint, order_id)
+    SELECT buyer, idempotency_key, fingerprint, order_id
+    FROM persister_orders WHERE idempotency_key IS NOT NULL
+    ON CONFLICT DO NOTHING
+), new_tickets AS (
+    INSERT INTO orders.tickets (ticket_id, order_id, event_id, seat_id, holder, category,
+                                price_minor, currency)
+    SELECT ticket_id, order_id, event_id, seat_id, holder, category, price_minor, currency
+    FROM persister_tickets
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM new_tickets
+"""
+
+
 async def _insert(conn: asyncpg.Connection, new: list[Decision]) -> None:
+    """Write decided orders (and the tickets of the confirmed ones); inside a transaction.
+
+    The decisions were made against the tickets already sold; if the ticket insert writes
+    fewer rows than decided, another writer sold one of the seats in between (two
+    consumers during a rebalance): TransientError rolls back, and the retry sees that
+    ticket and rejects the loser.
+    """
     enc = msgspec.json.encode
-    await conn.execute(
-        """
-        INSERT INTO orders.orders (order_id, event_id, partition, hold_id, buyer, status, reason,
-                                   conflicting_seats, seats, total_minor, currency, placed_at,
-                                   decided_at)
-        SELECT o.order_id, o.event_id, o.partition, o.hold_id, o.buyer, o.status, o.reason,
-               string_to_array(o.conflicting, ','), o.seats::jsonb, o.total, o.currency,
-               to_timestamp(o.placed_at / 1000.0), to_timestamp(o.decided_at / 1000.0)
-        FROM unnest($1::uuid[], $2::bigint[], $3::smallint[], $4::text[], $5::text[], $6::text[],
-                    $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::bigint[],
-                    $13::bigint[])
-             AS o(order_id, event_id, partition, hold_id, buyer, status, reason, conflicting,
-                  seats, total, currency, placed_at, decided_at)
-        ON CONFLICT (order_id) DO NOTHING
-        """,
-        [d.order.order_id for d in new],
-        [d.order.event_id for d in new],
-        [d.order.partition for d in new],
-        [d.order.hold_id for d in new],
-        [d.order.buyer for d in new],
-        [d.status for d in new],
-        [d.reason for d in new],
-        [",".join(d.conflicting) for d in new],
-        [enc(d.order.seats).decode() for d in new],
-        [d.order.total for d in new],
-        [d.order.currency for d in new],
-        [d.order.placed_at for d in new],
-        [d.decided_at for d in new],
-    )
-    keyed = [d for d in new if d.order.idempotency_key]
-    if keyed:
-        await conn.execute(
-            """
-            INSERT INTO orders.idempotency_keys (buyer, key, fingerprint, order_id)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[])
-            ON CONFLICT DO NOTHING
-            """,
-            [d.order.buyer for d in keyed],
-            [d.order.idempotency_key for d in keyed],
-            [d.order.fingerprint or "" for d in keyed],
-            [d.order.order_id for d in keyed],
+    await conn.execute(_STAGING_DDL)
+    await conn.copy_records_to_table(
+        "persister_orders",
+        columns=_ORDER_COLUMNS,
+        records=[
+            (
+                d.order.order_id, d.order.event_id, d.order.partition, d.order.hold_id,
+                d.order.buyer, d.status, d.reason, list(d.conflicting),
+                enc(d.order.seats).decode(), d.order.total, d.order.currency,
+                d.order.placed_at, d.decided_at, d.order.idempotency_key or None,
+                d.order.fingerprint or "",
+            )
+            for d in new
+        ],
+    )  # fmt: skip
+    tickets = [
+        (t, d.order.order_id, d.order.event_id, s.seat_id, d.order.buyer, s.category, s.price,
+         d.order.currency)
+        for d in new if d.status == "confirmed"
+        for t, s in zip(d.ticket_ids(), d.order.seats, strict=True)
+    ]  # fmt: skip
+    if tickets:
+        await conn.copy_records_to_table(
+            "persister_tickets", columns=_TICKET_COLUMNS, records=tickets
         )
-    tickets = [(d.order, s) for d in new if d.status == "confirmed" for s in d.order.seats]
-    if not tickets:
-        return
-    written = await conn.fetch(
-        """
-        INSERT INTO orders.tickets (ticket_id, order_id, event_id, seat_id, holder, category,
-                                    price_minor, currency)
-        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::text[],
-                             $6::text[], $7::bigint[], $8::text[])
-        ON CONFLICT DO NOTHING
-        RETURNING ticket_id
-        """,
-        [ticket_id_for(o.order_id, s.seat_id) for o, s in tickets],
-        [o.order_id for o, _ in tickets],
-        [o.event_id for o, _ in tickets],
-        [s.seat_id for _, s in tickets],
-        [o.buyer for o, _ in tickets],
-        [s.category for _, s in tickets],
-        [s.price for _, s in tickets],
-        [o.currency for o, _ in tickets],
-    )
-    if len(written) != len(tickets):
-        # Another writer sold one of these seats after our check (two consumers during a
-        # rebalance). Roll back; the retry sees that ticket and rejects the loser.
-        raise TransientError(f"seat race: wrote {len(written)} of {len(tickets)} tickets")
+    written = await conn.fetchval(_MOVE_STAGED)
+    if written != len(tickets):
+        raise TransientError(f"seat race: wrote {written} of {len(tickets)} tickets")
 
 
 class Persister:
