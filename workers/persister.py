@@ -2,13 +2,15 @@
 
 One Kafka batch (up to ``batch_max_records`` messages or ``batch_timeout_ms``) is written
 in ONE transaction: COPY into session staging tables, then one ``INSERT ... SELECT ... ON
-CONFLICT DO NOTHING`` into orders, idempotency keys and tickets. Then, in this order:
-``OrderConfirmed``/``OrderRejected`` are published, Redis is told (``mark_sold_many`` /
-``reject_many``, one script call per event partition), and only then are the offsets
-committed. A crash anywhere before the offset commit redelivers
-the batch; the persister is idempotent on order id (an order already in PostgreSQL keeps
-its decision, which is published again), so every accepted order ends decided exactly once.
-See docs/decisions/0402-*.md.
+CONFLICT DO NOTHING`` into orders, idempotency keys and tickets. After the commit, Redis
+is handed the decisions (``RedisBacklog``: ``mark_sold_many`` / ``reject_many`` in the
+background, retried while Redis is away, never holding PostgreSQL back); then
+``OrderConfirmed`` / ``OrderRejected`` are published and the offsets committed. A crash
+anywhere before the offset commit redelivers the batch; the persister is idempotent on
+order id (an order already in PostgreSQL keeps its decision, which is published again),
+so every accepted order ends decided exactly once. Seats whose Redis update was lost (a
+crash, a long outage) are repaired by the reconciler (workers/expirer.py). See
+docs/decisions/0402-*.md and 0804-*.md.
 
 Conflicts: UNIQUE (event_id, seat_id) on tickets is the final arbiter. Within a batch the
 earlier offset wins (one event is one partition, so offset order is placement order).
@@ -28,6 +30,8 @@ Run: ``uv run python -m workers.persister``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -338,64 +342,6 @@ SELECT count(*) FROM new_tickets
 """
 
 
-# Staging tables: one pair per PostgreSQL session, emptied by every commit (ON COMMIT
-# DELETE ROWS) and by every rollback (the rows belong to the transaction). A batch is
-# COPYed into them (binary, one round trip each) and moved into the real tables by one
-# INSERT ... SELECT ... ON CONFLICT statement. COPY alone cannot say ON CONFLICT. The
-# CREATE ... IF NOT EXISTS runs in every batch's own transaction, not once per session, so
-# the write holds behind PgBouncer in transaction mode (any server connection will do).
-_STAGING_DDL = """
-SET LOCAL client_min_messages = warning;
-CREATE TEMP TABLE IF NOT EXISTS persister_orders (
-    order_id uuid, event_id bigint, partition smallint, hold_id text, buyer text,
-    status text, reason text, conflicting_seats text[], seats jsonb, total_minor bigint,
-    currency text, placed_at bigint, decided_at bigint, idempotency_key text,
-    fingerprint text
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS persister_tickets (
-    ticket_id uuid, order_id uuid, event_id bigint, seat_id text, holder text,
-    category text, price_minor bigint, currency text
-) ON COMMIT DELETE ROWS;
-"""
-_ORDER_COLUMNS = (
-    "order_id", "event_id", "partition", "hold_id", "buyer", "status", "reason",
-    "conflicting_seats", "seats", "total_minor", "currency", "placed_at", "decided_at",
-    "idempotency_key", "fingerprint",
-)  # fmt: skip
-_TICKET_COLUMNS = (
-    "ticket_id", "order_id", "event_id", "seat_id", "holder", "category", "price_minor",
-    "currency",
-)  # fmt: skip
-# One statement: the orders, their idempotency records and their tickets. The foreign
-# keys of the last two onto orders.orders are checked at the end of the statement, when
-# the orders are in. Returns how many tickets were written.
-_MOVE_STAGED = """
-WITH new_orders AS (
-    INSERT INTO orders.orders (order_id, event_id, partition, hold_id, buyer, status, reason,
-                               conflicting_seats, seats, total_minor, currency, placed_at,
-                               decided_at)
-    SELECT order_id, event_id, partition, hold_id, buyer, status, reason, conflicting_seats,
-           seats, total_minor, currency, to_timestamp(placed_at / 1000.0),
-           to_timestamp(decided_at / 1000.0)
-    FROM persister_orders
-    ON CONFLICT (order_id) DO NOTHING
-), new_keys AS (
-    INSERT INTO orders.idempotency_keys (buyer, key, fingerprint, order_id)
-    SELECT buyer, idempotency_key, fingerprint, order_id
-    FROM persister_orders WHERE idempotency_key IS NOT NULL
-    ON CONFLICT DO NOTHING
-), new_tickets AS (
-    INSERT INTO orders.tickets (ticket_id, order_id, event_id, seat_id, holder, category,
-                                price_minor, currency)
-    SELECT ticket_id, order_id, event_id, seat_id, holder, category, price_minor, currency
-    FROM persister_tickets
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-)
-SELECT count(*) FROM new_tickets
-"""
-
-
 async def _insert(conn: asyncpg.Connection, new: list[Decision]) -> None:
     """Write decided orders (and the tickets of the confirmed ones); inside a transaction.
 
@@ -435,6 +381,16 @@ async def _insert(conn: asyncpg.Connection, new: list[Decision]) -> None:
         raise TransientError(f"seat race: wrote {written} of {len(tickets)} tickets")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Written:
+    """One batch, committed to PostgreSQL: its decisions and dead letters, to be settled."""
+
+    records: Sequence[ConsumerRecord[Any, Any]]
+    decisions: list[Decision]
+    dead: list[DeadLetter]
+    started: float  # perf_counter() when the batch was taken
+
+
 class Persister:
     """Decides batches of OrderPlaced; the FastStream handler wraps ``handle``."""
 
@@ -452,12 +408,22 @@ class Persister:
         self.prefix = settings.kafka.topic_prefix
         self.max_attempts = max(1, settings.workers.dlq_after_attempts)
         self.send: Send = self._send_with_broker
+        self.backlog = (
+            RedisBacklog(ledger, settings.workers.redis_backlog_max) if ledger is not None else None
+        )
 
     async def _send_with_broker(self, name: str, value: bytes, key: bytes | None) -> Any:
         return await self.broker.publish(value, name, key=key, no_confirm=True)
 
     async def handle(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """Persist, publish and settle one batch; raises TransientError to retry the batch."""
+        """Persist and publish one batch, and queue its Redis updates; raises
+        TransientError to retry the batch."""
+        written = await self.write(records)
+        self.tell_redis(written.decisions)
+        await self.publish(written)
+
+    async def write(self, records: Sequence[ConsumerRecord[Any, Any]]) -> Written:
+        """Decode and decide the batch and commit it to PostgreSQL (TransientError: retry)."""
         started = time.perf_counter()
         orders: list[tuple[ConsumerRecord[Any, Any], OrderPlaced]] = []
         dead: list[DeadLetter] = []
@@ -468,9 +434,13 @@ class Persister:
                 dead.append(self._dead(record, f"undecodable OrderPlaced: {exc}", 1))
         decisions, more_dead = await self._write_split(orders)
         dead.extend(more_dead)
-        await self._settle(decisions, dead)
-        metrics.BATCH_SIZE.observe(len(records))
-        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+        return Written(records, decisions, dead, started)
+
+    def tell_redis(self, decisions: Sequence[Decision]) -> list[_LedgerEntry]:
+        """Queue the batch's Redis updates (pending -> sold or free); see RedisBacklog."""
+        if self.backlog is None:
+            return []
+        return self.backlog.put(decisions)
 
     async def _write(self, orders: Sequence[OrderPlaced]) -> list[Decision]:
         if not orders:
@@ -558,11 +528,11 @@ class Persister:
             at=now_ms(),
         )
 
-    async def _settle(self, decisions: list[Decision], dead: list[DeadLetter]) -> None:
-        """After the commit: publish outcomes and dead letters, and update Redis (together)."""
-
-        async def publish_all() -> None:
-            pending = []
+    async def publish(self, written: Written) -> None:
+        """After the commit: publish the outcomes and dead letters, all awaited together."""
+        decisions, dead = written.decisions, written.dead
+        pending = []
+        try:
             for d in decisions:
                 name = TOPIC_CONFIRMED if d.status == "confirmed" else TOPIC_REJECTED
                 value = encode(d.outcome())
@@ -573,15 +543,8 @@ class Persister:
                 key = letter.key.encode() if letter.key else None
                 pending.append(await self.send(topic(self.prefix, TOPIC_DLQ), encode(letter), key))
             await asyncio.gather(*pending)
-
-        async def redis_all() -> None:
-            if self.ledger is not None:
-                await self._tell_redis(decisions)
-
-        results = await asyncio.gather(publish_all(), redis_all(), return_exceptions=True)
-        for what, result in zip(("publishing outcomes", "updating Redis"), results, strict=True):
-            if isinstance(result, BaseException):
-                raise TransientError(f"{what} failed: {result}") from result
+        except Exception as exc:
+            raise TransientError(f"publishing outcomes failed: {exc}") from exc
         now = now_ms()
         for d in decisions:
             metrics.ORDERS.labels(status=d.status).inc()
@@ -598,44 +561,175 @@ class Persister:
                     letter.offset,
                     letter.error,
                 )
+        metrics.BATCH_SIZE.observe(len(written.records))
+        metrics.BATCH_DURATION.observe(time.perf_counter() - written.started)
 
-    async def _tell_redis(self, decisions: Sequence[Decision]) -> None:
-        """Pending -> sold or free in Redis. PostgreSQL has decided; Redis follows.
 
-        One script call per (event, partition) and outcome for the whole batch
-        (``mark_sold_many`` / ``reject_many``, chunked by the gateway), all awaited together.
-        A Conflict/NotFound for an order means Redis disagrees (failover, rebuild): the
-        seats are forced sold (mark_sold with the seats) or left to the reconciler; never
-        retried forever. Unavailable (Redis down) retries the batch.
-        """
-        assert self.ledger is not None
-        ledger = self.ledger
-        groups: dict[tuple[int, int], tuple[list[Decision], list[Decision]]] = {}
+class RedisBacklog:
+    """What PostgreSQL decided and Redis has still to hear, told in the background.
+
+    PostgreSQL is the arbiter of what was sold; Redis follows it. So a batch never waits
+    on Redis to be committed: its decisions are put here, one entry per (event,
+    partition) and outcome (``mark_sold_many`` or ``reject_many``), and applied as soon
+    as possible; an entry that fails (Redis or one shard away) is retried on its own with
+    backoff, so one shard's outage holds back only its own events' entries. The backlog
+    is bounded (``redis_backlog_max`` orders): beyond it the oldest entries are dropped,
+    counted in ticketbuster_persister_redis_dropped_total and left to the reconciler
+    (workers/expirer.py), which repairs Redis from PostgreSQL. A Conflict / NotFound for
+    one order means Redis disagrees (failover, rebuild): logged and counted, not retried.
+    """
+
+    RETRY_FIRST_S = 0.1
+    RETRY_MAX_S = 5.0
+    CONCURRENT = 16  # entries applied at once
+
+    def __init__(self, ledger: SeatLedger, max_orders: int) -> None:
+        self.ledger = ledger
+        self.max_orders = max(1, max_orders)
+        self.orders = 0  # orders waiting, the gauge's value
+        self.healthy = True  # the last attempt reached Redis
+        self._entries: dict[int, _LedgerEntry] = {}  # insertion order: oldest first
+        self._next = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def put(self, decisions: Sequence[Decision]) -> list[_LedgerEntry]:
+        """Queue the Redis updates of a committed batch; returns its entries (to wait on)."""
+        groups: dict[tuple[int, int, Literal["sold", "rejected"]], list[Decision]] = {}
         for d in decisions:
-            sold, rejected = groups.setdefault((d.order.event_id, d.order.partition), ([], []))
-            (sold if d.status == "confirmed" else rejected).append(d)
-
-        async def settle(
-            batch: list[Decision], call: Awaitable[Sequence[Any]]
-        ) -> list[tuple[Decision, Any]]:
-            return list(zip(batch, await call, strict=True))
-
-        calls = []
-        for (event_id, partition), (sold, rejected) in groups.items():
-            if sold:
-                orders = [
+            kind: Literal["sold", "rejected"] = "sold" if d.status == "confirmed" else "rejected"
+            groups.setdefault((d.order.event_id, d.order.partition, kind), []).append(d)
+        entries = [
+            _LedgerEntry(
+                event_id,
+                partition,
+                kind,
+                [
                     (d.order.order_id, [s.seat_id for s in d.order.seats], d.order.buyer)
-                    for d in sold
-                ]
-                calls.append(settle(sold, ledger.mark_sold_many(event_id, partition, orders)))
-            if rejected:
-                ids = [d.order.order_id for d in rejected]
-                calls.append(settle(rejected, ledger.reject_many(event_id, partition, ids)))
-        for pairs in await asyncio.gather(*calls):
-            for d, result in pairs:
-                if isinstance(result, (Conflict, NotFound)):
-                    log.warning("redis disagrees about order %s: %s", d.order.order_id, result)
-                    metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
+                    for d in batch
+                ],
+            )
+            for (event_id, partition, kind), batch in groups.items()
+        ]
+        for entry in entries:
+            self._entries[self._next] = entry
+            entry.key = self._next
+            self._next += 1
+            self.orders += len(entry.orders)
+        while self.orders > self.max_orders and self._entries:
+            self._drop(next(iter(self._entries.values())))
+        metrics.REDIS_BACKLOG.set(self.orders)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="redis-backlog")
+        self._wake.set()
+        return entries
+
+    async def wait(self, entries: Sequence[_LedgerEntry], timeout_s: float) -> bool:
+        """Wait until these entries reached Redis (or were dropped), at most ``timeout_s``."""
+        if not entries or timeout_s <= 0:
+            return all(e.done.is_set() for e in entries)
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(e.done.wait() for e in entries)), timeout=timeout_s
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout_s: float) -> None:
+        """Tell Redis what is left, for at most ``timeout_s``; the rest is the reconciler's."""
+        if self._entries:
+            await self.wait(list(self._entries.values()), timeout_s)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._entries:
+            log.warning(
+                "%d orders not told to Redis at shutdown: left to the reconciler", self.orders
+            )
+
+    def _drop(self, entry: _LedgerEntry) -> None:
+        if self._entries.pop(entry.key, None) is None:
+            return
+        self.orders -= len(entry.orders)
+        metrics.REDIS_DROPPED.inc(len(entry.orders))
+        log.warning(
+            "redis backlog full: %d orders of event %d left to the reconciler",
+            len(entry.orders),
+            entry.event_id,
+        )
+        entry.done.set()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._wake.clear()
+            now = loop.time()
+            ready = [e for e in self._entries.values() if e.due <= now][: self.CONCURRENT]
+            if ready:
+                await asyncio.gather(*(self._apply(e) for e in ready))
+                continue
+            if not self._entries:
+                await self._wake.wait()
+                continue
+            soonest = min(e.due for e in self._entries.values())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, soonest - now))
+
+    async def _apply(self, entry: _LedgerEntry) -> None:
+        batch = entry.orders
+        try:
+            if entry.kind == "sold":
+                results = await self.ledger.mark_sold_many(entry.event_id, entry.partition, batch)
+            else:
+                ids = [order_id for order_id, _, _ in batch]
+                results = await self.ledger.reject_many(entry.event_id, entry.partition, ids)
+        except Exception as exc:
+            entry.attempts += 1
+            wait = min(self.RETRY_MAX_S, self.RETRY_FIRST_S * 2 ** (entry.attempts - 1))
+            entry.due = asyncio.get_running_loop().time() + wait
+            if self.healthy or entry.attempts == 1:
+                log.warning(
+                    "telling Redis about %d orders of event %d failed (%s: %s); retrying",
+                    len(batch),
+                    entry.event_id,
+                    type(exc).__name__,
+                    exc,
+                )
+            self.healthy = False
+            return
+        self.healthy = True
+        for (order_id, _, _), result in zip(batch, results, strict=True):
+            if isinstance(result, (Conflict, NotFound)):
+                log.warning("redis disagrees about order %s: %s", order_id, result)
+                metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
+        if self._entries.pop(entry.key, None) is not None:
+            self.orders -= len(batch)
+            metrics.REDIS_BACKLOG.set(self.orders)
+        entry.done.set()
+
+
+class _LedgerEntry:
+    """One script call's worth of a batch: its orders of one (event, partition), one outcome."""
+
+    __slots__ = ("attempts", "done", "due", "event_id", "key", "kind", "orders", "partition")
+
+    def __init__(
+        self,
+        event_id: int,
+        partition: int,
+        kind: Literal["sold", "rejected"],
+        orders: list[tuple[str, list[str], str]],
+    ) -> None:
+        self.event_id = event_id
+        self.partition = partition
+        self.kind = kind
+        self.orders = orders  # (order_id, seat ids, buyer), in offset order
+        self.attempts = 0
+        self.due = 0.0
+        self.key = 0
+        self.done = asyncio.Event()
 
 
 def create_persister(
@@ -664,7 +758,10 @@ def create_persister(
         consumer = msg.consumer
         persister: Persister = state["persister"]
         try:
-            await persister.handle(records)
+            written = await persister.write(records)
+            # Redis hears of the decisions right after the commit, whatever Kafka does next.
+            told = persister.tell_redis(written.decisions)
+            await persister.publish(written)
         except Exception as exc:
             # Nothing was acknowledged: rewind and try the same batch again shortly. (Not
             # rewinding would let the next batch's commit skip this one.)
@@ -677,6 +774,11 @@ def create_persister(
             state["failures"] = state.get("failures", 0) + 1
             return
         state["failures"] = 0
+        backlog = persister.backlog
+        if backlog is not None and backlog.healthy:
+            # While Redis answers, commit after it heard: a crash right after the commit
+            # then leaves no seat pending. While it does not, PostgreSQL does not wait.
+            await backlog.wait(told, settings.workers.redis_wait_ms / 1000)
         await msg.ack()  # commits the consumed offsets, only after the DB commit
         await observe_lag(consumer, group)
 
@@ -709,6 +811,9 @@ def create_persister(
         state["persister"] = persister
 
     async def shutdown() -> None:
+        persister = state.get("persister")
+        if persister is not None and persister.backlog is not None:
+            await persister.backlog.close(timeout_s=5)
         if "producer" in state:
             await state["producer"].stop()
         if "pool" in state:
