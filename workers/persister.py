@@ -4,13 +4,14 @@ One Kafka batch (up to ``batch_max_records`` messages or ``batch_timeout_ms``) i
 in ONE transaction: COPY into session staging tables, then one ``INSERT ... SELECT ... ON
 CONFLICT DO NOTHING`` into orders, idempotency keys and tickets. After the commit, Redis
 is handed the decisions (``RedisBacklog``: ``mark_sold_many`` / ``reject_many`` in the
-background, retried while Redis is away, never holding PostgreSQL back); then
-``OrderConfirmed`` / ``OrderRejected`` are published and the offsets committed. A crash
-anywhere before the offset commit redelivers the batch; the persister is idempotent on
-order id (an order already in PostgreSQL keeps its decision, which is published again),
-so every accepted order ends decided exactly once. Seats whose Redis update was lost (a
-crash, a long outage) are repaired by the reconciler (workers/expirer.py). See
-docs/decisions/0402-*.md and 0804-*.md.
+background, retried while Redis is away, never holding PostgreSQL back), and the batch
+settles while the next one is written (``BatchPipeline``): ``OrderConfirmed`` /
+``OrderRejected`` are published and then exactly this batch's offsets are committed. A
+crash anywhere before that offset commit redelivers the batch; the persister is
+idempotent on order id (an order already in PostgreSQL keeps its decision, which is
+published again), so every accepted order ends decided exactly once. Seats whose Redis
+update was lost (a crash, a long outage) are repaired by the reconciler
+(workers/expirer.py). See docs/decisions/0402-*.md and 0804-*.md.
 
 Conflicts: UNIQUE (event_id, seat_id) on tickets is the final arbiter. Within a batch the
 earlier offset wins (one event is one partition, so offset order is placement order).
@@ -39,7 +40,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 import msgspec
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -416,8 +417,8 @@ class Persister:
         return await self.broker.publish(value, name, key=key, no_confirm=True)
 
     async def handle(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-        """Persist and publish one batch, and queue its Redis updates; raises
-        TransientError to retry the batch."""
+        """Persist and publish one batch, and queue its Redis updates (one step after the
+        other, as the pipeline does them); raises TransientError to retry the batch."""
         written = await self.write(records)
         self.tell_redis(written.decisions)
         await self.publish(written)
@@ -732,6 +733,114 @@ class _LedgerEntry:
         self.done = asyncio.Event()
 
 
+class BatchPipeline:
+    """Writes one batch while the batch before it settles; commits offsets batch by batch.
+
+    The FastStream subscriber hands over one batch at a time (``feed``) and waits for it.
+    ``feed`` commits the batch to PostgreSQL, then starts its settling in the background
+    and returns, so the subscriber fetches and writes the next batch while this one's
+    outcomes are published. A settling is: publish the outcomes (all acknowledged), wait
+    a little for Redis (``redis_wait_ms``, and only while Redis answers), then commit
+    **this batch's own offsets** with ``consumer.commit({partition: last offset + 1})``.
+
+    Offsets are committed explicitly and never with ``msg.ack()``: under
+    ``AckPolicy.MANUAL``, ``ack()`` commits the consumer's *current positions*, which by
+    then are past the next batch (already fetched and maybe written, but not published).
+    A crash after such a commit would skip that batch's outcomes. With explicit offsets
+    a commit covers exactly the records whose decisions are in PostgreSQL and whose
+    outcomes were acknowledged by the broker. At most one settling runs: ``feed`` awaits
+    the previous one before starting its own, so commits go out in offset order and never
+    move a partition backwards.
+
+    Failures rewind. Every seek happens after the previous settling has finished, so two
+    seeks never race: a failed settling seeks its own batch back (then the topic can be
+    idle and still redeliver it); a ``feed`` that finds the previous settling failed
+    seeks back both batches; a failed write seeks back its own batch. A redelivered
+    batch is decided again from PostgreSQL (idempotent by order id).
+    """
+
+    def __init__(self, persister: Persister, group: str) -> None:
+        self.persister = persister
+        self.group = group
+        self.redis_wait_s = max(0.0, persister.settings.workers.redis_wait_ms / 1000)
+        self.failures = 0
+        self._settling: tuple[asyncio.Task[bool], Sequence[ConsumerRecord[Any, Any]]] | None = None
+
+    async def feed(
+        self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]
+    ) -> None:
+        previous, self._settling = self._settling, None
+        if previous is not None and previous[0].done() and not previous[0].result():
+            # Its batch comes again (it seeked back); these records come after it.
+            rewind(consumer, [*previous[1], *records])
+            await self._backoff()
+            return
+        written: Written | None = None
+        try:
+            written = await self.persister.write(records)  # overlaps the previous settling
+        except TransientError as exc:
+            log.warning("batch of %d will be retried: %s", len(records), exc)
+        except Exception:
+            log.exception("batch of %d failed unexpectedly; retrying", len(records))
+        if previous is not None and not await previous[0]:
+            rewind(consumer, [*previous[1], *records])
+            await self._backoff()
+            return
+        if written is None:
+            rewind(consumer, records)  # nothing of it is committed: write it again shortly
+            await self._backoff()
+            return
+        self.failures = 0
+        # Redis hears of the decisions right after the commit, whatever Kafka does next.
+        told = self.persister.tell_redis(written.decisions)
+        task = asyncio.create_task(self._settle(consumer, written, told), name="settle-batch")
+        self._settling = (task, records)
+
+    async def flush(self) -> None:
+        """Let the batch in flight finish settling (shutdown: its offsets get committed)."""
+        previous, self._settling = self._settling, None
+        if previous is not None:
+            await previous[0]
+
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, written: Written, told: Sequence[_LedgerEntry]
+    ) -> bool:
+        try:
+            await self.persister.publish(written)
+        except Exception as exc:
+            log.warning("batch of %d will be retried: %s", len(written.records), exc)
+            rewind(consumer, written.records)
+            return False
+        backlog = self.persister.backlog
+        if backlog is not None and backlog.healthy:
+            # While Redis answers, commit after it heard: a crash right after the commit
+            # then leaves no seat pending. While it does not, PostgreSQL does not wait.
+            await backlog.wait(told, self.redis_wait_s)
+        offsets: dict[TopicPartition, int] = {}
+        for r in written.records:
+            tp = TopicPartition(r.topic, r.partition)
+            offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:
+            # A rebalance took a partition away: its new owner decides the batch again from
+            # PostgreSQL (the same decisions, published again). Nothing is lost.
+            log.warning("offsets of a batch of %d not committed: %s", len(written.records), exc)
+            return True
+        await observe_lag(consumer, self.group)
+        return True
+
+    async def _backoff(self) -> None:
+        await asyncio.sleep(min(5.0, 0.5 * (1 + self.failures)))
+        self.failures += 1
+
+
+async def _undecoded(msg: KafkaMessage) -> Any:
+    """The batch's values as they came: the handler decodes the records with msgspec itself
+    (FastStream's decoder would parse every value as JSON a first time, for nothing)."""
+    return msg.body
+
+
 def create_persister(
     settings: Settings | None = None, *, ledger: SeatLedger | None = None, with_ledger: bool = True
 ) -> FastStream:
@@ -750,37 +859,16 @@ def create_persister(
         batch_timeout_ms=settings.workers.batch_timeout_ms,
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
+        decoder=_undecoded,
     )
     async def persist(msg: KafkaMessage) -> None:
         records = msg.raw_message
         if not isinstance(records, tuple):
             records = (records,)
-        consumer = msg.consumer
-        persister: Persister = state["persister"]
-        try:
-            written = await persister.write(records)
-            # Redis hears of the decisions right after the commit, whatever Kafka does next.
-            told = persister.tell_redis(written.decisions)
-            await persister.publish(written)
-        except Exception as exc:
-            # Nothing was acknowledged: rewind and try the same batch again shortly. (Not
-            # rewinding would let the next batch's commit skip this one.)
-            if isinstance(exc, TransientError):
-                log.warning("batch of %d will be retried: %s", len(records), exc)
-            else:
-                log.exception("batch of %d failed unexpectedly; retrying", len(records))
-            rewind(consumer, records)
-            await asyncio.sleep(min(5.0, 0.5 * (1 + state.get("failures", 0))))
-            state["failures"] = state.get("failures", 0) + 1
-            return
-        state["failures"] = 0
-        backlog = persister.backlog
-        if backlog is not None and backlog.healthy:
-            # While Redis answers, commit after it heard: a crash right after the commit
-            # then leaves no seat pending. While it does not, PostgreSQL does not wait.
-            await backlog.wait(told, settings.workers.redis_wait_ms / 1000)
-        await msg.ack()  # commits the consumed offsets, only after the DB commit
-        await observe_lag(consumer, group)
+        # Commits this batch's own offsets once it is in PostgreSQL and its outcomes are
+        # published, never msg.ack() (the consumer's positions): see BatchPipeline.
+        pipeline: BatchPipeline = state["pipeline"]
+        await pipeline.feed(msg.consumer, records)
 
     async def startup() -> None:
         await ensure_topics(settings)
@@ -798,7 +886,10 @@ def create_persister(
             bootstrap_servers=settings.kafka.bootstrap,
             acks="all",
             enable_idempotence=settings.kafka.idempotent_producer,
-            linger_ms=2,
+            # A batch's outcomes leave as a few large produce requests, not dozens of 16 KiB
+            # ones (500 outcomes are ~300 KiB); they settle while the next batch is written.
+            linger_ms=5,
+            max_batch_size=512 * 1024,
             client_id="persister",
         )
         await producer.start()
@@ -809,6 +900,13 @@ def create_persister(
 
         persister.send = send
         state["persister"] = persister
+        state["pipeline"] = BatchPipeline(persister, group)
+
+    async def finish_batches() -> None:
+        # Before the broker stops: the batch in flight commits its offsets.
+        if "pipeline" in state:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(state["pipeline"].flush(), timeout=10)
 
     async def shutdown() -> None:
         persister = state.get("persister")
@@ -827,6 +925,7 @@ def create_persister(
     app = FastStream(broker, logger=log)
     attach_probes(app, settings.workers.persister_port, settings.workers.http_host, ready)
     app.on_startup(startup)
+    app.on_shutdown(finish_batches)
     app.after_shutdown(shutdown)
     return app
 
