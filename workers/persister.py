@@ -625,22 +625,27 @@ class RedisBacklog:
         self._wake.set()
         return entries
 
-    async def wait(self, entries: Sequence[_LedgerEntry], timeout_s: float) -> bool:
-        """Wait until these entries reached Redis (or were dropped), at most ``timeout_s``."""
-        if not entries or timeout_s <= 0:
-            return all(e.done.is_set() for e in entries)
-        try:
-            await asyncio.wait_for(
-                asyncio.gather(*(e.done.wait() for e in entries)), timeout=timeout_s
-            )
-        except TimeoutError:
-            return False
-        return True
+    async def wait(self, entries: Sequence[_LedgerEntry], timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until each entry reached Redis or failed once (so
+        a batch never waits on a shard that is away, only on one that is answering)."""
+        if entries and timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(e.tried.wait() for e in entries)), timeout=timeout_s
+                )
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait, at most ``timeout_s``, until every entry reached Redis (or was dropped)."""
+        entries = list(self._entries.values())
+        if entries and timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.gather(*(e.done.wait() for e in entries)), timeout=timeout_s
+                )
 
     async def close(self, timeout_s: float) -> None:
         """Tell Redis what is left, for at most ``timeout_s``; the rest is the reconciler's."""
-        if self._entries:
-            await self.wait(list(self._entries.values()), timeout_s)
+        await self.drain(timeout_s)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -660,6 +665,7 @@ class RedisBacklog:
             len(entry.orders),
             entry.event_id,
         )
+        entry.tried.set()
         entry.done.set()
 
     async def _run(self) -> None:
@@ -669,7 +675,7 @@ class RedisBacklog:
             now = loop.time()
             ready = [e for e in self._entries.values() if e.due <= now][: self.CONCURRENT]
             if ready:
-                await asyncio.gather(*(self._apply(e) for e in ready))
+                await asyncio.gather(*(self._apply(e) for e in ready), return_exceptions=True)
                 continue
             if not self._entries:
                 await self._wake.wait()
@@ -699,22 +705,26 @@ class RedisBacklog:
                     exc,
                 )
             self.healthy = False
+            entry.tried.set()
             return
         self.healthy = True
-        for (order_id, _, _), result in zip(batch, results, strict=True):
-            if isinstance(result, (Conflict, NotFound)):
-                log.warning("redis disagrees about order %s: %s", order_id, result)
-                metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
         if self._entries.pop(entry.key, None) is not None:
             self.orders -= len(batch)
             metrics.REDIS_BACKLOG.set(self.orders)
+        entry.tried.set()
         entry.done.set()
+        for (order_id, _, _), result in zip(batch, results, strict=False):
+            if isinstance(result, (Conflict, NotFound)):
+                log.warning("redis disagrees about order %s: %s", order_id, result)
+                metrics.RECONCILER_MISMATCHES.labels(kind="persister_redis_conflict").inc()
 
 
 class _LedgerEntry:
     """One script call's worth of a batch: its orders of one (event, partition), one outcome."""
 
-    __slots__ = ("attempts", "done", "due", "event_id", "key", "kind", "orders", "partition")
+    __slots__ = (
+        "attempts", "done", "due", "event_id", "key", "kind", "orders", "partition", "tried",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -730,7 +740,8 @@ class _LedgerEntry:
         self.attempts = 0
         self.due = 0.0
         self.key = 0
-        self.done = asyncio.Event()
+        self.tried = asyncio.Event()  # reached Redis, or failed once
+        self.done = asyncio.Event()  # reached Redis, or dropped
 
 
 class BatchPipeline:
@@ -770,7 +781,7 @@ class BatchPipeline:
         self, consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]
     ) -> None:
         previous, self._settling = self._settling, None
-        if previous is not None and previous[0].done() and not previous[0].result():
+        if previous is not None and previous[0].done() and not _succeeded(previous[0]):
             # Its batch comes again (it seeked back); these records come after it.
             rewind(consumer, [*previous[1], *records])
             await self._backoff()
@@ -782,7 +793,7 @@ class BatchPipeline:
             log.warning("batch of %d will be retried: %s", len(records), exc)
         except Exception:
             log.exception("batch of %d failed unexpectedly; retrying", len(records))
-        if previous is not None and not await previous[0]:
+        if previous is not None and not await _finished(previous[0]):
             rewind(consumer, [*previous[1], *records])
             await self._backoff()
             return
@@ -800,7 +811,7 @@ class BatchPipeline:
         """Let the batch in flight finish settling (shutdown: its offsets get committed)."""
         previous, self._settling = self._settling, None
         if previous is not None:
-            await previous[0]
+            await _finished(previous[0])
 
     async def _settle(
         self, consumer: AIOKafkaConsumer, written: Written, told: Sequence[_LedgerEntry]
@@ -822,17 +833,28 @@ class BatchPipeline:
             offsets[tp] = max(offsets.get(tp, 0), r.offset + 1)
         try:
             await consumer.commit(offsets)
+            await observe_lag(consumer, self.group)
         except Exception as exc:
             # A rebalance took a partition away: its new owner decides the batch again from
             # PostgreSQL (the same decisions, published again). Nothing is lost.
             log.warning("offsets of a batch of %d not committed: %s", len(written.records), exc)
-            return True
-        await observe_lag(consumer, self.group)
         return True
 
     async def _backoff(self) -> None:
         await asyncio.sleep(min(5.0, 0.5 * (1 + self.failures)))
         self.failures += 1
+
+
+def _succeeded(task: asyncio.Task[bool]) -> bool:
+    """A finished settling's result; one that raised counts as failed (and is retried)."""
+    if task.cancelled() or task.exception() is not None:
+        return False
+    return task.result()
+
+
+async def _finished(task: asyncio.Task[bool]) -> bool:
+    await asyncio.wait([task])
+    return _succeeded(task)
 
 
 async def _undecoded(msg: KafkaMessage) -> Any:
