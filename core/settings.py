@@ -124,6 +124,12 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     reconcile_interval_s: float = 15.0
     # A pending order older than this without a row in PostgreSQL is stuck.
     reconcile_grace_s: float = 120.0
+    # Orders whose Redis update (mark_sold / reject) may wait in the persister while
+    # Redis is away; beyond that the oldest are left to the reconciler.
+    redis_backlog_max: int = 50_000
+    # While Redis answers, a batch's offsets are committed once Redis is told, waiting at
+    # most this long; while it does not, they are committed without waiting.
+    redis_wait_ms: int = 1000
 
 
 class LiveSettings(msgspec.Struct, frozen=True):

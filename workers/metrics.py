@@ -44,8 +44,19 @@ BATCH_SIZE = Histogram(
 )
 BATCH_DURATION = Histogram(
     "ticketbuster_persister_batch_duration_seconds",
-    "Time to persist one batch (transaction, publishes, Redis updates).",
+    "Time to persist one batch (transaction and published outcomes).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+REDIS_BACKLOG = Gauge(
+    "ticketbuster_persister_redis_backlog",
+    "Decided orders the persister has still to tell Redis (mark_sold / reject).",
+    multiprocess_mode="sum",
+    registry=REGISTRY,
+)
+REDIS_DROPPED = Counter(
+    "ticketbuster_persister_redis_dropped_total",
+    "Decided orders the persister stopped telling Redis (backlog full): the reconciler's.",
     registry=REGISTRY,
 )
 TICKETS = Counter(

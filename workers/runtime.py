@@ -305,13 +305,19 @@ def batch_consumer(
 
 
 def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-    """Seek every partition of the batch back to its first record (nothing is committed)."""
+    """Seek every partition of the batch back to its first record (nothing is committed).
+
+    A partition a rebalance has taken away meanwhile is skipped (seeking it would raise
+    before the others are rewound): its new owner reads it from the last commit.
+    """
     earliest: dict[TopicPartition, int] = {}
     for r in records:
         tp = TopicPartition(r.topic, r.partition)
         earliest[tp] = min(earliest.get(tp, r.offset), r.offset)
+    assigned = consumer.assignment()
     for tp, offset in earliest.items():
-        consumer.seek(tp, offset)
+        if tp in assigned:
+            consumer.seek(tp, offset)
 
 
 async def observe_lag(consumer: AIOKafkaConsumer, group: str) -> None:

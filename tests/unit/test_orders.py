@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import msgspec
 import pytest
 
@@ -83,6 +85,15 @@ def test_ticket_ids_are_deterministic_per_order_and_seat() -> None:
     assert ticket_id_for("o-1", "101-C-14") == ticket_id_for("o-1", "101-C-14")
     assert ticket_id_for("o-1", "101-C-14") != ticket_id_for("o-2", "101-C-14")
     assert ticket_id_for("o-1", "101-C-14") != ticket_id_for("o-1", "101-C-15")
+
+
+def test_ticket_ids_are_the_uuid5_of_order_and_seat() -> None:
+    # Tickets already in PostgreSQL were named by uuid.uuid5: a replay must map onto them.
+    namespace = uuid.UUID("6f1c2e0a-4b1d-5e7a-9c3f-0d2b8a7e5f41")
+    for i in range(200):
+        order_id, seat_id = str(uuid.UUID(int=i * 7919 + 1)), f"{i % 7}-R{i}-ñ{i}"
+        expected = str(uuid.uuid5(namespace, f"{order_id}/{seat_id}"))
+        assert ticket_id_for(order_id, seat_id) == expected
 
 
 def test_place_order_request_rejects_unknown_fields() -> None:
