@@ -28,6 +28,9 @@ def services() -> dict[str, str]:
     env = devservices.up()
     os.environ.update(env)
     os.environ.setdefault("TB_ENV", "test")
+    # The tests sign in with the built-in dev issuer (off unless asked for), also in the
+    # API processes they start from this environment.
+    os.environ.setdefault("TB_AUTH_DEV_ISSUER_ENABLED", "true")
     return env
 
 
@@ -73,7 +76,7 @@ def settings(services: dict[str, str], topic_prefix: str) -> Settings:
     env = {k: v for k, v in os.environ.items() if k.startswith("TB_")}
     env.update(services)
     env["TB_ENV"] = "test"
-    env.setdefault("TB_AUTH_DEV_ISSUER_ENABLED", "true")  # the tests sign in with it
+    env.setdefault("TB_AUTH_DEV_ISSUER_ENABLED", "true")  # see services()
     env["TB_KAFKA_TOPIC_PREFIX"] = topic_prefix
     if "TB_TEST_DATABASE_URL" in os.environ:
         env["TB_DATABASE_URL"] = os.environ["TB_TEST_DATABASE_URL"]
