@@ -30,6 +30,9 @@ class Health(msgspec.Struct):
 class Readiness(msgspec.Struct):
     status: str
     checks: dict[str, str]
+    # Circuit breakers (core/breaker.py): "postgres", "kafka", "redis.<host:port>" ->
+    # closed | half_open | open.
+    breakers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 @get("/healthz", tags=["ops"], summary="Liveness", cache=False)
@@ -76,19 +79,19 @@ async def _run(check: Any, state: State) -> str:
 
 
 def _breakers(state: State) -> dict[str, str]:
-    """The circuit breakers' states (``breaker.<dependency>``), beside the live checks."""
+    """The circuit breakers' states, beside the live checks."""
     out: dict[str, str] = {}
     pool = getattr(state, "db_pool", None)
     if isinstance(getattr(pool, "breaker", None), Breaker):
-        out["breaker.postgres"] = pool.breaker.state  # type: ignore[union-attr]
+        out["postgres"] = pool.breaker.state  # type: ignore[union-attr]
     kafka = getattr(state, "kafka", None)
     if isinstance(getattr(kafka, "breaker", None), Breaker):
-        out["breaker.kafka"] = kafka.breaker.state  # type: ignore[union-attr]
+        out["kafka"] = kafka.breaker.state  # type: ignore[union-attr]
     inventory = getattr(state, "inventory", None)
     link = getattr(inventory, "link", None)
     if link is not None:
         for node, node_state in link.breaker_states().items():
-            out[f"breaker.redis.{node}"] = node_state
+            out[f"redis.{node}"] = node_state
     return out
 
 
@@ -102,15 +105,16 @@ async def readyz(state: State) -> Readiness:
     )
     checks = dict(zip(names, results, strict=True))
     failing = [name for name, result in checks.items() if result != "ok"]
-    checks.update(_breakers(state))
+    breakers = _breakers(state)
     if failing:
         raise Unavailable(
             f"Not ready: {', '.join(failing)} unavailable.",
             retry_after_s=5,
             failing=failing,
             checks=checks,
+            breakers=breakers,
         )
-    return Readiness(status="ok", checks=checks)
+    return Readiness(status="ok", checks=checks, breakers=breakers)
 
 
 @get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
