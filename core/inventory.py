@@ -576,8 +576,9 @@ class Inventory:
         """Pending -> sold once the order is committed. Returns seats changed (0 if again).
 
         Pass the order's ``seats`` (and ``buyer``) when you have them: if Redis lost
-        the order (rebuild, failover), those seats are marked sold anyway, since
-        PostgreSQL committed them. Without seats an unknown order is NotFound.
+        the order (rebuild, failover) or rejected it (released before a late commit),
+        those seats are marked sold anyway, since PostgreSQL committed them. Without
+        seats an unknown order is NotFound, a rejected one Conflict.
         """
         seat_ids = [parse_seat_id(s).seat_id for s in seats]
         if buyer:

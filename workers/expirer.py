@@ -20,7 +20,16 @@ Two loops over the published events (``catalog.events``, each of its partitions)
                               (free the seats) when no record is left
   ``sold_without_ticket``     Redis sold, no ticket in PG: reported only (a human
                               decides; the seat stays unsellable, the safe side)
+  ``repair_failed``           seats whose repair failed this pass (logged; the pass
+                              goes on with the other orders)
+  ``partition_failed``        partitions whose pass failed (Redis or PG away)
   ==========================  =====================================================
+
+  A ticket in PG whose order Redis rejected (released as stuck while the persister
+  was only late) counts as ``ticket_not_sold``: ``mark_sold`` with its seats sells them
+  under the order, as for an order Redis lost. A lasting ``repair_failed`` or
+  ``partition_failed`` keeps the mismatch gauge up, so TicketBusterReconcilerMismatch
+  fires.
 
   Exports ``ticketbuster_reconciler_mismatches{kind}`` (seats found at the last pass),
   ``ticketbuster_seats{event,status}`` (free/held/pending/sold per event) and
@@ -70,7 +79,16 @@ from workers.runtime import (
 
 log = logging.getLogger("ticketbuster.expirer")
 
-KINDS = ("ticket_not_sold", "pending_decided", "pending_stuck", "sold_without_ticket")
+KINDS = (
+    "ticket_not_sold",
+    "pending_decided",
+    "pending_stuck",
+    "sold_without_ticket",
+    # Seats whose repair failed at the last pass, and partitions whose pass failed: both
+    # keep ticketbuster_reconciler_mismatches up, so the mismatch alert fires.
+    "repair_failed",
+    "partition_failed",
+)
 _SEATS = KEY_NAMES.index("seats")
 _STATE = KEY_NAMES.index("state")
 _ORDERS = KEY_NAMES.index("orders")
@@ -140,6 +158,7 @@ class Reconciler:
                 counts = await self._reconcile_partition(event_id, partition)
             except (DomainError, OSError) as exc:
                 log.warning("reconcile of %d/%d failed: %s", event_id, partition, exc)
+                found["partition_failed"] += 1
                 continue
             for kind, n in counts.items():
                 found[kind] += n
@@ -205,7 +224,20 @@ class Reconciler:
             if kind == "s" and seat not in tickets:
                 counts["sold_without_ticket"] += 1
         for order_id, (holder, seats) in to_mark.items():
-            await self.inventory.mark_sold(event_id, partition, order_id, seats, holder)
+            # One order that cannot be repaired must not stop the others' repairs.
+            try:
+                await self.inventory.mark_sold(event_id, partition, order_id, seats, holder)
+            except DomainError as exc:
+                log.error(
+                    "reconcile %d/%d: order %s committed in PostgreSQL but not sold in Redis,"
+                    " and the repair failed: %s",
+                    event_id,
+                    partition,
+                    order_id,
+                    exc,
+                )
+                counts["repair_failed"] += len(seats)
+                continue
             metrics.STUCK_ORDERS.labels(action="mark_sold").inc()
 
         stuck = {o for kind, o in redis_seats.values() if kind == "p"} - set(to_mark)

@@ -272,32 +272,45 @@ end
 -- mark_sold_many.lua). ``given`` is the order's seats, used only when Redis does not
 -- know the order: they become sold under it whatever their state (PostgreSQL decided).
 -- Returns code, value: 'ok', seats changed | 'unknown', nil | 'conflict', status.
+-- The seats PostgreSQL committed for an order become sold under it, whatever Redis says
+-- of them now (free, held, pending under another order): PostgreSQL is the arbiter. For
+-- an order Redis lost, or one it rejected before the persister's commit arrived.
+local function force_sold(order_id, buyer, given)
+  local value = 's|' .. order_id
+  local cats = TB.hmget(TB.K.seats, given)
+  local cur = TB.hmget(TB.K.state, given)
+  local order = {h = '', b = buyer, s = {}, c = {}, t = 0, e = 0, m = 0, l = 0, p = 0, st = 'sold'}
+  for i, seat in ipairs(given) do
+    if cats[i] then
+      if not cur[i] then TB.count_free(seat, cats[i], -1) end
+      redis.call('HSET', TB.K.state, seat, value)
+      order.s[#order.s + 1] = seat
+      order.c[#order.c + 1] = cats[i]
+    end
+  end
+  if #order.s == 0 then return 'unknown', nil end
+  redis.call('HSET', TB.K.orders, order_id, cjson.encode(order))
+  if buyer ~= '' then redis.call('HINCRBY', TB.K.buyer_sold, buyer, #order.s) end
+  TB.delta('sold', 'sold', order.s, 'order', order_id)
+  return 'ok', #order.s
+end
+
 function TB.mark_sold(order_id, buyer, given)
   local value = 's|' .. order_id
   local raw = redis.call('HGET', TB.K.orders, order_id)
   if not raw then
     if #given == 0 then return 'unknown', nil end
-    local cats = TB.hmget(TB.K.seats, given)
-    local cur = TB.hmget(TB.K.state, given)
-    local order = {h = '', b = buyer, s = {}, c = {}, t = 0, e = 0, m = 0, l = 0, p = 0, st = 'sold'}
-    for i, seat in ipairs(given) do
-      if cats[i] then
-        if not cur[i] then TB.count_free(seat, cats[i], -1) end
-        redis.call('HSET', TB.K.state, seat, value)
-        order.s[#order.s + 1] = seat
-        order.c[#order.c + 1] = cats[i]
-      end
-    end
-    if #order.s == 0 then return 'unknown', nil end
-    redis.call('HSET', TB.K.orders, order_id, cjson.encode(order))
-    if buyer ~= '' then redis.call('HINCRBY', TB.K.buyer_sold, buyer, #order.s) end
-    TB.delta('sold', 'sold', order.s, 'order', order_id)
-    return 'ok', #order.s
+    return force_sold(order_id, buyer, given)
   end
 
   local order = cjson.decode(raw)
   if order.st == 'sold' then return 'ok', 0 end
-  if order.st ~= 'pending' then return 'conflict', order.st end
+  if order.st ~= 'pending' then
+    -- Rejected here (the reconciler gave up on it) but committed in PostgreSQL (the
+    -- persister was only late): with the committed seats, PostgreSQL wins.
+    if #given == 0 then return 'conflict', order.st end
+    return force_sold(order_id, buyer ~= '' and buyer or (order.b or ''), given)
+  end
 
   local mine = 'p|' .. order_id
   local cur = TB.hmget(TB.K.state, order.s)

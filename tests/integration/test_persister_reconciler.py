@@ -180,3 +180,40 @@ async def test_seat_gauge_counts_each_status(w: World) -> None:
     assert value("ticketbuster_seats", {**labels, "status": "held"}) == 2
     assert value("ticketbuster_seats", {**labels, "status": "free"}) == len(w.seats) - 2
     assert value("ticketbuster_oversold_seats") == 0
+
+
+async def test_an_order_released_too_early_but_committed_is_sold_and_the_pass_goes_on(
+    w: World, pg_dsn: str
+) -> None:
+    """The reconciler released a pending order it thought lost (its buyer's record was
+    gone), but the persister was only late: PostgreSQL then commits it. The next pass
+    must sell its seats under it (PostgreSQL wins), and must still repair the rest of the
+    partition, instead of failing on that order at every pass."""
+    late = w.seats[6:8]
+    order_id = await _pending_order(w, "rec-5", late)
+    released = await w.reconciler.reconcile([(w.event_id, 0)])
+    assert released["pending_stuck"] == 1
+    statuses = await _statuses(w)
+    assert all(s not in statuses for s in late)  # free again in Redis
+    forgotten = w.seats[8:10]  # a second disagreement in the same partition
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with conn.transaction():
+            decisions = await decide_and_write(
+                conn,
+                [
+                    order_placed(w.event_id, late, buyer="rec-5", order_id=order_id),
+                    order_placed(w.event_id, forgotten, buyer="rec-6"),
+                ],
+            )
+    finally:
+        await conn.close()
+    assert [d.status for d in decisions] == ["confirmed", "confirmed"]
+
+    found = await w.reconciler.reconcile([(w.event_id, 0)])
+    assert found["ticket_not_sold"] == 4
+    assert found["repair_failed"] == 0 and found["partition_failed"] == 0
+    statuses = await _statuses(w)
+    assert {statuses[s] for s in late + forgotten} == {"sold"}
+    again = await w.reconciler.reconcile([(w.event_id, 0)])
+    assert again["ticket_not_sold"] == 0
