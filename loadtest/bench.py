@@ -613,7 +613,9 @@ def redis_ceiling(config: Config) -> StorageCeiling:
     """redis-benchmark: EVALSHA of prelude + hold.lua on a standalone redis-server."""
     import redis
 
+    from core.holds import AttemptBudget
     from core.inventory import partition_keys, script_source
+    from core.settings import HoldSettings
 
     port = free_port()
     workdir = config.work / "redis-ceiling"
@@ -630,6 +632,9 @@ def redis_ceiling(config: Config) -> StorageCeiling:
         client = redis.Redis(host=HOST, port=port)
         wait_until(lambda: _ping(client), "redis-server", 20)
         keys = partition_keys(1, 0)
+        # The buyer's attempt budget, as the API spends it (HoldSettings' defaults).
+        holds = HoldSettings()
+        budget = AttemptBudget(holds.attempts_per_minute, holds.attempts_burst)
         load_sha = client.script_load(script_source("load"))
         hold_sha = client.script_load(script_source("hold"))
         # Seat ids match redis-benchmark's 12-digit __rand_int__ (as the row: one seat a
@@ -644,7 +649,8 @@ def redis_ceiling(config: Config) -> StorageCeiling:
             "redis-benchmark", "-h", HOST, "-p", str(port), "-c", str(config.connections),
             "-n", str(config.redis_requests), "-r", str(n), "-P", "1", "--csv",
             "EVALSHA", hold_sha, str(len(keys)), *keys,
-            "h1.0.__rand_int__", "b__rand_int__", "600000", "1200000", "6", "1-__rand_int__-1",
+            "h1.0.__rand_int__", "b__rand_int__", "600000", "1200000", "6",
+            str(budget.interval_ms), str(budget.burst), "1-__rand_int__-1",
         ]  # fmt: skip
         cpu0, server0 = children_cpu_s(), server.cpu_s()
         started = time.perf_counter()
@@ -658,8 +664,9 @@ def redis_ceiling(config: Config) -> StorageCeiling:
         # "test","rps","avg","min","p50","p95","p99","max"
         held = int(client.hlen(keys[6]))
         shown = " ".join(cmd[:15]) + (
-            " <sha of prelude+hold.lua> 13 <the 13 partition keys> h1.0.__rand_int__"
-            " b__rand_int__ 600000 1200000 6 1-__rand_int__-1"
+            f" <sha of prelude+hold.lua> {len(keys)} <the {len(keys)} partition keys>"
+            " h1.0.__rand_int__ b__rand_int__ 600000 1200000 6"
+            f" {budget.interval_ms} {budget.burst} 1-__rand_int__-1"
         )
         return StorageCeiling(
             requests=config.redis_requests,
