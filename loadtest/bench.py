@@ -1189,13 +1189,13 @@ def fold_profile(raw: Path, top: int = 15) -> dict[str, Any]:
 
 
 # A sample belongs to the innermost frame that names a part of the hold path (scanning
-# from the innermost frame out), so a redis-py frame under Inventory.hold counts as the
+# from the innermost frame out), so a script-link frame under Inventory.hold counts as the
 # hold's Redis call and one under the rate limiter as the limiter's. Samples in no part
 # go to the innermost frame's library (second list).
 _PARTS: tuple[tuple[str, str], ...] = (
-    ("TokenVerifier._verify", "token check (pyjwt + cryptography, EdDSA)"),
-    ("RateLimiter.hit", "rate limit (GCRA script, a Redis round trip)"),
-    ("(core/inventory.py)", "the hold (inventory gateway + redis-py, a Redis round trip)"),
+    ("TokenVerifier._verify", "token check (api/auth/tokens.py + cryptography)"),
+    ("RateLimiter.", "rate limit (leased GCRA budget)"),
+    ("(core/inventory.py)", "the hold (inventory gateway + its script link, a Redis round trip)"),
     ("(logging/", "access log (a JSON line per request)"),
     ("(prometheus_client/", "Prometheus metrics"),
     ("sync_to_thread", "sync guard run in a thread pool (Litestar)"),
@@ -1208,7 +1208,8 @@ _LIBRARIES: tuple[tuple[str, str], ...] = (
     ("(api/", "our middleware and handlers (api/)"),
     ("(litestar/", "Litestar (routing, middleware, response)"),
     ("(granian/", "Granian (server, ASGI bridge)"),
-    ("(redis/", "redis-py (outside the two calls above)"),
+    ("(core/inventory_link.py)", "the script link (outside the calls above)"),
+    ("(redis/", "redis-py (outside the calls above)"),
     ("(asyncio/", "asyncio / uvloop"),
     ("(anyio/", "anyio"),
 )
