@@ -351,6 +351,13 @@ def status_change(
     )
 
 
+def pending_orders_key(sub: str) -> str:
+    """The buyer's orders the persister has not decided yet (hash order_id -> OrderPlaced
+    JSON), written by the API at intake (``lua/order_pending.lua``), read by GET
+    /orders and the reconciler (which re-publishes an order from it)."""
+    return f"{{user:{sub}}}:orders"
+
+
 def user_events_key(sub: str) -> str:
     """Redis stream of one user's notifications (hash-tagged to one slot)."""
     return f"{{user:{sub}}}:events"

@@ -63,7 +63,7 @@ from core.inventory import (
     PartitionPlan,
     partition_keys,
 )
-from core.orders import TOPIC_PLACED, OrderPlaced, event_key, topic
+from core.orders import TOPIC_PLACED, OrderPlaced, event_key, pending_orders_key, topic
 from core.settings import Settings, load_settings
 from workers import metrics
 from workers.runtime import (
@@ -98,11 +98,6 @@ class _RedisOrder(msgspec.Struct):
     b: str = ""
     p: int = 0  # pending since (ms)
     st: str = ""
-
-
-def pending_orders_key(sub: str) -> str:
-    """The API's record of a buyer's undecided orders (api/orders/service.py)."""
-    return f"{{user:{sub}}}:orders"
 
 
 class Reconciler:

@@ -69,6 +69,7 @@ from core.orders import (
     encode,
     event_key,
     order_id_for,
+    pending_orders_key,
     publish_wait_s,
     topic,
 )
@@ -135,11 +136,6 @@ def idempotency_redis_key(sub: str, key: str) -> str:
     """The claim of (buyer, key); in the buyer's slot, beside their pending orders."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:32]
     return f"{{user:{sub}}}:idem:{digest}"
-
-
-def pending_orders_key(sub: str) -> str:
-    """The buyer's orders that the persister has not decided yet (hash order_id -> OrderPlaced)."""
-    return f"{{user:{sub}}}:orders"
 
 
 def claim_lease_s(request_timeout_s: float) -> int:

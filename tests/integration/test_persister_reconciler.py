@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from core.inventory import Inventory, partition_keys
-from core.orders import build_order, encode
+from core.orders import build_order, encode, pending_orders_key
 from core.settings import Settings
 from tests.conftest import fresh_event_id
 from tests.integration.api_servers import with_overrides
@@ -28,7 +28,7 @@ from tests.integration.test_orders_support import (
     order_placed,
     seat_ids,
 )
-from workers.expirer import Reconciler, pending_orders_key
+from workers.expirer import Reconciler
 from workers.persister import decide_and_write
 from workers.runtime import create_broker, ensure_topics
 
