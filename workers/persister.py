@@ -225,19 +225,23 @@ async def decide_and_write(
     ev = [o.event_id for o in fresh for _ in o.seats]
     st = [s.seat_id for o in fresh for s in o.seats]
     taken: set[tuple[int, str]] = set()
-    known: set[tuple[int, str]] = set()
+    # Each seat's category and catalog price: the message's are checked against them, so
+    # a forged or stale OrderPlaced cannot sell a seat at another price (issue 20.8).
+    known: dict[tuple[int, str], tuple[str, int]] = {}
     events: set[int] = set()
     if fresh:
         rows = await conn.fetch(
-            "SELECT s.event_id, s.seat_id, (t.ticket_id IS NOT NULL) AS sold"
+            "SELECT s.event_id, s.seat_id, c.category, p.price_minor,"
+            " (t.ticket_id IS NOT NULL) AS sold"
             " FROM unnest($1::bigint[], $2::text[]) AS s(event_id, seat_id)"
             " JOIN catalog.seats c ON c.event_id = s.event_id AND c.seat_id = s.seat_id"
+            " JOIN catalog.price_categories p ON p.event_id = c.event_id AND p.code = c.category"
             " LEFT JOIN orders.tickets t ON t.event_id = s.event_id AND t.seat_id = s.seat_id",
             ev,
             st,
         )
         for r in rows:
-            known.add((r["event_id"], r["seat_id"]))
+            known[(r["event_id"], r["seat_id"])] = (r["category"], r["price_minor"])
             if r["sold"]:
                 taken.add((r["event_id"], r["seat_id"]))
         events = {
@@ -266,7 +270,10 @@ async def decide_and_write(
             decisions.append(
                 Decision(order, "rejected", "invalid_order", (), decided_at, recorded=False)
             )
-        elif not _valid_shape(order) or any(seat not in known for seat in seats):
+        elif not _valid_shape(order) or any(
+            known.get((order.event_id, s.seat_id)) != (s.category, s.price) for s in order.seats
+        ):
+            # An unknown seat, or a category or price that is not the catalog's.
             decisions.append(Decision(order, "rejected", "invalid_order", (), decided_at))
         else:
             lost = tuple(seat for event_id, seat in seats if (event_id, seat) in taken)

@@ -19,7 +19,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from core.inventory import Inventory
-from core.orders import encode, event_key, topic
+from core.orders import OrderSeat, encode, event_key, topic
 from core.settings import Settings
 from tests.conftest import fresh_event_id
 from tests.integration.catalog_seed import cluster_client
@@ -31,7 +31,13 @@ from tests.integration.test_orders_support import (
     produce,
     seat_ids,
 )
-from workers.persister import Persister, TransientError, create_persister, is_transient
+from workers.persister import (
+    Persister,
+    TransientError,
+    create_persister,
+    decide_and_write,
+    is_transient,
+)
 from workers.runtime import ensure_topics
 
 
@@ -377,3 +383,37 @@ async def test_a_transient_postgres_error_retries_and_never_dead_letters(
 )
 def test_postgres_errors_are_classified(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
+
+
+async def test_an_order_priced_otherwise_than_the_catalog_is_rejected(pg_dsn: str) -> None:
+    """The persister checks each seat's category and price against the catalog: an
+    OrderPlaced with another price (forged, or from a buggy producer) or another category
+    sells nothing (issue 20.8)."""
+    event_id = fresh_event_id()
+    seats = seat_ids(3)
+    await create_catalog_event(pg_dsn, event_id, seats)  # all GENERAL, priced from PRICES
+    honest = order_placed(event_id, seats[:1])
+    cheap = msgspec.structs.replace(
+        order_placed(event_id, seats[1:2]),
+        seats=(OrderSeat(seat_id=seats[1], category="GENERAL", price=1),),
+        total=1,
+    )
+    relabelled = order_placed(event_id, seats[2:], category="VIP")  # VIP's price, a GENERAL seat
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        async with conn.transaction():
+            decisions = await decide_and_write(conn, [honest, cheap, relabelled])
+        sold = {
+            r["seat_id"]
+            for r in await conn.fetch(
+                "SELECT seat_id FROM orders.tickets WHERE event_id = $1", event_id
+            )
+        }
+    finally:
+        await conn.close()
+    assert [(d.status, d.reason) for d in decisions] == [
+        ("confirmed", None),
+        ("rejected", "invalid_order"),
+        ("rejected", "invalid_order"),
+    ]
+    assert sold == {seats[0]}
