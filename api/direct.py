@@ -69,8 +69,9 @@ def _replay(chunks: list[bytes], more: bool, receive: Receive) -> Receive:
 
 
 class DirectRoutes:
-    """``matches(scope)``, then ``await direct(scope, receive, send)``: None once answered,
-    else the ``receive`` to hand the request to Litestar with (its body replayed)."""
+    """``await direct(scope, receive, send)``: None once answered, else the ``receive`` to
+    hand the request to Litestar with (its body replayed, or untouched when the request
+    is not for a direct route)."""
 
     def __init__(
         self,
@@ -98,9 +99,6 @@ class DirectRoutes:
                 if match is not None:
                     return route, match
         return None
-
-    def matches(self, scope: Any) -> bool:
-        return self._route(scope) is not None
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> Receive | None:
         found = self._route(scope)

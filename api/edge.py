@@ -140,12 +140,11 @@ def security_headers(
 
 
 class DirectRoute(Protocol):
-    """A route the edge serves without the framework (``api.direct``)."""
-
-    def matches(self, scope: Any) -> bool: ...
+    """Routes the edge serves without the framework (``api.direct``)."""
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
-        """None once answered, else the ``receive`` to hand the request on with."""
+        """None once answered, else the ``receive`` to hand the request on with (the one
+        it was given when the request is not for one of its routes)."""
 
 
 class _Request:
@@ -381,13 +380,11 @@ class Edge:
             self._requests[key] = request
             self._arm_sweeper()
         try:
-            direct = self.direct
-            if direct is not None and direct.matches(scope):
-                rest = await direct(scope, app_receive, edge_send)
-                if rest is not None:
-                    await self.app(scope, rest, edge_send)
-            else:
-                await self.app(scope, app_receive, edge_send)
+            rest = app_receive
+            if self.direct is not None:
+                rest = await self.direct(scope, app_receive, edge_send)
+            if rest is not None:
+                await self.app(scope, rest, edge_send)
         except asyncio.CancelledError:
             if not request.timed_out:
                 raise
