@@ -96,6 +96,30 @@ class Conflict(DomainError):
     title = "Conflict"
 
 
+class SoldSeatsKept(Conflict):
+    """A seat map edit would remove or renumber seats with sold tickets; ``extra['seats']``
+    names them."""
+
+    code = "sold_seats"
+    title = "Seats already sold"
+
+
+class PreconditionFailed(DomainError):
+    """``If-Match`` names a version that is no longer current (someone else edited)."""
+
+    status = 412
+    code = "precondition_failed"
+    title = "Edited by someone else"
+
+
+class PreconditionRequired(DomainError):
+    """An edit came without ``If-Match``; the caller must say which version it edits."""
+
+    status = 428
+    code = "precondition_required"
+    title = "If-Match required"
+
+
 class Unavailable(DomainError):
     """A dependency is down or overloaded; the client should retry after a pause."""
 

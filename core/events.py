@@ -28,7 +28,7 @@ from core.seats import SeatStatus
 
 CURRENCY: Final = "PEN"
 
-EventStatus = Literal["draft", "published", "cancelled"]
+EventStatus = Literal["draft", "published", "paused", "closed", "cancelled"]
 
 # One character per seat status in SeatRow.status. The statuses themselves are
 # core.seats' (SeatStatus, SEAT_STATUSES); this only picks a letter for each.

@@ -42,6 +42,7 @@ from core.errors import (
     NotFound,
     NotOwner,
     RateLimited,
+    SaleClosed,
     SeatUnavailable,
     Unavailable,
 )
@@ -73,7 +74,7 @@ from core.settings import HoldSettings
 
 LUA_DIR: Final = Path(__file__).resolve().parent.parent / "lua"
 
-# The partition's keys, in the order of KEYS[1..14] (lua/lib/prelude.lua).
+# The partition's keys, in the order of KEYS[1..16] (lua/lib/prelude.lua).
 KEY_NAMES: Final = (
     "seats",
     "rowseats",
@@ -88,6 +89,8 @@ KEY_NAMES: Final = (
     "orders",
     "tomb",
     "budget",
+    "gate",
+    "access",
     "stream",
 )
 
@@ -109,10 +112,13 @@ SCRIPT_NAMES: Final = (
     "statuses",
     "availability",
     "buyer_usage",
+    "gate",
 )
 
 # Scripts that only read: safe to send again when a reply was lost.
 READ_ONLY_SCRIPTS: Final = frozenset({"get_hold", "statuses", "availability", "buyer_usage"})
+# Scripts whose effect a 202 promises: followed by WAIT when TB_REDIS_CONFIRM_WAIT_MS > 0.
+REPLICATED_SCRIPTS: Final = frozenset({"confirm"})
 # Partitions whose route (slot + encoded keys) a process remembers.
 _ROUTES_KEPT: Final = 8192
 
@@ -253,7 +259,11 @@ class Inventory:
         self._plans = plans or (lambda _event_id: SINGLE_PARTITION)
         self._link = link or ScriptLink.for_client(client)
         self._scripts: dict[str, Script] = {
-            name: Script(script_source(name), read_only=name in READ_ONLY_SCRIPTS)
+            name: Script(
+                script_source(name),
+                read_only=name in READ_ONLY_SCRIPTS,
+                replicated=name in REPLICATED_SCRIPTS,
+            )
             for name in SCRIPT_NAMES
         }
         self._routes: dict[tuple[int, int], Route] = {}
@@ -335,6 +345,12 @@ class Inventory:
         )
 
     @staticmethod
+    def _shut(event_id: int, rest: list[Any]) -> SaleClosed:
+        # The event's sale gate (lua/gate.lua): paused, closed, cancelled or a draft.
+        state = _text(rest[0])
+        return SaleClosed(f"event {event_id} is {state}: its seats are not on sale", reason=state)
+
+    @staticmethod
     def _hold_error(code: str, hold_id: str) -> Exception:
         if code == "expired":
             return HoldExpired(f"hold {hold_id} has expired", hold_id=hold_id)
@@ -344,9 +360,12 @@ class Inventory:
             return NotFound(f"hold {hold_id} not found", hold_id=hold_id)
         return Unavailable(f"unexpected inventory reply {code!r}")
 
-    async def _buyer_limit(self, event_id: int, partition: int, buyer: str) -> int:
-        """The seats the buyer may still have in ``partition`` under the per-event limit."""
-        limit = self._settings.max_seats_per_buyer
+    async def _buyer_limit(
+        self, event_id: int, partition: int, buyer: str, limit: int | None = None
+    ) -> int:
+        """The seats the buyer may still have in ``partition`` under the per-event limit
+        (``limit``, else the configured default)."""
+        limit = limit or self._settings.max_seats_per_buyer
         plan = self.plan(event_id)
         if plan.count == 1:
             return limit
@@ -356,8 +375,8 @@ class Inventory:
         )
         return limit - sum(int(u) for u in used)
 
-    def _limit_error(self, rest: list[Any]) -> LimitExceeded:
-        limit = self._settings.max_seats_per_buyer
+    def _limit_error(self, rest: list[Any], limit: int | None = None) -> LimitExceeded:
+        limit = limit or self._settings.max_seats_per_buyer
         used = int(rest[0]) + (limit - int(rest[1]))
         return LimitExceeded(
             f"at most {limit} seats per buyer for this event ({used} already held or bought)",
@@ -374,13 +393,15 @@ class Inventory:
         buyer: str,
         ttl_s: float | None = None,
         budget: AttemptBudget | None = None,
+        limit: int | None = None,
     ) -> Hold:
         """Hold these seats for the buyer, all or none.
 
         SeatUnavailable names the seats that are taken; InvalidInput names unknown
         seats; LimitExceeded when the buyer's per-event limit would be passed. With a
         ``budget`` the attempt first spends the buyer's request budget in the partition
-        (RateLimited when it is spent), in the same script call.
+        (RateLimited when it is spent), in the same script call. ``limit``: the event's
+        own per-buyer limit (default: ``TB_HOLDS_MAX_SEATS_PER_BUYER``).
         """
         validate_event_id(event_id)
         validate_buyer(buyer)
@@ -394,7 +415,7 @@ class Inventory:
                 field="seats",
             )
         partition = partitions.pop()
-        limit = await self._buyer_limit(event_id, partition, buyer)
+        allowed = await self._buyer_limit(event_id, partition, buyer, limit)
         life = max_lifetime_ms(ttl, self._settings)
         for _ in range(_HOLD_ID_ATTEMPTS):
             hold_id = new_hold_id(event_id, partition)
@@ -402,13 +423,15 @@ class Inventory:
                 "hold",
                 event_id,
                 partition,
-                [hold_id, buyer, ttl, life, limit, *_budget_args(budget), *seat_ids],
+                [hold_id, buyer, ttl, life, allowed, *_budget_args(budget), *seat_ids],
             )
             budget = None  # spent by this attempt, whatever came of it
             if code == "ok":
                 return self._hold_from(event_id, partition, rest)
             if code == "budget":
                 raise _budget_spent(rest)
+            if code == "shut":
+                raise self._shut(event_id, rest)
             if code == "taken":
                 taken = _texts(rest)
                 raise SeatUnavailable(f"seats not available: {', '.join(taken)}", seats=taken)
@@ -420,7 +443,7 @@ class Inventory:
                     seats=unknown,
                 )
             if code == "limit":
-                raise self._limit_error(rest)
+                raise self._limit_error(rest, limit)
             if code == "not_loaded":
                 raise self._not_loaded(event_id)
             if code != "duplicate":
@@ -435,12 +458,19 @@ class Inventory:
         buyer: str,
         ttl_s: float | None = None,
         budget: AttemptBudget | None = None,
+        limit: int | None = None,
+        accessible: bool = False,
+        reserved_until_ms: int = 0,
     ) -> Hold:
         """Hold the best ``quantity`` adjacent seats in one row of ``category``.
 
         Rows are tried front first; a choice that leaves no single-seat gap is
-        preferred. SeatUnavailable (with ``seats=[]``) when no row has room. A
+        preferred, in any partition of a split event: every partition is asked for a
+        gap-free run first, and only then the first partition (front first) that has a
+        gap-leaving one. SeatUnavailable (with ``seats=[]``) when no row has room. A
         ``budget`` is spent once per request, in the first partition tried.
+        ``accessible``: only wheelchair spaces and companion seats; otherwise those are
+        skipped until ``reserved_until_ms`` (server time; 0 = not reserved).
         """
         validate_event_id(event_id)
         validate_buyer(buyer)
@@ -449,8 +479,16 @@ class Inventory:
         ttl = hold_ttl_ms(ttl_s, self._settings)
         life = max_lifetime_ms(ttl, self._settings)
         known = False
-        for partition in range(self.plan(event_id).count):
-            limit = await self._buyer_limit(event_id, partition, buyer)
+        count = self.plan(event_id).count
+        # (partition, gap_free_only): a single partition decides in one call.
+        passes = [(p, count > 1) for p in range(count)]
+        if count > 1:
+            passes += [(p, False) for p in range(count)]
+        no_category: set[int] = set()
+        for partition, gap_free_only in passes:
+            if partition in no_category:
+                continue
+            allowed = await self._buyer_limit(event_id, partition, buyer, limit)
             for _ in range(_HOLD_ID_ATTEMPTS):
                 hold_id = new_hold_id(event_id, partition)
                 code, rest = await self._code(
@@ -458,8 +496,9 @@ class Inventory:
                     event_id,
                     partition,
                     [
-                        hold_id, buyer, ttl, life, limit, category, quantity, SWEEP_BATCH,
-                        *_budget_args(budget),
+                        hold_id, buyer, ttl, life, allowed, category, quantity, SWEEP_BATCH,
+                        *_budget_args(budget), "1" if accessible else "0", reserved_until_ms,
+                        int(gap_free_only),
                     ],
                 )  # fmt: skip
                 budget = None
@@ -469,13 +508,17 @@ class Inventory:
                 return self._hold_from(event_id, partition, rest)
             if code == "budget":
                 raise _budget_spent(rest)
+            if code == "shut":
+                raise self._shut(event_id, rest)
             if code == "limit":
-                raise self._limit_error(rest)
+                raise self._limit_error(rest, limit)
             if code == "none":
                 known = True
             elif code == "not_loaded":
                 raise self._not_loaded(event_id)
-            elif code != "unknown_category":
+            elif code == "unknown_category":
+                no_category.add(partition)
+            else:
                 raise Unavailable(f"unexpected inventory reply {code!r}")
         if not known:
             raise InvalidInput(f"this event has no seats in category {category}", field="category")
@@ -525,6 +568,8 @@ class Inventory:
         code, rest = await self._code("confirm", event_id, partition, [hold_id, buyer, order_id])
         if code == "order_exists":
             raise Conflict(f"order {order_id} already exists", order_id=order_id)
+        if code == "shut":
+            raise self._shut(event_id, rest)
         if code != "ok":
             raise self._hold_error(code, hold_id)
         pairs = _texts(rest[2:])
@@ -673,6 +718,16 @@ class Inventory:
             raise InvalidInput("sweep limit must be 1..100000")
         return int(await self._run("expire", event_id, partition, [limit]))
 
+    async def set_gate(self, event_id: int, state: str | None) -> None:
+        """Shut (``state``: draft, paused, closed, cancelled) or open (None) the sale in
+        every partition of the event (lua/gate.lua). Once this returns, no hold (and with
+        ``cancelled`` no order) of the event is accepted until the gate is opened."""
+        validate_event_id(event_id)
+        if state not in (None, "draft", "paused", "closed", "cancelled"):
+            raise InvalidInput(f"unknown sale gate state {state!r}", field="state")
+        for partition in range(self.plan(event_id).count):
+            await self._run("gate", event_id, partition, [state or ""])
+
     async def load(
         self,
         event_id: int,
@@ -680,6 +735,7 @@ class Inventory:
         seats: Sequence[tuple[str, str]],
         sold: Mapping[str, str | tuple[str, str]] | None = None,
         min_version: str | None = None,
+        access: Mapping[str, str] | None = None,
     ) -> LoadResult:
         """(Re)build a partition: its seats with their category, and the sold seats.
 
@@ -687,6 +743,8 @@ class Inventory:
         seat to its order id, or to ``(order_id, buyer)`` so the buyer's limit
         counts it. Holds and pending orders in the partition are dropped; the
         change stream is kept and gets a "reload" delta above ``min_version``.
+        ``access`` flags seats ``"w"`` (wheelchair space) or ``"c"`` (companion seat):
+        best available keeps them for requests that ask (``hold_best(accessible=...)``).
         """
         validate_event_id(event_id)
         validate_partition(partition)
@@ -710,8 +768,18 @@ class Inventory:
                 validate_buyer(buyer)  # printable: no tab or newline
             seat = parse_seat_id(seat_id).seat_id
             sold_lines.append(f"{seat}\t{validate_order_id(order_id)}\t{buyer}")
-        # Two packed strings instead of 2 x N arguments (see lua/load.lua).
-        args = [min_version or "", "\n".join(seat_lines), "\n".join(sold_lines)]
+        access_lines: list[str] = []
+        for seat_id, flag in (access or {}).items():
+            if flag not in ("w", "c"):
+                raise InvalidInput(f"seat {seat_id}: access flag must be w or c", field="access")
+            access_lines.append(f"{parse_seat_id(seat_id).seat_id}\t{flag}")
+        # Packed strings instead of 2 x N arguments (see lua/load.lua).
+        args = [
+            min_version or "",
+            "\n".join(seat_lines),
+            "\n".join(sold_lines),
+            "\n".join(access_lines),
+        ]
         reply = await self._run("load", event_id, partition, args)
         return LoadResult(
             version=_text(reply[0]), seats=int(reply[1]), sold=int(reply[2]), ignored=int(reply[3])

@@ -11,15 +11,21 @@
 --
 -- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
 -- ARGV: hold_id, buyer, ttl_ms, max_lifetime_ms, buyer_limit, category, quantity, sweep_limit,
---       budget_interval_ms (0 = no budget), budget_burst (see hold.lua)
+--       budget_interval_ms (0 = no budget), budget_burst (see hold.lua),
+--       accessible ('1': only wheelchair spaces and companion seats), reserved_until_ms
+--       (before it, a request that did not ask never gets those seats; 0 = not reserved),
+--       gap_free_only ('1': answer 'none' rather than take a gap-leaving choice; a split
+--       event asks every partition for a gap-free run before it settles for a gap)
 -- Returns:
 --   {'ok', hold_id, buyer, created_ms, expires_ms, max_expires_ms, version, seat1, cat1, ...}
 --   {'unknown_category'}      the category has no seats in this partition
---   {'none'}                  no N adjacent free seats in one row
+--   {'none'}                  no N adjacent free seats in one row (or, with gap_free_only,
+--                             none that leaves no single-seat gap)
 --   {'limit', used, limit}    the buyer would exceed the per-event limit
 --   {'duplicate'}             hold_id already exists
 --   {'not_loaded'}            the partition has no catalog (not loaded / lost)
 --   {'budget', retry_ms}      the buyer spent their attempts; the next is allowed in retry_ms
+--   {'shut', state}           the sale is shut (gate key, see hold.lua)
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -28,11 +34,16 @@ local hold_id, buyer = ARGV[1], ARGV[2]
 local ttl, max_life, limit = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local category, quantity, sweep_limit = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local interval, burst = tonumber(ARGV[9] or '0'), tonumber(ARGV[10] or '1')
+local accessible, reserved_until = ARGV[11] == '1', tonumber(ARGV[12] or '0')
+local gap_free_only = ARGV[13] == '1'
 
 local now = TB.now_ms()
 
 local wait = TB.spend_budget(buyer, now, interval, burst)
 if wait then return {'budget', wait} end
+
+local gate = redis.call('GET', TB.K.gate)
+if gate then return {'shut', gate} end
 
 if redis.call('EXISTS', TB.K.seats) == 0 then return {'not_loaded'} end
 
@@ -50,14 +61,26 @@ local fields = {}
 for i, row in ipairs(rows) do fields[i] = category .. '|' .. row end
 local free_counts = TB.hmget(TB.K.avail, fields)
 
+-- Accessible seats (wheelchair spaces, companion seats) go only to requests that ask,
+-- until reserved_until; a request that asks gets only those.
+local filter = accessible or (now < reserved_until and redis.call('EXISTS', TB.K.access) == 1)
+
+-- Free for this request: free, and on the right side of the accessibility filter.
+local function usable(state, flag)
+  if TB.decode(state, now) ~= 'free' then return false end
+  if not filter then return true end
+  if accessible then return flag ~= nil end
+  return flag == nil
+end
+
 -- Best run in one row: returns start index and whether it is gap-free.
-local function pick(seats, states)
+local function pick(seats, states, flags)
   local fallback = nil
   local i, n = 1, #seats
   while i <= n do
-    if TB.decode(states[i], now) == 'free' then
+    if usable(states[i], flags[i]) then
       local j = i
-      while j < n and TB.decode(states[j + 1], now) == 'free'
+      while j < n and usable(states[j + 1], flags[j + 1])
           and TB.number_of(seats[j + 1]) == TB.number_of(seats[j]) + 1 do
         j = j + 1
       end
@@ -77,7 +100,11 @@ for r, field in ipairs(fields) do
   if tonumber(free_counts[r] or '0') >= quantity then
     local seats = TB.split(redis.call('HGET', TB.K.rowseats, field))
     local states = TB.hmget(TB.K.state, seats)
-    local start, clean = pick(seats, states)
+    local flags = {}
+    if filter then
+      for k, v in ipairs(TB.hmget(TB.K.access, seats)) do flags[k] = v or nil end
+    end
+    local start, clean = pick(seats, states, flags)
     if start then
       local c = {seats = {}, prev = {}}
       for k = start, start + quantity - 1 do
@@ -85,7 +112,7 @@ for r, field in ipairs(fields) do
         c.prev[#c.prev + 1] = states[k]
       end
       if clean then chosen = c break end
-      if not chosen then chosen = c end
+      if not chosen and not gap_free_only then chosen = c end
     end
   end
 end

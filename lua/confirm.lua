@@ -11,6 +11,8 @@
 -- Returns:
 --   {'ok', confirmed_ms, version, seat1, cat1, ...}
 --   {'unknown'} | {'not_owner'} | {'expired'} | {'order_exists'}
+--   {'shut', 'cancelled'}     the event was cancelled: no new order (a paused sale still
+--                             lets a buyer finish the order of a hold made before)
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -35,6 +37,8 @@ if existing then
   end
   return {'order_exists'}
 end
+
+if redis.call('GET', TB.K.gate) == 'cancelled' then return {'shut', 'cancelled'} end
 
 local rec, err = TB.owned_hold(hold_id, buyer, now)
 if err then

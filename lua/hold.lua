@@ -18,6 +18,7 @@
 --   {'duplicate'}             hold_id already exists (caller retries with a new id)
 --   {'not_loaded'}            the partition has no catalog (not loaded / lost)
 --   {'budget', retry_ms}      the buyer spent their attempts; the next is allowed in retry_ms
+--   {'shut', state}           the sale is shut (gate key: paused, closed, cancelled, draft)
 --
 -- luacheck: globals KEYS ARGV redis cjson
 -- luacheck: read globals TB
@@ -32,6 +33,9 @@ local now = TB.now_ms()
 
 local wait = TB.spend_budget(buyer, now, interval, burst)
 if wait then return {'budget', wait} end
+
+local gate = redis.call('GET', TB.K.gate)
+if gate then return {'shut', gate} end
 
 if redis.call('EXISTS', TB.K.seats) == 0 then return {'not_loaded'} end
 

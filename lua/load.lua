@@ -12,7 +12,9 @@
 -- KEYS: the partition key set (lib/prelude.lua, prepended by core/inventory.py)
 -- ARGV: min_version ('' or '<ms>-<seq>'),
 --       seats: one line per seat, "<seat>\t<category>", lines joined by "\n",
---       sold: one line per sold seat, "<seat>\t<order_id>\t<buyer or empty>"
+--       sold: one line per sold seat, "<seat>\t<order_id>\t<buyer or empty>",
+--       access (optional): one line per accessible seat, "<seat>\t<w|c>" (wheelchair space,
+--       companion seat); best_available.lua keeps them for requests that ask
 --       (two packed strings rather than 2 x 80,000 arguments: far cheaper to send)
 -- Returns: {version, seats_loaded, sold_marked, sold_ignored}
 --
@@ -20,10 +22,11 @@
 -- luacheck: read globals TB
 
 local min_version, seat_lines, sold_lines = ARGV[1], ARGV[2], ARGV[3]
+local access_lines = ARGV[4] or ''
 
 for _, key in ipairs({TB.K.seats, TB.K.rowseats, TB.K.catrows, TB.K.avail, TB.K.catfree,
     TB.K.state, TB.K.holds, TB.K.hold_exp, TB.K.buyer_holds, TB.K.buyer_sold, TB.K.orders,
-    TB.K.tomb}) do
+    TB.K.tomb, TB.K.access}) do
   redis.call('UNLINK', key)
 end
 
@@ -67,6 +70,12 @@ for seat, cat in string.gmatch(seat_lines, '([^\t\n]+)\t([^\n]+)') do
   n = n + 1
 end
 hset_all(TB.K.seats, catalog)
+
+local access = {}
+for seat, flag in string.gmatch(access_lines, '([^\t\n]+)\t([wc])') do
+  if catalog[seat] then access[seat] = flag end
+end
+hset_all(TB.K.access, access)
 
 local rows_csv = {}
 for field, seats in pairs(row_seats) do

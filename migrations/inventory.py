@@ -17,9 +17,10 @@ from typing import Any, Protocol
 import msgspec
 
 from core.inventory import PartitionPlan
+from core.venues import GATES
 
 _SEATS_SQL = """
-SELECT sec.partition, st.seat_id, st.category
+SELECT sec.partition, st.seat_id, st.category, st.wheelchair, st.companion
 FROM catalog.seats st
 JOIN catalog.sections sec ON sec.event_id = st.event_id AND sec.code = st.section
 JOIN catalog.rows r
@@ -42,6 +43,8 @@ class InventoryLoader(Protocol):
         partition: int,
         seats: list[tuple[str, str]],
         sold: dict[str, tuple[str, str]],
+        *,
+        access: dict[str, str] | None = None,
     ) -> Any: ...
 
 
@@ -62,6 +65,8 @@ class PartitionInventory(msgspec.Struct):
     # seat_id -> (order_id, buyer) of every ticket already persisted; the buyer lets the
     # inventory count the seat against the buyer's per-event limit.
     sold: dict[str, tuple[str, str]] = msgspec.field(default_factory=dict)
+    # seat_id -> "w" (wheelchair space) or "c" (companion seat).
+    access: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class RebuildReport(msgspec.Struct, frozen=True):
@@ -79,6 +84,8 @@ async def read_inventory(db: Queryable, event_id: int) -> dict[int, PartitionInv
         if part is None:
             part = parts[record["partition"]] = PartitionInventory()
         part.seats.append((record["seat_id"], record["category"]))
+        if record["wheelchair"] or record["companion"]:
+            part.access[record["seat_id"]] = "w" if record["wheelchair"] else "c"
     if parts and await db.fetchval("SELECT to_regclass('orders.tickets') IS NOT NULL"):
         where = {seat: p for p, part in parts.items() for seat, _ in part.seats}
         for record in await db.fetch(_SOLD_SQL, event_id):
@@ -94,7 +101,8 @@ async def rebuild_inventory(
     """Load ``event_id``'s seats and sold seats from PostgreSQL into Redis.
 
     Calls ``inventory.load(event_id, partition, seats, sold)`` for every partition of the
-    event's seat map (``catalog.sections.partition``). ``load`` replaces the partition:
+    event's seat map (``catalog.sections.partition``), then sets the sale gate from the
+    event's status (``core.venues.GATES``). ``load`` replaces the partition:
     live holds and pending orders there are dropped (core/inventory.py), so call this on
     a cold start or after a Redis failover, not on a healthy inventory. The Inventory's
     partition plan must agree with ``catalog.sections.partition`` (one partition each
@@ -102,7 +110,16 @@ async def rebuild_inventory(
     """
     parts = await read_inventory(db, event_id)
     for partition, part in sorted(parts.items()):
-        await inventory.load(event_id, partition, part.seats, part.sold)
+        if part.access:
+            await inventory.load(event_id, partition, part.seats, part.sold, access=part.access)
+        else:
+            await inventory.load(event_id, partition, part.seats, part.sold)
+    # The sale gate follows the event's state in PostgreSQL, so a rebuild after Redis
+    # lost everything leaves a paused, closed or cancelled sale shut.
+    set_gate = getattr(inventory, "set_gate", None)
+    status = await db.fetchval("SELECT status FROM catalog.events WHERE id = $1", event_id)
+    if parts and set_gate is not None and status in GATES:
+        await set_gate(event_id, GATES[status])
     return RebuildReport(
         event_id=event_id,
         partitions=len(parts),
@@ -132,10 +149,11 @@ async def read_partition_plans(db: Queryable) -> dict[int, PartitionPlan]:
 async def rebuild_all(
     db: Queryable, inventory: InventoryLoader, event_ids: Sequence[int] | None = None
 ) -> list[RebuildReport]:
-    """``rebuild_inventory`` for the given events (default: every published event)."""
+    """``rebuild_inventory`` for the given events (default: every published or paused
+    event)."""
     if event_ids is None:
         rows = await db.fetch(
-            "SELECT id FROM catalog.events WHERE status = 'published' ORDER BY id"
+            "SELECT id FROM catalog.events WHERE status IN ('published', 'paused') ORDER BY id"
         )
         event_ids = [r["id"] for r in rows]
     return [await rebuild_inventory(db, inventory, e) for e in event_ids]

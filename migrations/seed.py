@@ -338,7 +338,8 @@ async def rebuild_from_settings(
     dsn: str, event_ids: Sequence[int] | None = None, *, force: bool = False
 ) -> tuple[list[int], list[int]]:
     """The CLI's cold-start rebuild: published events (or ``event_ids``) from PostgreSQL
-    into the configured Redis Cluster; returns ``(loaded, kept)``."""
+    into the configured Redis Cluster; returns ``(loaded, kept)``. Paused events are
+    rebuilt too (their sale gate stays shut, ``rebuild_inventory``)."""
     conn: asyncpg.Connection = await asyncpg.connect(dsn)
     client = _cluster_client()
     try:
@@ -347,7 +348,7 @@ async def rebuild_from_settings(
         inventory = Inventory(client, plans=lambda e: plans.get(e, SINGLE_PARTITION))
         if event_ids is None:
             rows = await conn.fetch(
-                "SELECT id FROM catalog.events WHERE status = 'published' ORDER BY id"
+                "SELECT id FROM catalog.events WHERE status IN ('published', 'paused') ORDER BY id"
             )
             event_ids = [r["id"] for r in rows]
         return await load_inventories(conn, inventory, event_ids, reload=force)

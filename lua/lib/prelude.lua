@@ -19,7 +19,10 @@
 --   KEYS[11] orders      hash  order_id -> json {h, b, s, c, t, e, m, l, st}
 --   KEYS[12] tomb        zset  hold_id -> expired_at_ms (expired holds, kept a day for exact errors)
 --   KEYS[13] budget      zset  buyer -> theoretical arrival time (ms) of the buyer's hold attempts
---   KEYS[14] stream      stream of seat deltas; the entry id is the partition's version
+--   KEYS[14] gate        string: set while the event's sale is shut ('draft', 'paused',
+--                              'closed', 'cancelled'; lua/gate.lua); no key = open
+--   KEYS[15] access      hash  seat_id -> 'w' (wheelchair space) | 'c' (companion seat)
+--   KEYS[16] stream      stream of seat deltas; the entry id is the partition's version
 --
 -- luacheck: globals KEYS ARGV redis cjson
 
@@ -29,7 +32,7 @@ TB.K = {
   seats = KEYS[1], rowseats = KEYS[2], catrows = KEYS[3], avail = KEYS[4],
   catfree = KEYS[5], state = KEYS[6], holds = KEYS[7], hold_exp = KEYS[8],
   buyer_holds = KEYS[9], buyer_sold = KEYS[10], orders = KEYS[11], tomb = KEYS[12],
-  budget = KEYS[13], stream = KEYS[14],
+  budget = KEYS[13], gate = KEYS[14], access = KEYS[15], stream = KEYS[16],
 }
 
 -- Deltas kept per partition; a client further behind resyncs from a snapshot.

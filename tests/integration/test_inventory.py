@@ -464,6 +464,24 @@ async def test_read_deltas_blocks_until_a_change(inventory: Inventory, event: in
 # -- partitions ---------------------------------------------------------------------------
 
 
+async def test_best_available_on_a_split_event_prefers_a_gap_free_run_in_any_partition(
+    redis_cluster: RedisCluster,
+) -> None:
+    plan = PartitionPlan(count=2, sections={"N": 0, "S": 1})
+    inventory = Inventory(redis_cluster, SETTINGS, plans=lambda _e: plan)
+    event = fresh_event_id()
+    await inventory.load(event, 0, layout(rows="A", per_row=3, section="N"))
+    await inventory.load(event, 1, layout(rows="A", per_row=2, section="S"))
+    # North's only row has 3 seats: 2 of them would leave a lone seat. South fits exactly.
+    best = await inventory.hold_best(event, "VIP", 2, "alice")
+    assert (best.partition, best.seats) == (1, ["S-A-1", "S-A-2"])
+    # No gap-free run is left anywhere: the least-bad one (front partition first) is taken.
+    best = await inventory.hold_best(event, "VIP", 2, "bob")
+    assert (best.partition, best.seats) == (0, ["N-A-1", "N-A-2"])
+    with pytest.raises(SeatUnavailable):
+        await inventory.hold_best(event, "VIP", 2, "carol")
+
+
 async def test_partitions_split_an_event_by_section(redis_cluster: RedisCluster) -> None:
     plan = PartitionPlan(count=2, sections={"N": 0, "S": 1})
     inventory = Inventory(redis_cluster, SETTINGS, plans=lambda _e: plan)

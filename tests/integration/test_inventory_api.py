@@ -511,8 +511,8 @@ def answer(response: httpx.Response) -> dict[str, Any]:
             body = {k: ("*" if k in VOLATILE_BODY else v) for k, v in body.items()}
     headers = {k: v for k, v in response.headers.items() if k not in VOLATILE}
     if "location" in headers:
-        headers["location"] = re.sub(r"/holds/.+$", "/holds/*", headers["location"])
-    for name in ("ratelimit-remaining", "ratelimit-reset", "retry-after"):
+        headers["location"] = re.sub(r"/(holds|orders)/.+$", r"/\1/*", headers["location"])
+    for name in ("ratelimit", "ratelimit-remaining", "ratelimit-reset", "retry-after"):
         if name in headers:
             headers[name] = "*"
     return {"status": response.status_code, "headers": headers, "body": body}

@@ -42,10 +42,12 @@ def test_time_comes_from_redis() -> None:
 # Scripts of the API's rate limiter (api/ratelimit.py) and order intake
 # (api/orders/service.py), not of the inventory.
 API_SCRIPTS = ("order_claim", "order_pending", "order_settle", "ratelimit")
+# The waiting room's scripts (core/queue.py, prelude lua/lib/queue.lua).
+QUEUE_SCRIPTS = ("queue_admit", "queue_join", "queue_position")
 
 
 def test_every_lua_file_is_a_known_script_with_a_header() -> None:
-    assert lua_files() == sorted((*SCRIPT_NAMES, *API_SCRIPTS))
+    assert lua_files() == sorted((*SCRIPT_NAMES, *API_SCRIPTS, *QUEUE_SCRIPTS))
     for name in lua_files():
         text = (LUA_DIR / f"{name}.lua").read_text()
         assert text.startswith(f"-- {name}.lua: "), name
@@ -62,6 +64,12 @@ def test_every_script_has_a_wrapper_method() -> None:
     from api import ratelimit
 
     assert (LUA_DIR / "ratelimit.lua").read_text(encoding="utf-8") == ratelimit.SCRIPT
+    from core import queue
+
+    queue_source = inspect.getsource(queue)
+    assert set(re.findall(r'_script\("(\w+)"\)', queue_source)) == set(QUEUE_SCRIPTS)
+    for name in ("JOIN", "POSITION", "ADMIT"):
+        assert re.search(rf"\(\s*{name},", inspect.getsource(queue.QueueGateway)), name
 
 
 async def test_every_script_loads_on_every_primary(redis_cluster: RedisCluster) -> None:

@@ -1,0 +1,1 @@
+"""The organizer API: organizations, venues, seat maps, events, reports, audit."""
