@@ -549,6 +549,7 @@ SYSTEM = [
     ("issuer", "workers.issuer"),
     ("notifier", "workers.notifier"),
     ("expirer", "workers.expirer"),
+    ("admitter", "workers.admitter"),
 ]
 
 

@@ -235,6 +235,21 @@ class HoldGone(Frame, frozen=True, tag="hold_gone"):
     reason: Literal["expired", "ended"]
 
 
+class QueueUpdate(Frame, frozen=True, tag="queue", kw_only=True):
+    """The fan's place in an event's waiting room (after ``watch_queue``; then each time it
+    changes, at most once a second): ``waiting`` with the position (none in the
+    pre-queue), ``admitted`` with the admission token, or ``sold_out``."""
+
+    event_id: int
+    status: Literal["waiting", "admitted", "sold_out"]
+    pre_queue: bool = False
+    position: int | None = None
+    waiting: int = 0
+    eta_s: int | None = None
+    admission: str | None = None
+    admission_expires_at: int | None = None
+
+
 class ErrorFrame(Frame, frozen=True, tag="error"):
     """A recoverable problem with one client request (the connection stays open)."""
 
@@ -245,7 +260,15 @@ class ErrorFrame(Frame, frozen=True, tag="error"):
 # What a client decodes on each channel (the two hellos share the tag "hello").
 EventServerFrame = Hello | Deltas | Resync | Ping | Pong | ErrorFrame
 UserServerFrame = (
-    UserHello | OrderUpdate | HoldWatched | HoldExpiring | HoldGone | Ping | Pong | ErrorFrame
+    UserHello
+    | OrderUpdate
+    | HoldWatched
+    | HoldExpiring
+    | HoldGone
+    | QueueUpdate
+    | Ping
+    | Pong
+    | ErrorFrame
 )
 
 
@@ -276,8 +299,14 @@ class WatchHold(ClientFrame, frozen=True, tag="watch_hold"):
     hold_id: str
 
 
+class WatchQueue(ClientFrame, frozen=True, tag="watch_queue"):
+    """Push my place in this event's waiting room (joined with POST .../queue)."""
+
+    event_id: int
+
+
 EventClientFrame = ClientPing | ClientPong
-UserClientFrame = ClientPing | ClientPong | Auth | WatchHold
+UserClientFrame = ClientPing | ClientPong | Auth | WatchHold | WatchQueue
 
 
 class FrameError(ValueError):

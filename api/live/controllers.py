@@ -40,7 +40,8 @@ from api.live.hub import (
     UnknownEvent,
 )
 from api.metrics import WS_CONNECTIONS, WS_FRAMES
-from api.ratelimit import Network, address_key, client_ip, parse_trusted_proxies
+from api.ratelimit import address_key, client_ip
+from api.startup import Network, parse_trusted_proxies
 from core.errors import DomainError
 from core.live import (
     CLOSE_BAD_FRAME,
@@ -67,6 +68,7 @@ from core.live import (
     UserClientFrame,
     UserHello,
     WatchHold,
+    WatchQueue,
     decode_client_frame,
     format_version,
     parse_since,
@@ -444,6 +446,9 @@ async def _user_session(
                 return
             if isinstance(frame, WatchHold):
                 await hub.watch_hold(user, frame.hold_id)
+                return
+            if isinstance(frame, WatchQueue):
+                await hub.watch_queue(user, frame.event_id)
                 return
             raise _Close(CLOSE_BAD_FRAME, f"unexpected {type(frame).__name__} frame")
 

@@ -38,6 +38,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
+from api.live.queue_push import QueuePush
 from core.live import (
     CLOSE_GOING_AWAY,
     CLOSE_SLOW_CONSUMER,
@@ -369,8 +370,10 @@ class LiveHub:
         tail_redis: RedisCluster,
         partitions: PartitionLookup,
         holds: HoldLookup | None = None,
+        queue: QueuePush | None = None,
     ) -> None:
         self.settings = settings
+        self.queue = queue
         self.redis = redis
         self.tail_redis = tail_redis
         self.encoder = FrameEncoder()
@@ -396,10 +399,14 @@ class LiveHub:
         except Exception as exc:  # start anyway; the tailers retry
             log.warning("Redis Cluster unavailable for the live hub: %s", exc)
         self._poller = asyncio.create_task(self._poll_users(), name="live-user-poller")
+        if self.queue is not None:
+            self.queue.start()
 
     async def stop(self) -> None:
         """Tell every client to reconnect elsewhere and stop every task."""
         self._closing = True
+        if self.queue is not None:
+            await self.queue.stop()
         for outbox in tuple(self._outboxes):
             outbox.close(CLOSE_GOING_AWAY, "server shutting down")
         tasks: list[asyncio.Task[Any]] = []
@@ -734,6 +741,8 @@ class LiveHub:
 
     def leave_user(self, session: UserSession) -> None:
         self._users.discard(session)
+        if self.queue is not None:
+            self.queue.forget(session)
         for task in session.holds.values():
             task.cancel()
         session.holds.clear()
@@ -765,6 +774,13 @@ class LiveHub:
                 if update is not None:
                     session.outbox.put(update)
             session.cursor = reply[-1][0].decode()
+
+    async def watch_queue(self, session: UserSession, event_id: int) -> None:
+        """Push ``session``'s place in the event's waiting room (api/live/queue_push.py)."""
+        if self.queue is None:
+            session.outbox.put(ErrorFrame(code="unavailable", detail="no waiting rooms here"))
+            return
+        await self.queue.watch(session, event_id)
 
     async def watch_hold(self, session: UserSession, hold_id: str) -> None:
         """Warn ``session`` before its hold ``hold_id`` expires (if the hold is the caller's)."""

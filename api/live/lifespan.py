@@ -16,6 +16,8 @@ from litestar import Litestar
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from api.live.hub import HoldLookup, LiveHub, PartitionLookup, running
+from api.live.queue_push import QueuePush
+from api.queue.service import queue_service
 from core.errors import DomainError, Unavailable
 from core.inventory import partition_tag
 from core.settings import Settings
@@ -75,6 +77,7 @@ async def live_lifespan(app: Litestar) -> AsyncIterator[None]:
         tail,
         partitions=partition_lookup(redis, inventory),
         holds=hold_lookup(inventory),
+        queue=QueuePush(lambda: queue_service(app.state)),
     )
     try:
         async with running(hub):

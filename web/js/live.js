@@ -147,6 +147,7 @@ export class UserChannel extends Channel {
     this.version = null;
     this.userHandlers = handlers;
     this.watched = new Set();
+    this.queues = new Set();
     this.connect();
   }
 
@@ -158,6 +159,14 @@ export class UserChannel extends Channel {
     // The token travels as the first frame, not in the URL (kept out of access logs).
     ws.send(JSON.stringify({ type: 'auth', token: getToken() }));
     for (const holdId of this.watched) ws.send(JSON.stringify({ type: 'watch_hold', hold_id: holdId }));
+    for (const eventId of this.queues) ws.send(JSON.stringify({ type: 'watch_queue', event_id: eventId }));
+  }
+
+  /** Have the place in this event's waiting room pushed (after joining it). */
+  watchQueue(eventId) {
+    if (this.queues.has(eventId)) return; // watched (again after each reconnect)
+    this.queues.add(eventId);
+    this.send({ type: 'watch_queue', event_id: eventId });
   }
 
   /** Ask for a warning shortly before this hold expires. */
@@ -171,6 +180,7 @@ export class UserChannel extends Channel {
       if (frame.type === 'order' || !this.version) this.version = frame.version;
     }
     if (frame.type === 'hold_gone') this.watched.delete(frame.hold_id);
+    if (frame.type === 'queue' && frame.status === 'admitted') this.queues.delete(frame.event_id);
     this.userHandlers.onMessage?.(frame);
   }
 
