@@ -122,6 +122,7 @@ class DevIssuer:
         roles: list[str] | None = None,
         scopes: list[str] | None = None,
         ttl_s: int | None = None,
+        org: str | None = None,
     ) -> tuple[str, int]:
         """A signed access token and its lifetime in seconds."""
         ttl = ttl_s or self.settings.dev_token_ttl_s
@@ -139,6 +140,8 @@ class DevIssuer:
             claims["roles"] = roles
         if scopes:
             claims["scope"] = " ".join(sorted(scopes))
+        if org is not None:
+            claims[self.settings.org_claim] = org
         token = jwt.encode(
             claims, self._private_key, algorithm=ALGORITHM, headers={"kid": self.kid}
         )
@@ -201,10 +204,14 @@ async def load_or_create_key(redis: RedisCluster | None) -> dict[str, Any]:
 
 
 class DevTokenRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A dev login: any subject, any of the known roles."""
+    """A dev login: any subject, any of the known roles; ``org`` is the organization an
+    organizer acts for (required with the role organizer)."""
 
     sub: Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@:-]+$")]
     roles: list[str] = msgspec.field(default_factory=lambda: ["buyer"])
+    org: Annotated[str, msgspec.Meta(max_length=64, pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$")] | None = (
+        None
+    )
 
 
 class TokenResponse(msgspec.Struct):
@@ -257,7 +264,11 @@ async def dev_token(
         raise InvalidInput(f"Unknown role(s) {unknown}; choose from {list(ROLES)}.", field="roles")
     if data.sub.startswith(CLIENT_PREFIX):
         raise InvalidInput("Subjects starting with 'client:' are reserved.", field="sub")
-    token, ttl = _issuer(request).issue(data.sub, roles=sorted(set(data.roles)) or ["buyer"])
+    if "organizer" in data.roles and data.org is None:
+        raise InvalidInput("The role organizer needs an organization (org).", field="org")
+    token, ttl = _issuer(request).issue(
+        data.sub, roles=sorted(set(data.roles)) or ["buyer"], org=data.org
+    )
     return TokenResponse(access_token=token, token_type=TOKEN_TYPE, expires_in=ttl)
 
 

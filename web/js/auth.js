@@ -1,8 +1,14 @@
 // Who the user is: a Bearer token from the dev issuer (local) or from a real
-// OIDC provider through Authorization Code + PKCE (when configured).
+// OIDC provider through Authorization Code + PKCE (when configured). With the
+// provider, the refresh token it hands out keeps a shift going without a new
+// sign-in: the access token is renewed before it expires, and the provider's
+// rotated refresh token replaces the old one each time.
 
 const TOKEN_KEY = 'tb.token';
 const PKCE_KEY = 'tb.pkce';
+const REFRESH_KEY = 'tb.refresh';
+// Renew this long before the access token expires.
+const REFRESH_MARGIN_MS = 60000;
 
 let token = localStorage.getItem(TOKEN_KEY);
 let config = null;
@@ -62,11 +68,86 @@ export function setToken(value) {
   token = value || null;
   if (token) localStorage.setItem(TOKEN_KEY, token);
   else localStorage.removeItem(TOKEN_KEY);
+  scheduleRefresh();
   emit();
 }
 
+// Renew ahead of expiry too, so a live WebSocket or an idle scanner never holds a
+// dead token (requests also renew on their own, see freshToken).
+let refreshTimer = null;
+function scheduleRefresh() {
+  clearTimeout(refreshTimer);
+  const exp = currentUser()?.exp;
+  if (!exp || !canRefresh()) return;
+  const wait = Math.max(5000, exp * 1000 - Date.now() - REFRESH_MARGIN_MS);
+  refreshTimer = setTimeout(() => refreshSession(), Math.min(wait, 2 ** 31 - 1));
+}
+
 export function logout() {
+  localStorage.removeItem(REFRESH_KEY);
   setToken(null);
+}
+
+function savedRefresh() {
+  try {
+    return JSON.parse(localStorage.getItem(REFRESH_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+
+function keepRefresh(body, tokenEndpoint, clientId) {
+  if (body.refresh_token) {
+    localStorage.setItem(REFRESH_KEY, JSON.stringify({ token: body.refresh_token, endpoint: tokenEndpoint, client_id: clientId }));
+  }
+}
+
+/** True when a refresh token can renew the session. */
+export function canRefresh() {
+  return Boolean(savedRefresh()?.token);
+}
+
+let refreshing = null;
+/**
+ * Renew the access token with the refresh token (RFC 6749 §6); the provider's new
+ * refresh token replaces the old one (rotation). One renewal at a time. Resolves to
+ * true when a fresh token is in place. A refused refresh token is forgotten.
+ */
+export function refreshSession() {
+  if (refreshing) return refreshing;
+  const saved = savedRefresh();
+  if (!saved?.token || !saved.endpoint) return Promise.resolve(false);
+  refreshing = (async () => {
+    try {
+      const res = await fetch(saved.endpoint, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: saved.token, client_id: saved.client_id }),
+      });
+      if (!res.ok) {
+        if (res.status === 400 || res.status === 401) localStorage.removeItem(REFRESH_KEY);
+        return false;
+      }
+      const body = await res.json();
+      if (!body.access_token) return false;
+      keepRefresh(body, saved.endpoint, saved.client_id);
+      setToken(body.access_token);
+      return true;
+    } catch {
+      return false; // offline: try again on the next request
+    } finally {
+      refreshing = null;
+    }
+  })();
+  return refreshing;
+}
+
+/** Before an authenticated request: renew a token that expires within the margin. */
+export async function freshToken() {
+  const user = currentUser();
+  const expiring = token && (!user || (user.exp && user.exp * 1000 < Date.now() + REFRESH_MARGIN_MS));
+  if (expiring && canRefresh() && navigator.onLine !== false) await refreshSession();
+  return token;
 }
 
 export function hasRole(role) {
@@ -90,11 +171,11 @@ export async function loadConfig() {
 }
 
 /** Local development: the API's built-in dev issuer signs a token for {sub, roles}. */
-export async function loginDev(sub, roles) {
+export async function loginDev(sub, roles, org) {
   const res = await fetch('/api/v1/auth/dev-token', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', Accept: 'application/json' },
-    body: JSON.stringify({ sub, roles }),
+    body: JSON.stringify(org ? { sub, roles, org } : { sub, roles }),
   });
   if (!res.ok) {
     let detail = '';
@@ -167,6 +248,9 @@ export async function completeOidcRedirect() {
   clean();
   if (!res.ok) throw new Error(`OIDC token: HTTP ${res.status}`);
   const body = await res.json();
+  keepRefresh(body, saved.tokenEndpoint, cfg.client_id);
   setToken(body.access_token);
   return true;
 }
+
+scheduleRefresh();

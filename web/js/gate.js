@@ -85,3 +85,84 @@ export async function verifyTicket(token, jwks) {
   }
   return { valid: false, claims, reason: 'bad_signature' };
 }
+
+// ---- the scanner session: one event, one gate (docs/decisions/1051) ----
+
+const SESSION_KEY = 'tb.gate.session';
+
+/** {event_id, gate} of this device's shift, or null. */
+export function gateSession() {
+  try {
+    const value = JSON.parse(localStorage.getItem(SESSION_KEY) || 'null');
+    return value && Number.isInteger(value.event_id) && value.gate ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+export function setGateSession(value) {
+  if (value) localStorage.setItem(SESSION_KEY, JSON.stringify({ event_id: value.event_id, gate: value.gate }));
+  else localStorage.removeItem(SESSION_KEY);
+}
+
+// What the device knows about its event: the event (status, when its gates close), the
+// tickets admitted (here or at any gate, from the API) and the revoked ones.
+function ledgerKey(eventId) {
+  return `gate:${eventId}`;
+}
+
+export async function gateLedger(eventId) {
+  const ledger = (await db.get('kv', ledgerKey(eventId))) || { event: null, admitted: {}, revoked: {}, as_of: null };
+  ledger.reissued = ledger.reissued || {};
+  return ledger;
+}
+
+/** Merge a GET /events/{id}/gate answer into the device's ledger. */
+export async function mergeSnapshot(eventId, snapshot) {
+  const ledger = await gateLedger(eventId);
+  ledger.event = snapshot.event;
+  for (const a of snapshot.admitted || []) {
+    const mine = ledger.admitted[a.ticket_id];
+    if (!mine || mine.local) ledger.admitted[a.ticket_id] = { at: a.checked_in_at, gate: a.gate };
+  }
+  for (const id of snapshot.revoked || []) ledger.revoked[id] = true;
+  for (const r of snapshot.reissued || []) ledger.reissued[r.ticket_id] = Math.max(ledger.reissued[r.ticket_id] || 0, r.generation);
+  ledger.as_of = snapshot.as_of;
+  await db.put('kv', ledger, ledgerKey(eventId));
+  return ledger;
+}
+
+/** Remember an admission seen on this device (local: not yet confirmed by the API). */
+export async function recordAdmission(eventId, ticketId, at, gate, local = false) {
+  const ledger = await gateLedger(eventId);
+  const known = ledger.admitted[ticketId];
+  if (known && !known.local && local) return ledger;
+  ledger.admitted[ticketId] = { at, gate, local };
+  await db.put('kv', ledger, ledgerKey(eventId));
+  return ledger;
+}
+
+export async function forgetAdmission(eventId, ticketId) {
+  const ledger = await gateLedger(eventId);
+  if (!ledger.admitted[ticketId]?.local) return;
+  delete ledger.admitted[ticketId];
+  await db.put('kv', ledger, ledgerKey(eventId));
+}
+
+/**
+ * The gate's rules (core/gate.py), on the device, for a ticket whose signature verified:
+ * {ok: true} or {ok: false, code, at?, gate?, ticketEvent?}. Same order as the API.
+ */
+export function judgeOffline(claims, session, ledger, now = Date.now()) {
+  const ticketEvent = Number(claims.event ?? claims.event_id);
+  const ticketId = String(claims.ticket ?? claims.ticket_id ?? '');
+  if (ticketEvent !== session.event_id) return { ok: false, code: 'wrong_event', ticketEvent };
+  // Revoked, or replaced by a reissue (only the newest generation's code is valid).
+  if (ledger.revoked[ticketId] || Number(claims.gen || 0) < (ledger.reissued[ticketId] || 0)) return { ok: false, code: 'ticket_revoked' };
+  const event = ledger.event;
+  if (event && event.status === 'cancelled') return { ok: false, code: 'event_cancelled' };
+  if (event && now > event.admits_until) return { ok: false, code: 'event_over' };
+  const seen = ledger.admitted[ticketId];
+  if (seen) return { ok: false, code: 'already_used', at: seen.at, gate: seen.gate };
+  return { ok: true };
+}

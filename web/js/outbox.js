@@ -4,6 +4,7 @@
 // every retry with the same order: one purchase, one order.
 import { api, ApiError, OfflineError } from './api.js';
 import { db } from './db.js';
+import { forgetAdmission, gateSession, recordAdmission } from './gate.js';
 import { newKey } from './dom.js';
 
 const RETRYABLE = new Set([408, 425, 429, 500, 502, 503, 504]);
@@ -38,23 +39,113 @@ export async function pending() {
   return db.all('outbox');
 }
 
-/** Queue a gate check-in scanned while offline (the signature already verified). */
-export async function queueCheckin(token, claims) {
-  const entry = { key: newKey(), kind: 'checkin', token, claims, createdAt: Date.now(), offline: true };
+/**
+ * Queue a gate check-in scanned while offline (the signature already verified, the
+ * device's own rules passed). It carries its scanner session and the time of the scan.
+ */
+export async function queueCheckin(token, claims, session) {
+  const entry = {
+    key: newKey(),
+    kind: 'checkin',
+    token,
+    claims,
+    eventId: session.event_id,
+    gate: session.gate,
+    scannedAt: Date.now(),
+    createdAt: Date.now(),
+    offline: true,
+  };
+  await db.put('outbox', entry);
+  emitCheckinsWaiting();
+  return entry;
+}
+
+/**
+ * A refusal judged on the device while offline (another event's ticket, one already
+ * admitted here...), for the event's scan log once the API can be reached.
+ */
+export async function queueRefusal(claims, session, result) {
+  const entry = {
+    key: newKey(),
+    kind: 'scanlog',
+    eventId: session.event_id,
+    scan: {
+      gate: session.gate,
+      result,
+      scanned_at: Date.now(),
+      ...(claims?.ticket ? { ticket_id: String(claims.ticket) } : {}),
+      ...(claims?.seat ? { seat_id: String(claims.seat) } : {}),
+    },
+    createdAt: Date.now(),
+  };
   await db.put('outbox', entry);
   return entry;
 }
 
-async function sendCheckin(entry) {
+async function sendScanLog(entry) {
   try {
-    const result = await api.checkin(entry.token);
+    await api.reportScans(entry.eventId, [entry.scan]);
     await db.delete('outbox', entry.key);
+    return 'sent';
+  } catch (err) {
+    if (err instanceof OfflineError) return 'offline';
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      authBlocked = true;
+      return 'auth';
+    }
+    if (err instanceof ApiError && RETRYABLE.has(err.status)) return { retryAfter: err.retryAfter || 5 };
+    await db.delete('outbox', entry.key); // refused as malformed: nothing to keep
+    return 'failed';
+  }
+}
+
+/** Check-ins scanned offline and not yet recorded by the API. */
+export async function waitingCheckins() {
+  return (await db.all('outbox')).filter((e) => e.kind === 'checkin');
+}
+
+let authBlocked = false;
+/** True when the last sync was refused for the session (401/403): sign in again. */
+export function checkinsNeedLogin() {
+  return authBlocked;
+}
+
+async function emitCheckinsWaiting() {
+  const waiting = await waitingCheckins();
+  emit('tb:checkins-waiting', { count: waiting.length, needLogin: authBlocked });
+}
+
+async function sendCheckin(entry) {
+  // A check-in queued before scanner sessions existed goes with the device's session.
+  const session = entry.eventId ? { event_id: entry.eventId, gate: entry.gate } : gateSession();
+  if (!session) return 'auth';
+  const ticketId = String(entry.claims?.ticket ?? '');
+  try {
+    const result = await api.checkin(entry.token, session, entry.scannedAt);
+    await db.delete('outbox', entry.key);
+    authBlocked = false;
+    await recordAdmission(session.event_id, ticketId, result.checked_in_at, result.gate || session.gate);
     emit('tb:checkin-synced', { entry, result });
     return 'sent';
   } catch (err) {
     if (err instanceof OfflineError) return 'offline';
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
+      // An admission is never dropped because the session ended: keep it, ask the
+      // operator to sign in again, and send it after (tb:auth flushes the outbox).
+      entry.attempts = (entry.attempts || 0) + 1;
+      await db.put('outbox', entry);
+      authBlocked = true;
+      return 'auth';
+    }
     if (err instanceof ApiError && RETRYABLE.has(err.status)) return { retryAfter: err.retryAfter || 5 };
+    // A definite answer (already used, another event, revoked...): shown, then done.
     await db.delete('outbox', entry.key);
+    const p = err instanceof ApiError ? err.problem : {};
+    if (err instanceof ApiError && err.code === 'already_used' && p.checked_in_at) {
+      await recordAdmission(session.event_id, ticketId, p.checked_in_at, p.gate || '');
+    } else {
+      await forgetAdmission(session.event_id, ticketId);
+    }
     emit('tb:checkin-synced', { entry, error: err });
     return 'failed';
   }
@@ -62,6 +153,7 @@ async function sendCheckin(entry) {
 
 async function sendOne(entry) {
   if (entry.kind === 'checkin') return sendCheckin(entry);
+  if (entry.kind === 'scanlog') return sendScanLog(entry);
   try {
     const res = await api.placeOrder(entry.holdId, entry.key);
     const order = res.data || {};
@@ -96,6 +188,8 @@ async function flushNow() {
   let wait = null;
   for (const entry of entries) {
     const outcome = await sendOne(entry);
+    // Without a session every other check-in would be refused the same way: they wait.
+    if (outcome === 'auth') break;
     if (outcome === 'offline') {
       // The device says it is online but the request failed (a flaky network, a
       // lost answer): try again soon, with the same key. Offline, 'online' will.
@@ -111,6 +205,7 @@ async function flushNow() {
     clearTimeout(retryTimer);
     retryTimer = setTimeout(flush, wait * 1000);
   }
+  if (entries.some((e) => e.kind === 'checkin')) await emitCheckinsWaiting();
 }
 
 let flushing = null;

@@ -31,6 +31,7 @@ export function render(main) {
     }
     const name = h('input', { class: 'input', id: 'login-name', name: 'username', autocomplete: 'username', required: true, value: localStorage.getItem('tb.lastSub') || '', maxlength: 64, pattern: '[A-Za-z0-9._@\\-]+' });
     const role = (value, label, checked) => h('label', { class: 'checkrow' }, h('input', { type: 'checkbox', name: 'roles', value, checked }), label);
+    const org = h('input', { class: 'input', id: 'login-org', name: 'org', maxlength: 64, pattern: '[a-z0-9]+(-[a-z0-9]+)*', placeholder: 'default' });
     const error = h('div', { class: 'error-box', role: 'alert', hidden: true });
     const submit = h('button', { type: 'submit', class: 'btn btn-accent', id: 'login-submit' }, t('login.submit'));
     const form = h('form', { class: 'stack', onsubmit: async (ev) => {
@@ -39,7 +40,7 @@ export function render(main) {
       submit.disabled = true;
       error.hidden = true;
       try {
-        const u = await loginDev(name.value.trim(), roles.length ? roles : ['buyer']);
+        const u = await loginDev(name.value.trim(), roles.length ? roles : ['buyer'], roles.includes('organizer') ? org.value.trim() || 'default' : undefined);
         localStorage.setItem('tb.lastSub', u.sub);
         toast(t('login.welcome', { sub: u.sub }), 'ok', 2500);
         navigate(returnTo());
@@ -53,7 +54,8 @@ export function render(main) {
     h('div', { class: 'field' }, h('label', { for: 'login-name' }, t('login.name')), name),
     h('fieldset', { class: 'field', style: { border: '0', padding: '0', margin: '0' } },
       h('legend', { class: 'small', style: { fontWeight: '700', color: '#4a4560', marginBottom: '4px' } }, t('login.roles')),
-      h('div', { class: 'role-row' }, role('buyer', t('login.buyer'), true), role('scanner', t('login.scanner'), false), role('admin', t('login.admin'), false))),
+      h('div', { class: 'role-row' }, role('buyer', t('login.buyer'), true), role('scanner', t('login.scanner'), false), role('organizer', t('login.organizer'), false), role('admin', t('login.admin'), false))),
+    h('div', { class: 'field' }, h('label', { for: 'login-org' }, t('login.org')), org),
     error, submit);
     mount(card, h('h1', null, t('login.title')), h('p', { class: 'muted' }, t('login.devSubtitle')), form);
     name.focus();
