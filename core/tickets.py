@@ -18,7 +18,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 import jwt
 import msgspec
@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from jwt.algorithms import OKPAlgorithm
 
 from core.errors import Conflict, DomainError
+from core.gate import GateName
 
 ALGORITHM: Final = "EdDSA"
 ISSUER: Final = "ticketbuster"
@@ -55,10 +56,20 @@ class TicketClaims(msgspec.Struct, frozen=True):
     order: str
     iat: int
     iss: str = ISSUER
+    # Bumped by each reissue (core/support.py); only the current generation is admitted.
+    # Absent from first-generation tokens.
+    gen: int = 0
 
 
 class CheckinRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A scan at a gate of the scanner session's event (``core.gate``)."""
+
     token: str
+    # The scanner session: the event this gate admits, and the gate's name.
+    event_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+    gate: GateName
+    # When the device scanned it (ms since epoch), for a check-in queued offline.
+    scanned_at: Annotated[int, msgspec.Meta(ge=0, le=10**15)] | None = None
 
 
 class CheckinResult(msgspec.Struct, frozen=True):
@@ -67,6 +78,7 @@ class CheckinResult(msgspec.Struct, frozen=True):
     seat_id: str
     checked_in_at: int  # ms since epoch
     status: str = "admitted"
+    gate: str = ""
 
 
 class Jwk(msgspec.Struct, frozen=True):
@@ -150,6 +162,8 @@ def _public_from_jwk(x: str) -> Any:
 def sign_ticket(claims: TicketClaims, key: SigningKey) -> str:
     """A compact JWS of the claims, with the key id in its header."""
     payload = msgspec.to_builtins(claims)
+    if not claims.gen:
+        del payload["gen"]
     return jwt.encode(
         payload, _load_private(key.pem), algorithm=ALGORITHM, headers={"kid": key.kid}
     )

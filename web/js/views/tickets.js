@@ -1,7 +1,8 @@
 // My tickets: from IndexedDB first (works offline), then refreshed online.
-import { currentUser } from '../auth.js';
+import { api } from '../api.js';
+import { currentUser, jwtClaims, getToken } from '../auth.js';
 import { h, mount, toast } from '../dom.js';
-import { dateLong, money, t, zoneName } from '../i18n.js';
+import { dateLong, getLang, money, t, zoneName } from '../i18n.js';
 import { askPermission, notificationPermission } from '../notify.js';
 import { savedTickets, syncTickets } from '../wallet.js';
 
@@ -11,6 +12,40 @@ function qrImage(ticket) {
     src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(ticket.qr_svg)}`,
     alt: t('tickets.qrAlt', { seat: ticket.seat_id }), width: 128, height: 128,
   });
+}
+
+// Where the confirmation e-mails (with the PDF tickets) go: PUT /me/contact.
+function contactCard() {
+  const email = h('input', { class: 'input', id: 'contact-email', type: 'email', required: true, maxlength: 254, autocomplete: 'email' });
+  const lang = h('select', { class: 'input', id: 'contact-lang' }, h('option', { value: 'es' }, 'Español'), h('option', { value: 'en' }, 'English'));
+  const status = h('span', { class: 'muted small', id: 'contact-status', role: 'status' });
+  const save = h('button', { type: 'submit', class: 'btn btn-sm', id: 'contact-save' }, t('tickets.contactSave'));
+  lang.value = getLang() === 'en' ? 'en' : 'es';
+  api.contact().then((c) => {
+    // None yet: offer the address the sign-in token carries, if any.
+    email.value = c?.email || jwtClaims(getToken())?.email || '';
+    if (c?.lang) lang.value = c.lang;
+  }).catch(() => {});
+  const form = h('form', { class: 'card stack', id: 'contact-form', onsubmit: async (ev) => {
+    ev.preventDefault();
+    save.disabled = true;
+    try {
+      await api.saveContact(email.value.trim(), lang.value);
+      status.textContent = t('tickets.contactSaved');
+      status.dataset.saved = 'true';
+    } catch (err) {
+      status.textContent = err.message || t('err.generic');
+      status.dataset.saved = 'false';
+    } finally {
+      save.disabled = false;
+    }
+  } },
+  h('h2', null, t('tickets.contactTitle')),
+  h('p', { class: 'muted small' }, t('tickets.contactHelp')),
+  h('div', { class: 'field' }, h('label', { for: 'contact-email' }, t('tickets.contactEmail')), email),
+  h('div', { class: 'field' }, h('label', { for: 'contact-lang' }, t('tickets.contactLang')), lang),
+  h('div', { class: 'row' }, save, status));
+  return form;
 }
 
 function ticketCard(ticket) {
@@ -70,7 +105,7 @@ export function render(main) {
     h('div', { class: 'page-head' },
       h('div', null, h('h1', null, t('tickets.title')), h('p', null, t('tickets.subtitle'))),
       h('span', { class: 'spacer' }), notifState, notifBtn),
-    note, list);
+    note, list, navigator.onLine === false ? null : contactCard());
   showNotifState();
 
   function show(tickets) {
