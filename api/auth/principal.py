@@ -14,7 +14,7 @@ from litestar.types import Scope
 
 from core.errors import Forbidden, Unauthorized
 
-ROLES = ("buyer", "scanner", "admin")
+ROLES = ("buyer", "scanner", "organizer", "admin")
 DEFAULT_ROLE = "buyer"
 CLIENT_PREFIX = "client:"
 
@@ -29,6 +29,8 @@ class Principal(msgspec.Struct, frozen=True):
     sub: str
     roles: frozenset[str] = frozenset()
     scopes: frozenset[str] = frozenset()
+    # The organization an organizer acts for (the token's ``TB_AUTH_ORG_CLAIM``), if any.
+    org: str | None = None
 
     @property
     def is_client(self) -> bool:

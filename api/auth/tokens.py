@@ -153,21 +153,62 @@ def http_jwks_fetcher(settings: AuthSettings, client: httpx.AsyncClient) -> Jwks
     return fetch
 
 
-def principal_from_claims(claims: dict[str, Any]) -> Principal:
+def _scopes(claims: dict[str, Any]) -> set[str]:
+    """``scope`` (space-separated, RFC 8693/9068) or ``scp`` (a list, or a string as some
+    providers send it)."""
+    scope = claims.get("scope")
+    if scope is None:
+        scope = claims.get("scp", [])
+    if isinstance(scope, str):
+        return set(scope.split())
+    if isinstance(scope, list):
+        return {s for s in scope if isinstance(s, str)}
+    return set()
+
+
+def partner_client_of(claims: dict[str, Any], partner_clients: frozenset[str]) -> str | None:
+    """The partner a provider's token speaks for: its ``client_id`` (RFC 9068), else its
+    ``azp`` (OIDC; Keycloak), when that client is a registered partner."""
+    for name in ("client_id", "azp"):
+        client = claims.get(name)
+        if isinstance(client, str) and client:
+            return client if client in partner_clients else None
+    return None
+
+
+def principal_from_claims(
+    claims: dict[str, Any],
+    partner_clients: frozenset[str] = frozenset(),
+    org_claim: str = "org",
+) -> Principal:
     """Roles from ``roles`` (dev issuer) or ``realm_access.roles`` (Keycloak); scopes from
-    ``scope`` (space-separated, OAuth2) or ``scp`` (list)."""
+    ``scope`` or ``scp``; the organization from ``org_claim`` (a string, or a one-element
+    list as Keycloak maps attributes). A token of a partner client (the dev issuer's ``client:<id>``
+    subject, or a provider's token whose client is in ``partner_clients``) is that
+    partner, with scopes and no roles: a service account's default realm roles never
+    make a partner a buyer or an admin."""
     sub = str(claims["sub"])
+    scopes = frozenset(_scopes(claims))
+    client = None if sub.startswith(CLIENT_PREFIX) else partner_client_of(claims, partner_clients)
+    if client is not None:
+        return Principal(sub=CLIENT_PREFIX + client, scopes=scopes)
+    if sub.startswith(CLIENT_PREFIX):
+        return Principal(sub=sub, scopes=scopes)
     raw_roles = claims.get("roles")
     if raw_roles is None:
         raw_roles = (claims.get("realm_access") or {}).get("roles", [])
     roles = {r for r in raw_roles if isinstance(r, str) and r in ROLES}
-    scope = claims.get("scope", claims.get("scp", []))
-    scopes = (
-        set(scope.split()) if isinstance(scope, str) else {s for s in scope if isinstance(s, str)}
-    )
-    if not roles and not sub.startswith(CLIENT_PREFIX):
+    if not roles:
         roles = {DEFAULT_ROLE}
-    return Principal(sub=sub, roles=frozenset(roles), scopes=frozenset(scopes))
+    org = claims.get(org_claim)
+    if isinstance(org, list) and len(org) == 1:
+        org = org[0]
+    return Principal(
+        sub=sub,
+        roles=frozenset(roles),
+        scopes=scopes,
+        org=org if isinstance(org, str) and org else None,
+    )
 
 
 class TokenVerifier:
@@ -185,6 +226,8 @@ class TokenVerifier:
         self.audience = settings.audience
         self.algorithms = frozenset(allowed_algorithms(settings))
         self.keys = keys
+        self.partner_clients = settings.partner_client_ids()
+        self.org_claim = settings.org_claim
         # A buyer sends the same token with every request of a sale; a signature check costs
         # ~0.15 ms, so verified tokens are remembered (until they expire) in a small LRU.
         self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
@@ -215,7 +258,8 @@ class TokenVerifier:
         verify_jws(jws, key, self.keys.declared_alg(jws.kid))
         claims = jws.claims()
         check_claims(claims, issuer=self.issuer, audience=self.audience, now=time.time())
-        return principal_from_claims(claims), float(claims["exp"])
+        principal = principal_from_claims(claims, self.partner_clients, self.org_claim)
+        return principal, float(claims["exp"])
 
 
 # -- compact JWS, verified with cryptography ---------------------------------------------

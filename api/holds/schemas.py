@@ -25,11 +25,20 @@ class HoldRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     seats: Annotated[list[str], msgspec.Meta(max_length=MAX_SEATS_IN_BODY)] | None = None
     quantity: int | None = None
     category: str | None = None
+    # Best available among wheelchair spaces and companion seats only.
+    accessible: bool = False
+    # The admission token of a queued on-sale (api/queue); ignored for other events.
+    admission: str | None = None
 
     def mode(self) -> str:
         """ "seats" or "best"; InvalidInput when the body mixes or lacks both."""
         best = self.quantity is not None or self.category is not None
         if self.seats is not None and not best:
+            if self.accessible:
+                raise InvalidInput(
+                    "accessible applies to best available (quantity + category)",
+                    field="accessible",
+                )
             return "seats"
         if self.seats is None and self.quantity is not None and self.category is not None:
             return "best"

@@ -14,7 +14,8 @@ from api.catalog.deps import catalog_from_state
 from api.edge import BUDGET_SPENT_KEY
 from api.holds.deps import provide_hold_inventory
 from api.holds.schemas import HoldRequest, HoldView, hold_view
-from api.metrics import HOLD_DURATION, HOLDS
+from api.metrics import HOLD_DURATION, HOLDS, TALLY
+from api.queue.service import require_admission
 from core.errors import DomainError, InvalidInput, LimitExceeded, RateLimited, SeatUnavailable
 from core.holds import AttemptBudget
 
@@ -42,9 +43,10 @@ def _result(exc: BaseException | None) -> str:
 
 # Pre-bound children: a labels() lookup per request costs more than the increment.
 _HOLD_RESULTS = {
-    r: HOLDS.labels(result=r)
+    r: TALLY.counter(HOLDS.labels(result=r))
     for r in ("ok", "unavailable", "limit", "budget", "invalid", "rejected", "error")
 }
+_HOLD_DURATION = TALLY.histogram(HOLD_DURATION)
 
 
 async def place_hold(
@@ -67,13 +69,17 @@ async def place_hold(
         catalog = catalog_from_state(app_state)
         mode = data.mode()
         # Both cached: no PostgreSQL query on a warm path, one Redis call below.
-        await catalog.on_sale(event_id)  # 404 unknown, 409 outside the sale window
+        event = await catalog.on_sale(event_id)  # 404 unknown, 409 outside the sale window
+        if event.queued:  # a waiting room: the fan's admission token (no Redis call)
+            require_admission(app_state, data.admission, buyer, event_id)
         prices = await catalog.prices(event_id)
         budget: AttemptBudget | None = getattr(app_state, "hold_budget", None)
         if mode == "seats":
             assert data.seats is not None
             scope_state[BUDGET_SPENT_KEY] = True  # the script spends it
-            hold = await inventory.hold(event_id, data.seats, buyer, budget=budget)
+            hold = await inventory.hold(
+                event_id, data.seats, buyer, event.hold_ttl_s, budget, event.buyer_limit
+            )
         else:
             assert data.quantity is not None and data.category is not None
             if data.category not in prices:
@@ -82,8 +88,19 @@ async def place_hold(
                     field="category",
                 )
             scope_state[BUDGET_SPENT_KEY] = True
+            # Accessible seats are kept for requests that ask until this long before
+            # the start (TB_HOLDS_ACCESSIBLE_RELEASE_S; 0: never kept).
+            release_s = inventory.settings.accessible_release_s
             hold = await inventory.hold_best(
-                event_id, data.category, data.quantity, buyer, budget=budget
+                event_id,
+                data.category,
+                data.quantity,
+                buyer,
+                event.hold_ttl_s,
+                budget,
+                event.buyer_limit,
+                data.accessible,
+                int(event.starts_at.timestamp() - release_s) * 1000 if release_s else 0,
             )
         return hold_view(hold, prices)
     except BaseException as exc:
@@ -91,4 +108,4 @@ async def place_hold(
         raise
     finally:
         _HOLD_RESULTS[_result(failure)].inc()
-        HOLD_DURATION.observe(time.perf_counter() - started)
+        _HOLD_DURATION.observe(time.perf_counter() - started)

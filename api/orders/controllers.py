@@ -17,7 +17,7 @@ from api.auth.principal import Principal, requires_role_or_scope
 from api.direct import DirectRoute, Headers, header
 from api.me.controllers import MeController
 from api.orders.deps import ORDER_SERVICE_DEPENDENCY, provide_order_service
-from api.orders.service import ROLES, SCOPES, OrderService, place_order
+from api.orders.service import ROLES, SCOPES, OrderService, order_location, place_order
 from core.orders import OrderAccepted, OrderView, PlaceOrderRequest
 
 BUYERS = requires_role_or_scope(ROLES, SCOPES)
@@ -45,15 +45,24 @@ class OrderController(Controller):
             HeaderParameter(name="Idempotency-Key", required=False, description="Required."),
         ] = None,
     ) -> Response[OrderAccepted]:
-        """Confirm the hold and queue the order: 202 ``{order_id, status: "pending"}``.
+        """Confirm the hold and queue the order: 202 ``{order_id, status: "pending"}`` with
+        ``Location: /api/v1/orders/{order_id}`` (poll it for the outcome).
 
         The ``Idempotency-Key`` header is required: the same key with the same body gives
         the same answer (also while the first request runs); with another body, 422.
         Prices come from the catalog. 503 + Retry-After if the order cannot be queued;
         the hold is then kept and can be bought again.
         """
-        status, body = await place_order(orders, principal.sub, idempotency_key, data.hold_id)
-        return Response(content=body, status_code=status, media_type="application/json")  # type: ignore[arg-type]
+        status, body = await place_order(
+            orders, principal.sub, idempotency_key, data.hold_id, data.admission
+        )
+        location = order_location(status, body)
+        return Response(
+            content=body,  # type: ignore[arg-type]
+            status_code=status,
+            media_type="application/json",
+            headers={"Location": location} if location else None,
+        )
 
     @get("/{order_id:str}", summary="Read an order", cache_control=None)
     async def get_order(
@@ -71,8 +80,9 @@ async def _serve(
 ) -> tuple[int, bytes, Headers]:
     service = await provide_order_service(app_state)
     key = header(scope, b"idempotency-key")
-    status, body = await place_order(service, principal.sub, key, data.hold_id)
-    return status, body, []
+    status, body = await place_order(service, principal.sub, key, data.hold_id, data.admission)
+    location = order_location(status, body)
+    return status, body, [(b"location", location.encode())] if location else []
 
 
 # The edge's direct route for orders (api/direct.py).

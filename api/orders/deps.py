@@ -7,11 +7,14 @@ prices and the Kafka producer (reached lazily, so reads work while Kafka is down
 
 from __future__ import annotations
 
+import functools
+
 from litestar.datastructures import State
 from litestar.di import Provide
 
 from api.catalog.deps import catalog_from_state
 from api.orders.service import OrderService
+from api.queue.service import require_admission
 from core.errors import Unavailable
 from core.inventory import Inventory
 from core.settings import Settings
@@ -33,6 +36,7 @@ async def provide_order_service(state: State) -> OrderService:
         catalog_from_state(state) if isinstance(inventory, Inventory) else None,
         kafka.producer if kafka is not None else None,
         kafka.breaker if kafka is not None else None,
+        functools.partial(require_admission, state),
     )
 
 

@@ -7,9 +7,12 @@
    one's answer, then 409 + Retry-After; a different body -> 422), and in the same round
    trip finds an order an earlier attempt recorded. The claim is settled (answer stored,
    or dropped) only while it is still this request's (``lua/order_settle.lua``);
-2. the order id is derived from (buyer, key), so every attempt of one request names the
-   same order: a retry whose first attempt died after recording it answers that order;
-3. confirm: ``Inventory.confirm`` turns the hold into a sold-pending order;
+2. the order id is derived from (buyer, key, fingerprint), so every attempt of one request
+   names the same order: a retry whose first attempt died after recording it answers
+   that order;
+3. confirm: ``Inventory.confirm`` turns the hold into a sold-pending order. If it refuses
+   (the hold is gone), the durable copy of the key in PostgreSQL is asked whether this
+   request was placed before Redis forgot the key, and a retry gets that order;
 4. price it from the catalog (never from the client), record it as pending for the
    buyer (``{user:<sub>}:orders``, ``lua/order_pending.lua``, so GET can answer before
    the persister writes it);
@@ -50,7 +53,7 @@ from aiokafka.errors import (
 from redis.asyncio.cluster import RedisCluster
 
 from api.catalog.service import Catalog
-from api.metrics import ORDERS
+from api.metrics import ORDERS, TALLY
 from core.breaker import Breaker
 from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from core.faults import reach
@@ -169,12 +172,18 @@ _SEATS: Final = msgspec.json.Decoder(tuple[OrderSeat, ...])
 
 
 async def place_order(
-    service: OrderService, buyer: str, idempotency_key: str | None, hold_id: str
+    service: OrderService,
+    buyer: str,
+    idempotency_key: str | None,
+    hold_id: str,
+    admission: str | None = None,
 ) -> tuple[int, bytes]:
     """POST /orders, whichever way it came in (the Litestar handler, the edge's direct
-    route): (status, JSON body); counted in ``ticketbuster_orders_total{status}``."""
+    route): (status, JSON body); counted in ``ticketbuster_orders_total{status}``.
+    ``admission``: the fan's admission token, needed for an event with a waiting room."""
     key = validate_idempotency_key(idempotency_key)
     try:
+        await service.check_admission(buyer, hold_id, admission)
         status, body = await service.place(buyer, key, hold_id)
     except DomainError as exc:
         _ORDER_RESULTS["unavailable" if exc.status == 503 else "refused"].inc()
@@ -183,7 +192,19 @@ async def place_order(
     return status, body
 
 
-_ORDER_RESULTS: Final = {s: ORDERS.labels(status=s) for s in ("placed", "refused", "unavailable")}
+_ACCEPTED: Final = msgspec.json.Decoder(OrderAccepted)
+
+
+def order_location(status: int, body: bytes) -> str | None:
+    """The ``Location`` of a 202 (the order to poll), also for a replayed answer."""
+    if status != 202:
+        return None
+    return f"/api/v1/orders/{_ACCEPTED.decode(body).order_id}"
+
+
+_ORDER_RESULTS: Final = {
+    s: TALLY.counter(ORDERS.labels(status=s)) for s in ("placed", "refused", "unavailable")
+}
 
 
 class OrderService:
@@ -198,6 +219,7 @@ class OrderService:
         catalog: Catalog | None = None,
         producer: Callable[[], AIOKafkaProducer] | None = None,
         broker_breaker: Breaker | None = None,
+        admission: Callable[[str | None, str, int], Any] | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -207,6 +229,21 @@ class OrderService:
         self.producer = producer
         # The Kafka producer's breaker (api/kafka.py checks it in producer()).
         self.broker_breaker = broker_breaker
+        # The waiting room's check (api.queue.service.require_admission), if any.
+        self.admission = admission
+
+    async def check_admission(self, sub: str, hold_id: str, token: str | None) -> None:
+        """403 ``admission_required`` for an event with a waiting room and no valid token
+        of this fan; nothing for other events (the event record is the catalog's cache)."""
+        if self.admission is None or self.catalog is None:
+            return
+        try:
+            event_id, _ = parse_hold_id(hold_id)
+            queued = await self.catalog.queued(event_id)
+        except (InvalidInput, NotFound):
+            return  # the order's own steps answer a bad or unknown hold
+        if queued:
+            self.admission(token, sub, event_id)
 
     # -- placing ----------------------------------------------------------------------------
 
@@ -216,7 +253,7 @@ class OrderService:
             raise Unavailable("order intake is not ready, retry shortly")
         fp = fingerprint(hold_id)
         rkey = idempotency_redis_key(sub, key)
-        order_id = order_id_for(sub, key)
+        order_id = order_id_for(sub, key, fp)
         route = Route([rkey, pending_orders_key(sub)])
         token = uuid.uuid4().hex
         replay, earlier = await self._claim(route, fp, token, order_id)
@@ -240,14 +277,11 @@ class OrderService:
         earlier: bytes | None,
     ) -> tuple[int, bytes]:
         try:
-            durable = await self._durable_replay(sub, key, fp)
-            if durable is None and earlier is not None:
-                durable = await self._earlier_attempt(earlier, fp)
-            if durable is not None:
-                status, body = durable
+            replay = None if earlier is None else await self._earlier_attempt(earlier, fp)
+            if replay is not None:
+                status, body = replay
             else:
-                accepted = await self._place(sub, key, fp, hold_id)
-                status, body = 202, msgspec.json.encode(accepted)
+                status, body = await self._place_or_replay(sub, key, fp, hold_id)
         except BaseException:
             # Nothing to replay: a retry with this key runs again (and gets the same error
             # for a dead hold, or succeeds once the dependency is back).
@@ -320,6 +354,28 @@ class OrderService:
                 log.warning("re-publish of order %s failed: %s", placed.order_id, exc)
         return 202, msgspec.json.encode(OrderAccepted(order_id=placed.order_id))
 
+    async def _place_or_replay(
+        self, sub: str, key: str, fp: str, hold_id: str
+    ) -> tuple[int, bytes]:
+        """Place the order; if the hold cannot be confirmed, the durable copy of the key
+        may say why: this very request was placed before Redis forgot the key (its claim
+        expired after 24 h, or a failover lost it), and the retry gets that order.
+
+        PostgreSQL is asked only then, not for every order: a live hold is never one that
+        an earlier attempt already bought (confirming it sold it), and a key reused for
+        another hold names another order id (``order_id_for`` includes the fingerprint).
+        """
+        try:
+            accepted = await self._place(sub, key, fp, hold_id)
+        except DomainError as exc:
+            if exc.status not in (404, 409, 410):  # not about the hold (e.g. a 503)
+                raise
+            durable = await self._durable_replay(sub, key, fp)
+            if durable is None:
+                raise
+            return durable
+        return 202, msgspec.json.encode(accepted)
+
     async def _durable_replay(self, sub: str, key: str, fp: str) -> tuple[int, bytes] | None:
         """The persisted copy of the key, for a retry that comes after Redis forgot it."""
         try:
@@ -330,7 +386,16 @@ class OrderService:
                 key,
                 timeout=1.0,  # a slow database must not stall order intake
             )
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except (
+            OSError,
+            TimeoutError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            # A connection a restart or a timed-out query left mid-protocol ("cannot switch
+            # to state ..."): as unreachable as the others.
+            asyncpg.InternalClientError,
+            Unavailable,  # the PostgreSQL breaker is open
+        ) as exc:
             log.warning("idempotency lookup in PostgreSQL failed: %s", exc)
             return None  # Redis claimed the key; go on
         if row is None:
@@ -346,7 +411,7 @@ class OrderService:
         # Prices first (cached): a missing price must not leave a confirmed hold behind.
         prices = {code: p.price_minor for code, p in (await self.catalog.prices(event_id)).items()}
         producer = self.producer()  # 503 before touching the hold if Kafka is down
-        order_id = order_id_for(sub, key)
+        order_id = order_id_for(sub, key, fp)
         confirmed = await self.inventory.confirm(hold_id, sub, order_id)
         try:
             order = build_order(

@@ -36,7 +36,7 @@ PARTNER_SECRET = uuid.uuid4().hex  # made per run; never a real secret
 def auth_settings(settings: Settings) -> Settings:
     return with_overrides(
         settings,
-        auth={"clients": f"acme={PARTNER_SECRET} events:read holds:write;other=x2 orders:read"},
+        auth={"clients": f"acme={PARTNER_SECRET} holds orders;other=x2 orders"},
     )
 
 
@@ -45,7 +45,7 @@ async def admin_only(principal: NamedDependency[Principal]) -> dict[str, str]:
     return {"sub": principal.sub}
 
 
-@get("/api/v1/test-auth/partner", guards=[requires_scope("events:read")])
+@get("/api/v1/test-auth/partner", guards=[requires_scope("holds")])
 async def partner_only(principal: NamedDependency[Principal]) -> dict[str, str]:
     return {"sub": principal.sub}
 
@@ -225,18 +225,18 @@ async def test_partner_client_credentials(auth_settings: Settings) -> None:
     async with api_client(auth_settings, HANDLERS) as client:
         response = await client.post(
             "/api/v1/auth/token",
-            data={"grant_type": "client_credentials", "scope": "events:read"},
+            data={"grant_type": "client_credentials", "scope": "holds"},
             auth=("acme", PARTNER_SECRET),
         )
         assert response.status_code == 200, response.text
         token = response.json()
-        assert token["scope"] == "events:read" and token["token_type"] == "Bearer"
+        assert token["scope"] == "holds" and token["token_type"] == "Bearer"
         partner = await client.get(
             "/api/v1/test-auth/partner", headers=bearer(token["access_token"])
         )
         assert partner.json() == {"sub": "client:acme"}
         me = (await client.get("/api/v1/me", headers=bearer(token["access_token"]))).json()
-        assert me == {"sub": "client:acme", "roles": [], "scopes": ["events:read"]}
+        assert me == {"sub": "client:acme", "roles": [], "scopes": ["holds"]}
         # A partner is not an admin.
         admin = await client.get("/api/v1/test-auth/admin", headers=bearer(token["access_token"]))
         assert admin.status_code == 403
@@ -250,7 +250,7 @@ async def test_partner_client_credentials(auth_settings: Settings) -> None:
                 "client_secret": PARTNER_SECRET,
             },
         )
-        assert response.json()["scope"] == "events:read holds:write"
+        assert response.json()["scope"] == "holds orders"
 
         wrong = await client.post(
             "/api/v1/auth/token", data={"grant_type": "client_credentials"}, auth=("acme", "guess")
@@ -258,7 +258,7 @@ async def test_partner_client_credentials(auth_settings: Settings) -> None:
         assert wrong.status_code == 401 and wrong.json()["error"] == "invalid_client"
         scope = await client.post(
             "/api/v1/auth/token",
-            data={"grant_type": "client_credentials", "scope": "orders:read"},
+            data={"grant_type": "client_credentials", "scope": "admin"},
             auth=("acme", PARTNER_SECRET),
         )
         assert scope.status_code == 422 and scope.json()["error"] == "invalid_scope"

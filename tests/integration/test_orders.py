@@ -99,6 +99,7 @@ async def test_order_is_pending_priced_by_the_catalog_and_published(ctx: Ctx) ->
     assert r.status_code == 202, r.text
     order_id = r.json()["order_id"]
     assert r.json() == {"order_id": order_id, "status": "pending"}
+    assert r.headers["location"] == f"/api/v1/orders/{order_id}"  # where to poll
 
     view = (await ctx.http.get(f"/api/v1/orders/{order_id}", headers=ana)).json()
     assert view["status"] == "pending"
@@ -238,6 +239,9 @@ async def test_the_direct_order_route_answers_as_litestar_does(ctx: Ctx) -> None
         assert one == two, f"{name}: direct {one} != litestar {two}"
     statuses = {name: a["status"] for name, a in direct}
     assert statuses["order"] == statuses["replay"] == 202, statuses
+    answers = dict(direct)
+    assert answers["order"]["headers"]["location"] == "/api/v1/orders/*"
+    assert answers["replay"]["headers"]["location"] == "/api/v1/orders/*"
     assert statuses["key reused"] == statuses["no key"] == 422, statuses
     assert statuses["no token"] == 401 and statuses["wrong role"] == 403, statuses
     served = after["served"] - before["served"]
@@ -245,3 +249,81 @@ async def test_the_direct_order_route_answers_as_litestar_does(ctx: Ctx) -> None
     # Served: order, replay, key reused, no key, key too long, two keys (the in-process
     # client folds repeated headers into one "a, b"), someone else's, not a hold id.
     assert (served, handed_on) == (8, 4), (served, handed_on, statuses)
+
+
+async def test_a_retry_after_redis_forgot_the_key_gets_the_persisted_order(ctx: Ctx) -> None:
+    """The durable copy of the key answers a retry once Redis no longer has the claim
+    (expired after 24 h, or lost in a failover): the same order, not an error. A key used
+    again for another hold after that names a new order, never the first one's id."""
+    from api.orders.service import idempotency_redis_key
+    from core.inventory import Inventory
+    from core.orders import pending_orders_key
+    from workers.persister import decide_and_write
+
+    sub = f"cleo-orders-{RUN}"
+    cleo = await auth(ctx.http, sub)
+    key = uuid.uuid4().hex
+    held = await hold(ctx, cleo, 2)
+    first = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": held["hold_id"]},
+        headers={**cleo, "Idempotency-Key": key},
+    )
+    assert first.status_code == 202, first.text
+    order_id = first.json()["order_id"]
+
+    # What the persister does with it: the order and its key in PostgreSQL, Redis told.
+    redis = cluster_client(ctx.settings.redis.cluster_nodes)
+    await redis.initialize()
+    try:
+        raw = await redis.hget(pending_orders_key(sub), order_id)
+        placed = msgspec.json.decode(raw, type=OrderPlaced)
+        conn = await asyncpg.connect(ctx.settings.database.url)
+        try:
+            async with conn.transaction():
+                [decision] = await decide_and_write(conn, [placed])
+            assert decision.status == "confirmed", decision
+        finally:
+            await conn.close()
+        await Inventory(redis).mark_sold(placed.event_id, placed.partition, order_id)
+        # Redis forgets the key and the pending record.
+        await redis.delete(idempotency_redis_key(sub, key), pending_orders_key(sub))
+    finally:
+        await redis.aclose()
+
+    again = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": held["hold_id"]},
+        headers={**cleo, "Idempotency-Key": key},
+    )
+    assert again.status_code == 202, again.text
+    assert again.json() == {"order_id": order_id, "status": "pending"}
+
+    # The same key for another (dead) hold: the durable copy says it was used otherwise.
+    gone = f"h{ctx.event_id}.0.{uuid.uuid4().hex[:16]}"
+    redis = cluster_client(ctx.settings.redis.cluster_nodes)
+    await redis.initialize()
+    try:
+        await redis.delete(idempotency_redis_key(sub, key))
+    finally:
+        await redis.aclose()
+    reused = await ctx.http.post(
+        "/api/v1/orders", json={"hold_id": gone}, headers={**cleo, "Idempotency-Key": key}
+    )
+    assert reused.status_code in (404, 422), reused.text
+
+    # ... and for another live hold: a new order under a new id.
+    other = await hold(ctx, cleo, 1)
+    redis = cluster_client(ctx.settings.redis.cluster_nodes)
+    await redis.initialize()
+    try:
+        await redis.delete(idempotency_redis_key(sub, key))
+    finally:
+        await redis.aclose()
+    new = await ctx.http.post(
+        "/api/v1/orders",
+        json={"hold_id": other["hold_id"]},
+        headers={**cleo, "Idempotency-Key": key},
+    )
+    assert new.status_code == 202, new.text
+    assert new.json()["order_id"] != order_id

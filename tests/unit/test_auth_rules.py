@@ -13,7 +13,8 @@ from jwt.algorithms import OKPAlgorithm
 
 from api.auth.dev_issuer import parse_clients
 from api.auth.tokens import JwksCache, allowed_algorithms, principal_from_claims
-from api.ratelimit import client_ip, parse_trusted_proxies
+from api.ratelimit import client_ip
+from api.startup import parse_trusted_proxies
 from core.settings import AuthSettings
 
 
@@ -25,10 +26,56 @@ def test_roles_default_to_buyer_and_unknown_roles_are_dropped() -> None:
 
 
 def test_partner_clients_get_scopes_and_no_roles() -> None:
-    p = principal_from_claims({"sub": "client:acme", "scope": "events:read holds:write"})
+    p = principal_from_claims({"sub": "client:acme", "scope": "holds orders", "roles": ["admin"]})
     assert p.is_client
     assert p.roles == frozenset()
-    assert p.has_scope("holds:write") and not p.has_scope("orders:write")
+    assert p.has_scope("holds") and p.has_scope("orders") and not p.has_scope("admin")
+
+
+# A Keycloak client-credentials token: the subject is the client's service-account user,
+# the client is in azp (and client_id from Keycloak 26 on), default realm roles included.
+KEYCLOAK_SERVICE_ACCOUNT = {
+    "sub": "0f5b6d1e-9a43-4c1b-8f7e-1f0b5b2a9c11",
+    "azp": "acme",
+    "client_id": "acme",
+    "preferred_username": "service-account-acme",
+    "scope": "profile email holds orders",
+    "realm_access": {"roles": ["default-roles-ticketbuster", "offline_access", "buyer"]},
+}
+
+
+def test_a_registered_partner_client_of_the_provider_is_that_partner() -> None:
+    p = principal_from_claims(KEYCLOAK_SERVICE_ACCOUNT, frozenset({"acme"}))
+    assert p.sub == "client:acme" and p.is_client
+    assert p.roles == frozenset()  # the default "buyer" realm role does not make it a buyer
+    assert p.has_scope("holds") and p.has_scope("orders")
+    # azp only (older Keycloak), scopes as an scp list (other providers).
+    claims = {k: v for k, v in KEYCLOAK_SERVICE_ACCOUNT.items() if k not in ("client_id", "scope")}
+    p = principal_from_claims({**claims, "scp": ["holds"]}, frozenset({"acme"}))
+    assert p.sub == "client:acme" and p.scopes == frozenset({"holds"})
+    # scp as a space-separated string.
+    p = principal_from_claims({**claims, "scp": "holds orders"}, frozenset({"acme"}))
+    assert p.scopes == frozenset({"holds", "orders"})
+
+
+def test_a_token_of_another_client_is_a_person() -> None:
+    # Not a registered partner (e.g. the PWA's own client): the user, with their roles.
+    person = {
+        **KEYCLOAK_SERVICE_ACCOUNT,
+        "azp": "ticketbuster-pwa",
+        "client_id": "ticketbuster-pwa",
+    }
+    p = principal_from_claims(person, frozenset({"acme"}))
+    assert p.sub == person["sub"] and not p.is_client and p.roles == frozenset({"buyer"})
+    # Without a configured partner list nobody is a partner by claims alone.
+    assert not principal_from_claims(KEYCLOAK_SERVICE_ACCOUNT).is_client
+    # client_id wins over azp: a partner's azp on another client's token is not enough.
+    mixed = {**KEYCLOAK_SERVICE_ACCOUNT, "client_id": "someone-else"}
+    assert not principal_from_claims(mixed, frozenset({"acme"})).is_client
+
+
+def test_partner_client_ids_setting() -> None:
+    assert AuthSettings(partner_clients=" acme, beta ,,").partner_client_ids() == {"acme", "beta"}
 
 
 @pytest.mark.parametrize("algs", ["none", "HS256", "EdDSA,none", ""])
@@ -38,8 +85,8 @@ def test_algorithm_allow_list_refuses_none_and_hmac(algs: str) -> None:
 
 
 def test_clients_spec() -> None:
-    clients = parse_clients("acme=s3cret events:read holds:write; beta=sha256:" + "0" * 64)
-    assert clients["acme"].scopes == frozenset({"events:read", "holds:write"})
+    clients = parse_clients("acme=s3cret holds orders; beta=sha256:" + "0" * 64)
+    assert clients["acme"].scopes == frozenset({"holds", "orders"})
     assert clients["acme"].check_secret("s3cret") and not clients["acme"].check_secret("x")
     assert clients["beta"].scopes == frozenset()
     with pytest.raises(ValueError):

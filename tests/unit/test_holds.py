@@ -112,7 +112,7 @@ def test_partition_plan() -> None:
 
 def test_partition_keys_share_one_hash_tag() -> None:
     keys = partition_keys(42, 3)
-    assert len(keys) == 14
+    assert len(keys) == 16  # KEYS[1..16] of lua/lib/prelude.lua
     assert all(k.startswith("{ev:42:3}:") for k in keys)
     assert keys[-1] == "{ev:42:3}:stream"
 

@@ -18,6 +18,7 @@ from core.orders import (
     can_transition,
     canonical_uuid,
     encode,
+    order_id_for,
     status_change,
     ticket_id_for,
     topic,
@@ -148,3 +149,14 @@ def test_only_the_hyphenated_form_is_a_canonical_uuid() -> None:
         "a" * 300,
     ):
         assert canonical_uuid(odd) is None, odd
+
+
+def test_order_ids_are_the_uuid5_of_buyer_key_and_fingerprint() -> None:
+    namespace = uuid.UUID("2b7f9d64-1c3e-5a8b-9e0f-7d4c6a1b3e52")
+    for i in range(200):
+        buyer, key, fp = f"buyer-ñ{i}", f"key-{i * 31}", f"{i:064x}"
+        assert order_id_for(buyer, key, fp) == str(uuid.uuid5(namespace, f"{buyer}\n{key}\n{fp}"))
+    # Every attempt of one request names one order; another hold under the key, another.
+    assert order_id_for("ana", "k1", "f1") == order_id_for("ana", "k1", "f1")
+    assert order_id_for("ana", "k1", "f1") != order_id_for("ana", "k1", "f2")
+    assert order_id_for("ana", "k1", "f1") != order_id_for("bea", "k1", "f1")
