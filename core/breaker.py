@@ -117,7 +117,8 @@ class Breaker:
         )
 
 
-def _pg_outages() -> tuple[type[BaseException], ...]:
+def pg_outages() -> tuple[type[BaseException], ...]:
+    """The errors that say PostgreSQL is unreachable (not that a query is wrong)."""
     import asyncpg
 
     return (
@@ -138,7 +139,7 @@ class GuardedPool:
     def __init__(self, pool: Any, breaker: Breaker) -> None:
         self._pool = pool
         self.breaker = breaker
-        self._outages = _pg_outages()
+        self._outages = pg_outages()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)

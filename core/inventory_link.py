@@ -12,8 +12,9 @@ How a call travels:
   (``Route``): one CRC16 per partition, not per key per call.
 - One connection per primary, shared by every caller of the process. Calls made during
   one turn of the event loop leave in one socket write (the technique ioredis calls
-  auto-pipelining); Redis answers in order, so replies are matched to callers by
-  position.
+  auto-pipelining), and while a batch awaits its replies the next calls gather and leave
+  together when it is answered (one batch in flight per connection); Redis answers in
+  order, so replies are matched to callers by position.
 - Redirections and errors that prove the script did not run are retried, bounded:
   ``MOVED`` (the slot map is refreshed), ``ASK`` (``ASKING`` then the call on the target),
   ``NOSCRIPT`` (``SCRIPT LOAD`` then the call), ``TRYAGAIN``/``CLUSTERDOWN``/``LOADING``/
@@ -102,12 +103,14 @@ def encode_command(*parts: Any) -> bytes:
 class Script:
     """A Lua script known by its SHA1; loaded into a node on demand (NOSCRIPT)."""
 
-    __slots__ = ("load_command", "read_only", "sha", "source")
+    __slots__ = ("load_command", "read_only", "replicated", "sha", "source")
 
-    def __init__(self, source: str, *, read_only: bool = False) -> None:
+    def __init__(self, source: str, *, read_only: bool = False, replicated: bool = False) -> None:
         self.source = source.encode()
         self.sha = hashlib.sha1(self.source, usedforsecurity=False).hexdigest().encode()
         self.read_only = read_only
+        # Followed by ``WAIT 1 <replica_wait_ms>`` when the link has a replica wait.
+        self.replicated = replicated
         self.load_command = encode_command(b"SCRIPT", b"LOAD", self.source)
 
 
@@ -132,7 +135,9 @@ def _evalsha(script: Script, route: Route, args: Sequence[Any]) -> bytes:
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection to one node; commands are buffered and written once per loop turn."""
+    """One TCP connection to one node. Commands are buffered and written together: at the
+    end of the loop turn when nothing is in flight, else when the batch in flight is
+    answered (a write to a loopback socket cost as much CPU as the order's logic)."""
 
     def __init__(self, address: Address, loop: asyncio.AbstractEventLoop) -> None:
         self.address = address
@@ -156,6 +161,11 @@ class _Connection(asyncio.Protocol):
         while True:
             reply = self.reader.gets()
             if reply is False:
+                if not pending and self.buffer and not self.flush_scheduled:
+                    # The batch in flight is answered: what queued meanwhile goes now (after
+                    # the callers just woken have added their next calls).
+                    self.flush_scheduled = True
+                    self.loop.call_soon(self.flush)
                 return
             if not pending:  # a reply nobody asked for: the stream is out of step
                 self.close(OutcomeUnknown(f"unexpected reply from {self.address}"))
@@ -173,7 +183,10 @@ class _Connection(asyncio.Protocol):
         futures = [self.loop.create_future() for _ in commands]
         self.buffer.extend(commands)
         self.waiting.extend(futures)
-        if not self.flush_scheduled:
+        # One batch in flight per connection: while one awaits its replies, new calls
+        # gather and leave together when it is answered (data_received), so under load
+        # a write carries every call of one round trip, not only of one loop turn.
+        if not self.flush_scheduled and not self.pending:
             self.flush_scheduled = True
             self.loop.call_soon(self.flush)
         return futures
@@ -301,15 +314,26 @@ class ScriptLink:
 
     ``seeds``: addresses of any cluster nodes (the slot map is read from the first that
     answers). ``timeout_s`` bounds a connect and the wait for a reply; ``down_s`` is how
-    long a primary's breaker stays open after it failed.
+    long a primary's breaker stays open after it failed. ``replica_wait_ms`` > 0: a script
+    marked ``replicated`` is followed, in the same write, by ``WAIT 1 <replica_wait_ms>``
+    (its reply waits for one replica's acknowledgement, or that long);
+    ``unreplicated`` counts the calls no replica acknowledged in time (the script ran).
     """
 
     def __init__(
-        self, seeds: Iterable[Address], *, timeout_s: float = 2.0, down_s: float = 1.0
+        self,
+        seeds: Iterable[Address],
+        *,
+        timeout_s: float = 2.0,
+        down_s: float = 1.0,
+        replica_wait_ms: int = 0,
     ) -> None:
         self.seeds = list(dict.fromkeys(seeds))
         self.timeout_s = timeout_s
         self.down_s = down_s
+        self.replica_wait_ms = replica_wait_ms
+        self._wait = encode_command(b"WAIT", b"1", b"%d" % replica_wait_ms)
+        self.unreplicated = 0
         self._slots: list[Address | None] = [None] * SLOTS
         self._nodes: dict[Address, _Node] = {}
         self._refreshing: asyncio.Future[None] | None = None
@@ -317,12 +341,13 @@ class ScriptLink:
         self._stale = True
 
     @classmethod
-    def for_client(cls, client: Any) -> ScriptLink:
+    def for_client(cls, client: Any, replica_wait_ms: int = 0) -> ScriptLink:
         """A link to the cluster a redis-py ``RedisCluster`` client points at (its seed nodes
         and socket timeout)."""
         return cls(
             [(n.host, int(n.port)) for n in client.nodes_manager.startup_nodes.values()],
             timeout_s=float(client.connection_kwargs.get("socket_timeout") or 2.0),
+            replica_wait_ms=replica_wait_ms,
         )
 
     # -- topology -------------------------------------------------------------------------
@@ -422,12 +447,17 @@ class ScriptLink:
                     continue
                 if len(conn.pending) >= MAX_PENDING:
                     raise NodeDown(f"Redis node {address[0]}:{address[1]} is overloaded")
-                if asking:
-                    _, future = conn.send(b"*1\r\n$6\r\nASKING\r\n", command)
-                else:
-                    (future,) = conn.send(command)
+                head = (b"*1\r\n$6\r\nASKING\r\n",) if asking else ()
+                waits = script.replicated and self.replica_wait_ms > 0
+                futures = conn.send(*head, command, *((self._wait,) if waits else ()))
                 node.arm_watchdog()
-                reply = await future
+                if waits:
+                    future, acked = futures[-2:]
+                    reply = await future
+                    if not isinstance(reply, hiredis.ReplyError) and await acked == 0:
+                        self.unreplicated += 1
+                else:
+                    reply = await futures[-1]
             except OutcomeUnknown:
                 if not script.read_only:
                     raise

@@ -57,6 +57,7 @@ _TICKET_PREFIX: Final = _TICKET_NAMESPACE.bytes
 # Namespace for order ids derived from (buyer, Idempotency-Key): every attempt of one
 # request names the same order, so a retry after a crash finds it instead of a new one.
 _ORDER_NAMESPACE: Final = uuid.UUID("2b7f9d64-1c3e-5a8b-9e0f-7d4c6a1b3e52")
+_ORDER_PREFIX: Final = _ORDER_NAMESPACE.bytes
 
 _TRANSITIONS: Final[dict[OrderStatus, frozenset[OrderStatus]]] = {
     "pending": frozenset({"confirmed", "rejected"}),
@@ -173,6 +174,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
 
 class PlaceOrderRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     hold_id: str
+    # The admission token of a queued on-sale (api/queue); ignored for other events.
+    admission: str | None = None
 
 
 class OrderAccepted(msgspec.Struct, frozen=True):
@@ -244,28 +247,35 @@ def canonical_uuid(value: str) -> str | None:
     return lowered if len(value) == 36 and _CANONICAL_UUID.fullmatch(lowered) else None
 
 
-def ticket_id_for(order_id: str, seat_id: str) -> str:
-    """The deterministic ticket id of one seat of one order (UUIDv5).
-
-    Equal to ``str(uuid.uuid5(_TICKET_NAMESPACE, f"{order_id}/{seat_id}"))``, computed
-    from the SHA-1 directly: the persister derives one per ticket, thousands per batch,
-    and the uuid module's objects cost three times the hash.
-    """
-    name = _TICKET_PREFIX + f"{order_id}/{seat_id}".encode()
-    digest = bytearray(hashlib.sha1(name, usedforsecurity=False).digest())  # as RFC 4122
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+def _uuid5(prefix: bytes, name: str) -> str:
+    """``str(uuid.uuid5(namespace, name))`` for ``prefix = namespace.bytes``, from the SHA-1
+    directly (the uuid module's objects cost three times the hash, on hot paths)."""
+    digest = bytearray(hashlib.sha1(prefix + name.encode(), usedforsecurity=False).digest())
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5, as RFC 4122
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     h = digest[:16].hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
 
-def order_id_for(buyer: str, idempotency_key: str) -> str:
-    """The order id of one purchase request (UUIDv5 of the buyer and the key).
+def ticket_id_for(order_id: str, seat_id: str) -> str:
+    """The deterministic ticket id of one seat of one order (UUIDv5).
 
-    Deterministic so that a retry of a request whose first attempt died after recording
-    the order (and before answering) names that order rather than a second one.
+    Equal to ``str(uuid.uuid5(_TICKET_NAMESPACE, f"{order_id}/{seat_id}"))``: the persister
+    derives one per ticket, thousands per batch.
     """
-    return str(uuid.uuid5(_ORDER_NAMESPACE, f"{buyer}\n{idempotency_key}"))
+    return _uuid5(_TICKET_PREFIX, f"{order_id}/{seat_id}")
+
+
+def order_id_for(buyer: str, idempotency_key: str, fingerprint: str) -> str:
+    """The order id of one purchase request: UUIDv5 of the buyer, the key and the request's
+    fingerprint (``str(uuid.uuid5(_ORDER_NAMESPACE, f"{buyer}\n{key}\n{fingerprint}"))``).
+
+    Deterministic, so that a retry of a request whose first attempt died after recording
+    the order (and before answering) names that order rather than a second one. The
+    fingerprint is part of it so that a key reused for another hold after the API forgot
+    the key (24 h) names another order, never the first one's id for other seats.
+    """
+    return _uuid5(_ORDER_PREFIX, f"{buyer}\n{idempotency_key}\n{fingerprint}")
 
 
 def publish_wait_s(request_timeout_s: float) -> float:
@@ -361,6 +371,11 @@ def pending_orders_key(sub: str) -> str:
 def user_events_key(sub: str) -> str:
     """Redis stream of one user's notifications (hash-tagged to one slot)."""
     return f"{{user:{sub}}}:events"
+
+
+def user_notified_key(sub: str, order_id: str, status: str) -> str:
+    """Marker that this status of this order is on the user's stream (``lua/notify.lua``)."""
+    return f"{{user:{sub}}}:notified:{order_id}:{status}"
 
 
 _encoder = msgspec.json.Encoder()

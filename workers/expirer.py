@@ -1,6 +1,6 @@
 """Hold expirer and reconciler: the saga's safety net.
 
-Two loops over the published events (``catalog.events``, each of its partitions):
+Two loops over the events past their draft (``catalog.events``, each of its partitions):
 
 - **sweep** (every ``sweep_interval_s``): ``Inventory.sweep`` releases expired holds
   (with seat deltas, so live seat maps update).
@@ -114,16 +114,24 @@ class Reconciler:
         self.redis = redis
         self.plans: dict[int, PartitionPlan] = {}
         self._seat_counts: dict[tuple[int, int], dict[str, int]] = {}
+        # When each stuck order was last re-published (ms): once per grace period, not on
+        # every pass. While the persister is away (a restart, a group rebalance) a re-publish
+        # on every pass would put the same order on the topic again and again, and each copy
+        # comes back as one more OrderConfirmed, ticket reissue check and notification.
+        self._republished: dict[str, int] = {}
         self.inventory = Inventory(redis, settings.holds, plans=self.plan)
 
     async def partitions(self) -> list[tuple[int, int]]:
-        """(event, partition) of every event on sale or about to happen; refreshes the plans."""
+        """(event, partition) of every event past its draft that has not been over for a day;
+        refreshes the plans."""
         rows = await self.pool.fetch(
             "SELECT e.id, e.partitions,"
             " coalesce(jsonb_object_agg(s.code, s.partition)"
             "          FILTER (WHERE s.code IS NOT NULL), '{}') AS sections"
             " FROM catalog.events e LEFT JOIN catalog.sections s ON s.event_id = e.id"
-            " WHERE e.status = 'published' AND e.starts_at > now() - interval '1 day'"
+            # Paused, closed and cancelled events keep holds to expire and orders to
+            # settle, so they are swept and reconciled as long as published ones.
+            " WHERE e.status <> 'draft' AND e.starts_at > now() - interval '1 day'"
             " GROUP BY e.id"
         )
         for r in rows:
@@ -148,6 +156,8 @@ class Reconciler:
     async def reconcile(self, events: list[tuple[int, int]] | None = None) -> dict[str, int]:
         """One pass; returns seats found per kind (also exported as the gauge)."""
         found = dict.fromkeys(KINDS, 0)
+        forget = now_ms() - 10 * int(self.settings.workers.reconcile_grace_s * 1000)
+        self._republished = {o: t for o, t in self._republished.items() if t > forget}
         for event_id, partition in events or await self.partitions():
             try:
                 counts = await self._reconcile_partition(event_id, partition)
@@ -270,24 +280,34 @@ class Reconciler:
             if now - order.p < grace_ms:
                 continue  # still in flight
             counts["pending_stuck"] += 1
-            await self._unstick(event_id, partition, order_id, order.b)
+            if now - self._republished.get(order_id, 0) < grace_ms:
+                continue  # re-published within the grace period: give that copy its time
+            if await self._unstick(event_id, partition, order_id, order.b):
+                self._republished[order_id] = now
         return counts
 
-    async def _unstick(self, event_id: int, partition: int, order_id: str, buyer: str) -> None:
+    async def _unstick(self, event_id: int, partition: int, order_id: str, buyer: str) -> bool:
+        """Re-publish the order from its pending record (True), or release it without one."""
         record = await self.redis.hget(pending_orders_key(buyer), order_id) if buyer else None
         if record is not None:
             placed = msgspec.json.decode(record, type=OrderPlaced)
-            await self.broker.publish(
-                record,
-                topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
-                key=event_key(placed.event_id),
+            # Bounded: a broker that does not answer must not stall the whole pass (the
+            # partition's pass fails and the next one tries again).
+            await asyncio.wait_for(
+                self.broker.publish(
+                    record,
+                    topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
+                    key=event_key(placed.event_id),
+                ),
+                timeout=self.settings.kafka.request_timeout_s,
             )
             log.warning("re-published stuck order %s", order_id)
             metrics.STUCK_ORDERS.labels(action="republish").inc()
-            return
+            return True
         await self.inventory.reject(event_id, partition, order_id)
         log.warning("released stuck order %s (no record to re-publish)", order_id)
         metrics.STUCK_ORDERS.labels(action="release").inc()
+        return False
 
 
 async def _every(interval_s: float, step: Any, name: str) -> None:

@@ -22,11 +22,24 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
     REGISTRY.register(_collector)
 
+TICKET_EMAILS = Counter(
+    "ticketbuster_ticket_emails_total",
+    "Ticket e-mails by kind (confirmation, resend) and result (sent, no_address, duplicate).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
 ORDERS = Counter("ticketbuster_orders_total", "Orders by status.", ["status"], registry=REGISTRY)
 PURCHASE_DURATION = Histogram(
     "ticketbuster_purchase_duration_seconds",
     "From OrderPlaced (API) to the persister's decision.",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+OFFSET_RESETS = Counter(
+    "ticketbuster_consumer_offset_resets_total",
+    "Partitions a consumer found itself past the end of (the log was truncated or"
+    " replaced) and read again from the start.",
+    ["topic", "group"],
     registry=REGISTRY,
 )
 CONSUMER_LAG = Gauge(
@@ -77,6 +90,12 @@ NOTIFICATIONS = Counter(
     ["status"],
     registry=REGISTRY,
 )
+NOTIFICATION_REPEATS = Counter(
+    "ticketbuster_notification_repeats_total",
+    "Order status changes that came again (a redelivery, a re-publish) and were not "
+    "appended to the buyer's stream a second time.",
+    registry=REGISTRY,
+)
 RECONCILER_MISMATCHES = Gauge(
     "ticketbuster_reconciler_mismatches",
     "Seats on which Redis and PostgreSQL disagree at the last reconcile pass.",
@@ -104,5 +123,40 @@ SEATS = Gauge(
     "Seats per event and status, from the reconciler's last pass.",
     ["event", "status"],
     multiprocess_mode="mostrecent",
+    registry=REGISTRY,
+)
+
+# The waiting rooms (workers/admitter.py), per queued event (a handful at once).
+QUEUE_WAITING = Gauge(
+    "ticketbuster_queue_waiting",
+    "Fans waiting in an event's queue.",
+    ["event"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+QUEUE_ADMITTED = Gauge(
+    "ticketbuster_queue_admitted",
+    "Fans admitted from an event's queue so far.",
+    ["event"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+QUEUE_RATE = Gauge(
+    "ticketbuster_queue_rate_per_minute",
+    "An event's admission rate setting (fans per minute).",
+    ["event"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+QUEUE_SOLD_OUT = Gauge(
+    "ticketbuster_queue_sold_out",
+    "1 while an event's queue is closed because no seat is left.",
+    ["event"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)
+QUEUE_LOG_ENTRIES = Counter(
+    "ticketbuster_queue_log_entries_total",
+    "Fairness-log entries appended to PostgreSQL.",
     registry=REGISTRY,
 )

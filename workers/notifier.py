@@ -5,8 +5,11 @@ Consumes ``orders.confirmed`` and ``orders.rejected``; for each, appends an
 ``order.status`` and ``data`` = JSON; capped with ``MAXLEN ~``), where the API's
 ``/api/v1/me/live`` WebSocket (area 7, ``core.live.order_update_from_stream``) tails
 it, and publishes the same payload to the ``notifications`` topic for other consumers.
-At least once: a redelivered batch may append a status twice; the PWA treats a repeated
-status as a no-op.
+At least once, appended once: a redelivered batch (or a stuck order the reconciler
+re-published) brings a status back, and ``lua/notify.lua`` appends each (order, status)
+to the stream only the first time, so repeats cannot push out the entries a reconnecting
+client still has to read. The ``notifications`` topic gets every copy (its consumers are
+at least once too).
 
 Run: ``uv run python -m workers.notifier``.
 """
@@ -16,7 +19,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 
 import msgspec
 from aiokafka import ConsumerRecord
@@ -24,6 +28,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from redis.asyncio.cluster import RedisCluster
 
+from core.inventory_link import Route, Script, ScriptLink
 from core.orders import (
     TOPIC_CONFIRMED,
     TOPIC_NOTIFICATIONS,
@@ -37,6 +42,7 @@ from core.orders import (
     status_change,
     topic,
     user_events_key,
+    user_notified_key,
 )
 from core.settings import Settings, load_settings
 from workers import metrics
@@ -56,6 +62,12 @@ GROUP = "notifier"
 _CONFIRMED = msgspec.json.Decoder(OrderConfirmed)
 _REJECTED = msgspec.json.Decoder(OrderRejected)
 
+NOTIFY: Final = Script(
+    (Path(__file__).resolve().parents[1] / "lua" / "notify.lua").read_text(encoding="utf-8")
+)
+# A marker lives a week: far longer than any redelivery or re-publish takes to arrive.
+MARKER_TTL_S = 7 * 24 * 3600
+
 
 class Notifier:
     def __init__(self, settings: Settings, broker: KafkaBroker, redis: RedisCluster) -> None:
@@ -63,6 +75,25 @@ class Notifier:
         self.broker = broker
         self.redis = redis
         self.rejected_topic = topic(settings.kafka.topic_prefix, TOPIC_REJECTED)
+        # Auto-pipelined per primary, NOSCRIPT handled (a fresh or newly promoted node).
+        self.link = ScriptLink.for_client(redis)
+
+    async def _append(self, outcomes: Sequence[OrderConfirmed | OrderRejected]) -> list[Any]:
+        """``lua/notify.lua`` for each outcome; each result is an entry id, or None when
+        that status was on the stream already. A failure fails the batch, which is then
+        retried whole (the markers make the retry harmless)."""
+        calls = []
+        for outcome in outcomes:
+            change = status_change(outcome)
+            route = Route(
+                [
+                    user_events_key(outcome.buyer),
+                    user_notified_key(outcome.buyer, change.order_id, change.status),
+                ]
+            )
+            args = (USER_EVENT_TYPE, encode(change), USER_EVENTS_MAXLEN, MARKER_TTL_S)
+            calls.append(self.link.run(NOTIFY, route, args))
+        return list(await asyncio.gather(*calls))
 
     async def handle(self, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
         outcomes: list[OrderConfirmed | OrderRejected] = []
@@ -76,16 +107,8 @@ class Notifier:
                 )
         if not outcomes:
             return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for outcome in outcomes:
-                change = status_change(outcome)
-                pipe.xadd(
-                    user_events_key(outcome.buyer),
-                    {b"type": USER_EVENT_TYPE, b"data": encode(change)},
-                    maxlen=USER_EVENTS_MAXLEN,
-                    approximate=True,
-                )
-            await pipe.execute()
+        appended = await self._append(outcomes)
+        metrics.NOTIFICATION_REPEATS.inc(sum(1 for a in appended if not a))
         futures = []
         for outcome in outcomes:
             change = status_change(outcome)
@@ -126,6 +149,8 @@ def create_notifier(settings: Settings | None = None) -> FastStream:
         state["notifier"] = Notifier(settings, broker, state["redis"])
 
     async def shutdown() -> None:
+        if "notifier" in state:
+            state["notifier"].link.close()
         if "redis" in state:
             await state["redis"].aclose()
 

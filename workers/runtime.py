@@ -213,14 +213,100 @@ def configure_logging() -> None:
 
 
 def run(app: FastStream) -> None:
-    """Entry point: uvloop, JSON logs, graceful stop on SIGTERM/SIGINT (FastStream's)."""
+    """Entry point: uvloop, JSON logs, graceful stop on SIGTERM/SIGINT (FastStream's), and
+    the offset guard of every consumer (``guard_offsets``)."""
     configure_logging()
+    guard: list[asyncio.Task[None]] = []
+
+    async def start_guard() -> None:
+        if app.broker is not None:
+            guard.append(asyncio.create_task(guard_offsets(app.broker)))
+
+    async def stop_guard() -> None:
+        for task in guard:
+            task.cancel()
+
+    app.after_startup(start_guard)
+    app.on_shutdown(stop_guard)
     try:
         import uvloop
 
         uvloop.run(app.run())
     except ImportError:  # pragma: no cover
         asyncio.run(app.run())
+
+
+OFFSET_GUARD_INTERVAL_S = 2.0
+
+
+async def guard_offsets(broker: Any, interval_s: float = OFFSET_GUARD_INTERVAL_S) -> None:
+    """Every ``interval_s``, send each consumer that stays past its partition's end back
+    to the partition's start (``OffsetGuard``)."""
+    from workers import metrics
+
+    guard = OffsetGuard(metrics.OFFSET_RESETS)
+    while True:
+        await asyncio.sleep(interval_s)
+        for sub in list(broker.subscribers):
+            consumer = getattr(sub, "consumer", None)
+            if not isinstance(consumer, AIOKafkaConsumer):
+                continue
+            try:
+                await guard.check(consumer)
+            except Exception as exc:  # the broker is away: the next pass looks again
+                log.debug("offset guard: %s", exc)
+
+
+class OffsetGuard:
+    """Finds consumers whose position is past the end of their partition, and rewinds them.
+
+    A position beyond the end means the log under the consumer was truncated or replaced:
+    a broker that lost its data (the memory-only dev broker on a restart, a Kafka cluster
+    restored or rebuilt), an unclean leader election. Kafka answers such a fetch with
+    OFFSET_OUT_OF_RANGE and the client resets; a broker that answers it with an empty
+    fetch instead (the dev broker does) leaves the consumer waiting, skipping every new
+    record until the log grows past the old position: accepted orders, and the
+    reconciler's re-publishes of them, would never be read. Reading from the start is
+    safe because every handler is idempotent (at-least-once delivery).
+
+    The end is the high watermark of the consumer's own last fetch (the dev broker's
+    ListOffsets answers the base offset of the last batch + 1, short of the true end), and
+    a partition is rewound only when a second check finds it at the same position, still
+    past the end: a consumer that moves is not stuck.
+    """
+
+    def __init__(self, resets: Any) -> None:
+        self.resets = resets
+        self._past: dict[tuple[int, TopicPartition], int] = {}  # position seen past the end
+
+    async def check(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        rewound = []
+        seen: dict[tuple[int, TopicPartition], int] = {}
+        for tp in consumer.assignment():
+            end = consumer.highwater(tp)
+            if end is None:
+                continue
+            position = await consumer.position(tp)
+            if position <= end:
+                continue
+            key = (id(consumer), tp)
+            if self._past.get(key) != position:
+                seen[key] = position  # look again at the next check
+                continue
+            log.warning(
+                "%s/%d: position %d is past the end %d (the log was truncated or replaced);"
+                " reading it again from the start",
+                tp.topic,
+                tp.partition,
+                position,
+                end,
+            )
+            await consumer.seek_to_beginning(tp)
+            group = getattr(consumer, "_group_id", None) or ""
+            self.resets.labels(topic=tp.topic, group=group).inc()
+            rewound.append(tp)
+        self._past = {k: v for k, v in self._past.items() if k[0] != id(consumer)} | seen
+        return rewound
 
 
 ALL_TOPICS = (
@@ -230,6 +316,7 @@ ALL_TOPICS = (
     "orders.dlq",
     "tickets.issued",
     "notifications",
+    "tickets.reissue",
 )
 
 

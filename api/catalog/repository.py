@@ -28,6 +28,12 @@ class EventRecord(msgspec.Struct, frozen=True):
     status: EventStatus
     capacity: int
     partitions: int
+    # The organizer's per-event rules (None: the API's TB_HOLDS_* defaults).
+    buyer_limit: int | None = None
+    hold_ttl_s: int | None = None
+    # Sold through a waiting room (a row in queue.settings): holds and orders need an
+    # admission token (api/queue/service.py).
+    queued: bool = False
 
 
 class LayoutRun(msgspec.Struct, frozen=True):
@@ -57,7 +63,9 @@ class ListFilters(msgspec.Struct, frozen=True):
 
 _EVENT_COLUMNS = """
     e.id, e.title, e.category, v.name AS venue_name, v.address AS venue_address,
-    e.starts_at, e.sale_opens_at, e.sale_closes_at, e.status, e.capacity, e.partitions
+    e.starts_at, e.sale_opens_at, e.sale_closes_at, e.status, e.capacity, e.partitions,
+    e.buyer_limit, e.hold_ttl_s,
+    EXISTS (SELECT 1 FROM queue.settings q WHERE q.event_id = e.id) AS queued
 """
 
 # One row per run of consecutive seat numbers with one category, in layout order.
@@ -94,6 +102,9 @@ def _event(record: Any) -> EventRecord:
         status=record["status"],
         capacity=record["capacity"],
         partitions=record["partitions"],
+        buyer_limit=record["buyer_limit"],
+        hold_ttl_s=record["hold_ttl_s"],
+        queued=record["queued"],
     )
 
 

@@ -17,7 +17,9 @@ read), the plans are re-read before the record is used: a split event is served 
 from its first request (holds in each partition, a seat map of all of them).
 
 A layout or price change reaches every process within its TTL; nothing else changes
-them at runtime (the catalog is written by the seed / back office).
+them at runtime (the catalog is written by the seed / back office). While PostgreSQL is
+unreachable, an entry past its TTL is served for up to ``STALE_IF_ERROR_S`` more
+(stale-if-error), so a database restart does not stop holds.
 """
 
 from __future__ import annotations
@@ -31,11 +33,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import msgspec
 
 from api.catalog.repository import CatalogRepository, EventRecord, LayoutSection, ListFilters
+from core.breaker import pg_outages
 from core.errors import InvalidInput, NotFound, Unavailable
 from core.events import (
     SEAT_STATUS_CODES,
@@ -66,6 +69,12 @@ CATEGORIES_TTL_S = 300.0
 EVENT_TTL_S = 10.0
 # "No such event" is remembered briefly: absorbs floods for one bad id, heals fast.
 NEGATIVE_TTL_S = 5.0
+# When a reload fails because PostgreSQL is unreachable (a restart, a switchover), an
+# expired entry is served for up to this long past its TTL, a reload being tried again
+# every STALE_RETRY_S: holds and prices keep working through the outage.
+STALE_IF_ERROR_S = 300.0
+STALE_RETRY_S = 1.0
+_OUTAGES: Final[tuple[type[BaseException], ...]] = (Unavailable, *pg_outages())
 MAX_CACHE_ENTRIES = 10_000
 # Largest event id PostgreSQL's bigint holds; larger ids cannot exist.
 MAX_EVENT_ID = 2**63 - 1
@@ -134,6 +143,7 @@ def _compile(sections: list[LayoutSection]) -> _CompiledLayout:
 class _Cached(msgspec.Struct):
     expires: float
     value: Any
+    stale_until: float = 0.0
 
 
 class Catalog:
@@ -173,7 +183,13 @@ class Catalog:
         hit = self._cache.get((kind, key))
         if hit is not None and hit.expires > now:
             return cast(T, hit.value)
-        return await self._single_flight((kind, key), ttl_s, load)
+        try:
+            return await self._single_flight((kind, key), ttl_s, load)
+        except _OUTAGES:
+            if hit is None or now > hit.stale_until:
+                raise
+            hit.expires = now + STALE_RETRY_S
+            return cast(T, hit.value)
 
     async def _single_flight(
         self, key: tuple[str, int], ttl_s: float, load: Callable[[], Awaitable[T]]
@@ -209,7 +225,7 @@ class Catalog:
                 del self._cache[stale]
             if len(self._cache) >= MAX_CACHE_ENTRIES:
                 self._cache.clear()
-        self._cache[key] = _Cached(now + ttl_s, value)
+        self._cache[key] = _Cached(now + ttl_s, value, now + ttl_s + STALE_IF_ERROR_S)
 
     def invalidate(self, event_id: int) -> None:
         """Forget everything cached about ``event_id`` (after a catalog change)."""
@@ -382,6 +398,10 @@ class Catalog:
             now=self._now(),
         )
         return record
+
+    async def queued(self, event_id: int) -> bool:
+        """Whether the event sells through a waiting room (cached with the event record)."""
+        return (await self._record(event_id)).queued
 
     async def event(self, event_id: int) -> Event:
         record = await self._record(event_id)

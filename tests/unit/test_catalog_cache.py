@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from api.catalog.repository import LayoutRun, LayoutSection
-from api.catalog.service import MAX_CACHE_ENTRIES, NEGATIVE_TTL_S, Catalog
+from api.catalog.service import MAX_CACHE_ENTRIES, NEGATIVE_TTL_S, STALE_IF_ERROR_S, Catalog
 from core.errors import InvalidInput, NotFound, Unavailable
 from core.events import PriceCategory, SeatMap, plan_seat_map, price_categories
 
@@ -238,3 +238,29 @@ async def test_seat_map_of_an_event_without_inventory_is_unavailable() -> None:
     inventory.version = "0-0"
     with pytest.raises(Unavailable):
         await catalog.seat_map(EVENT)
+
+
+async def test_an_expired_entry_is_served_while_postgres_is_unreachable() -> None:
+    """A PostgreSQL restart must not stop holds: the event and prices a process already
+    knows stay usable (for a bounded time) while reloading them fails."""
+    catalog, repo, *_, clock = make()
+    assert await catalog.price_minor(EVENT, "VIP") == 10000
+
+    async def down(event_ids: list[int]) -> Any:
+        repo._count("prices")
+        raise Unavailable("PostgreSQL is unavailable (circuit open); retry shortly")
+
+    repo.price_categories = down  # type: ignore[method-assign]
+    clock.now += 61  # expired
+    assert await catalog.price_minor(EVENT, "VIP") == 10000
+    calls = repo.calls["prices"]
+    # While it stays down, a reload is tried about once a second, not on every call.
+    assert await catalog.price_minor(EVENT, "VIP") == 10000
+    assert repo.calls["prices"] == calls
+    clock.now += 1.5
+    assert await catalog.price_minor(EVENT, "VIP") == 10000
+    assert repo.calls["prices"] == calls + 1
+    # Not forever: past the stale bound the outage is the answer.
+    clock.now += STALE_IF_ERROR_S
+    with pytest.raises(Unavailable):
+        await catalog.price_minor(EVENT, "VIP")
