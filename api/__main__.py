@@ -17,6 +17,7 @@ from pathlib import Path
 from granian import Granian
 from granian.constants import Interfaces, Loops
 
+from api.startup import check_api_settings
 from core.settings import SettingsError, load_settings
 
 
@@ -68,6 +69,7 @@ def cores() -> int:
 def main() -> None:
     try:
         settings = load_settings()
+        check_api_settings(settings)
     except SettingsError as exc:
         sys.exit(f"ticketbuster api: {exc}")
     api = settings.api

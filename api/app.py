@@ -71,14 +71,18 @@ from api.health import healthz, metrics, readyz
 from api.holds.controllers import DIRECT_ROUTE as HOLD_ROUTE
 from api.kafka import KafkaProducerHandle
 from api.logs import configure_logging
+from api.metrics import TALLY
 from api.openapi import document_problems
 from api.orders.controllers import DIRECT_ROUTE as ORDER_ROUTE
 from api.partitions import PartitionPlans
 from api.ratelimit import RateLimiter
+from api.startup import check_api_settings, split_list
+from api.tickets.keys import ticket_jwks
 from core.breaker import Breaker, GuardedPool
 from core.holds import AttemptBudget
 from core.inventory import Inventory
-from core.settings import Settings, SettingsError, load_settings
+from core.inventory_link import ScriptLink
+from core.settings import Settings, load_settings
 
 log = logging.getLogger("ticketbuster.api")
 
@@ -92,7 +96,12 @@ DOMAIN_ROUTE_MODULES: tuple[str, ...] = (
     "api.orders.controllers",
     "api.tickets.controllers",
     "api.checkins.controllers",
+    "api.delivery.controllers",
+    "api.orders.customers",
+    "api.support.controllers",
     "api.live.controllers",
+    "api.organizer.controllers",
+    "api.queue.controllers",
 )
 
 
@@ -154,7 +163,8 @@ def route_handlers(settings: Settings) -> list[ControllerRouterHandler]:
 def _create_inventory(redis: RedisCluster, settings: Settings, plans: PartitionPlans) -> Inventory:
     """``core.inventory.Inventory`` over the cluster client, with the catalog's partition
     plans (events split over several hash slots)."""
-    return Inventory(redis, settings.holds, plans=plans)
+    link = ScriptLink.for_client(redis, replica_wait_ms=settings.redis.confirm_wait_ms)
+    return Inventory(redis, settings.holds, plans=plans, link=link)
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
@@ -218,6 +228,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
     state = app.state
     settings: Settings = state.settings
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(TALLY.flush)  # the last requests' counts, on the way out
         redis = _create_redis(settings)
         stack.push_async_callback(redis.aclose)
         try:
@@ -256,6 +267,8 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if settings.auth.dev_issuer_enabled:
             dev = await DevIssuer.create(settings.auth, redis)
             state.dev_issuer = dev
+        if settings.tickets.public_keys_path:
+            ticket_jwks(state)  # at start: a missing file or a private key stops the pod
         verifier = TokenVerifier(settings.auth, _jwks_cache(settings, state, http))
         await verifier.keys.refresh(force=True)  # warm: the first request pays no fetch
         state.token_verifier = verifier
@@ -331,10 +344,6 @@ async def provide_settings(state: State) -> Settings:
 # --- ASGI wrapping ---------------------------------------------------------------
 
 
-def _split(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
-
-
 def _openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="TicketBuster API",
@@ -366,13 +375,10 @@ def create_app(
 ) -> Litestar:
     """Build the API. ``settings`` default to ``load_settings()`` (``TB_*`` variables)."""
     settings = settings or load_settings()
-    if settings.env == "prod" and settings.auth.dev_issuer_enabled:
-        raise SettingsError(
-            "TB_AUTH_DEV_ISSUER_ENABLED: the built-in dev issuer must be off when TB_ENV=prod"
-        )
+    check_api_settings(settings)
     configure_logging()
     cors = CORSConfig(
-        allow_origins=_split(settings.api.cors_origins),
+        allow_origins=split_list(settings.api.cors_origins),
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=[
             "Authorization",
@@ -384,6 +390,7 @@ def create_app(
         expose_headers=[
             "ETag",
             "Retry-After",
+            "RateLimit",
             "RateLimit-Limit",
             "RateLimit-Remaining",
             "RateLimit-Reset",

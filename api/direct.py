@@ -29,7 +29,7 @@ import msgspec
 
 from api.auth.principal import PRINCIPAL_KEY, Principal
 from api.errors import send_exception
-from api.metrics import DIRECT_ROUTE
+from api.metrics import DIRECT_ROUTE, TALLY
 
 Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
@@ -88,8 +88,12 @@ class DirectRoutes:
         self._decoders: dict[int, Callable[[bytes], Any]] = {
             id(r): msgspec.json.Decoder(r.body_type).decode for r in routes
         }
-        self._served = {id(r): DIRECT_ROUTE.labels(r.template, "served") for r in routes}
-        self._handed_on = {id(r): DIRECT_ROUTE.labels(r.template, "handed_on") for r in routes}
+        self._served = {
+            id(r): TALLY.counter(DIRECT_ROUTE.labels(r.template, "served")) for r in routes
+        }
+        self._handed_on = {
+            id(r): TALLY.counter(DIRECT_ROUTE.labels(r.template, "handed_on")) for r in routes
+        }
 
     def _route(self, scope: Any) -> tuple[DirectRoute, re.Match[str]] | None:
         method, path = scope["method"], scope["path"]

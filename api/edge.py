@@ -54,8 +54,10 @@ from api.metrics import (
     HTTP_IN_PROGRESS,
     HTTP_REQUESTS,
     REQUESTS_SHED,
+    TALLY,
 )
-from api.ratelimit import Decision, RateLimiter, address_key, client_ip, parse_trusted_proxies
+from api.ratelimit import Decision, RateLimiter, address_key, client_ip
+from api.startup import parse_trusted_proxies
 from core.errors import RateLimited, Unauthorized, Unavailable
 from core.settings import ApiSettings
 
@@ -77,9 +79,10 @@ BUDGET_SPENT_KEY: Final = "budget_spent"
 # Bad tokens one address may send per minute before its tokens are refused unchecked.
 BAD_TOKENS_PER_MIN: Final = 60
 
-# The PWA is same-origin ES modules, a service worker, a manifest and a WebSocket.
+# The PWA is same-origin ES modules, a service worker, a manifest and a WebSocket; the
+# scanner's QR decoder is WebAssembly ('wasm-unsafe-eval' compiles it, no JS eval).
 CSP_APP = (
-    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data: blob:; font-src 'self'; connect-src 'self' ws: wss:; "
     "worker-src 'self'; manifest-src 'self'; object-src 'none'; base-uri 'self'; "
     "form-action 'self'; frame-ancestors 'none'"
@@ -195,7 +198,7 @@ class Edge:
         self._requests: dict[int, _Request] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._metric_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._in_progress = HTTP_IN_PROGRESS.labels("*", "*", "*", app_name)
+        self._in_progress = TALLY.counter(HTTP_IN_PROGRESS.labels("*", "*", "*", app_name))
 
     # -- the request ----------------------------------------------------------------------
 
@@ -251,6 +254,8 @@ class Edge:
         finally:
             self._finish(scope, state, request, started, path, api)
             request_id_var.reset(token)
+            if TALLY.due(idle=self.in_flight == 0):
+                TALLY.flush()
 
     async def _admit(
         self, scope: Any, state: dict[str, Any], bearer: bytes | None, api: bool, http: bool
@@ -482,7 +487,10 @@ class Edge:
         children = self._metric_children.get(key)
         if children is None:
             labels = (method, template, str(status), self.app_name)
-            children = (HTTP_REQUESTS.labels(*labels), HTTP_DURATION.labels(*labels))
+            children = (
+                TALLY.counter(HTTP_REQUESTS.labels(*labels)),
+                TALLY.histogram(HTTP_DURATION.labels(*labels)),
+            )
             if status >= 500:
                 HTTP_ERRORS.labels(*labels).inc()
             if len(self._metric_children) < 10_000:  # routes x methods x statuses: bounded

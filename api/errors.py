@@ -148,9 +148,11 @@ def _field_errors(extra: Any) -> list[FieldError]:
             key = None
         if not key and " - at `$." in message:
             key = message.rpartition(" - at `$.")[2].rstrip("`")
-        if "unknown field `" in message:
-            # "Object contains unknown field `z` - at `$.x`" -> "x.z"
-            name = message.partition("unknown field `")[2].partition("`")[0]
+        marker = next((m for m in ("unknown field `", "required field `") if m in message), None)
+        if marker:
+            # "Object contains unknown field `z` - at `$.x`" -> "x.z"; likewise
+            # "Object missing required field `z`".
+            name = message.partition(marker)[2].partition("`")[0]
             prefix = (
                 message.rpartition(" - at `$.")[2].rstrip("`") if " - at `$." in message else ""
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from litestar import Request, Response, get
@@ -17,6 +17,7 @@ from prometheus_client import (
     multiprocess,
 )
 
+from api.metrics import TALLY
 from core.breaker import Breaker
 from core.errors import NotFound, Unavailable
 
@@ -33,6 +34,9 @@ class Readiness(msgspec.Struct):
     # Circuit breakers (core/breaker.py): "postgres", "kafka", "redis.<host:port>" ->
     # closed | half_open | open.
     breakers: dict[str, str] = msgspec.field(default_factory=dict)
+    # Dependencies that are down but not needed to serve (only purchases need the broker;
+    # they answer 503 + Retry-After meanwhile): the pod stays in rotation.
+    degraded: list[str] = msgspec.field(default_factory=list)
 
 
 @get("/healthz", tags=["ops"], summary="Liveness", cache=False)
@@ -95,16 +99,25 @@ def _breakers(state: State) -> dict[str, str]:
     return out
 
 
+# What a pod needs to be in rotation (see readyz).
+REQUIRED: Final = frozenset({"redis", "postgres"})
+
+
 @get("/readyz", tags=["ops"], summary="Readiness", cache=False)
 async def readyz(state: State) -> Readiness:
-    """Ready when Redis Cluster, PostgreSQL and Kafka all answer; otherwise a 503 problem
-    naming the failing dependencies."""
+    """Ready when what a pod needs to serve answers: Redis Cluster (holds, the live seat
+    map) and PostgreSQL (the catalog, orders, tickets); otherwise a 503 problem naming the
+    failing dependencies. Kafka is checked and reported, but a broker blip does not take
+    the pods out of rotation: browsing and holds do not need it, and purchases answer
+    503 + Retry-After while it is away (its breaker, api/kafka.py)."""
     names = ("redis", "postgres", "kafka")
     results = await asyncio.gather(
         _run(_check_redis, state), _run(_check_postgres, state), _run(_check_kafka, state)
     )
     checks = dict(zip(names, results, strict=True))
-    failing = [name for name, result in checks.items() if result != "ok"]
+    down = [name for name, result in checks.items() if result != "ok"]
+    failing = [name for name in down if name in REQUIRED]
+    degraded = [name for name in down if name not in REQUIRED]
     breakers = _breakers(state)
     if failing:
         raise Unavailable(
@@ -114,7 +127,7 @@ async def readyz(state: State) -> Readiness:
             checks=checks,
             breakers=breakers,
         )
-    return Readiness(status="ok", checks=checks, breakers=breakers)
+    return Readiness(status="ok", checks=checks, breakers=breakers, degraded=degraded)
 
 
 @get("/metrics", tags=["ops"], summary="Prometheus metrics", include_in_schema=False)
@@ -127,6 +140,7 @@ async def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
     headers = request.headers
     if "x-forwarded-for" in headers or "forwarded" in headers:
         raise NotFound("Not found.")
+    TALLY.flush()  # this worker's request counts, up to now
     registry: CollectorRegistry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()

@@ -11,7 +11,8 @@ at startup, so that clients and the schemathesis run see:
   an auth guard, ``403`` where a guard checks a role or scope;
 - ``429`` with ``Retry-After`` on ``/api/`` (rate limits), ``503`` with
   ``Retry-After`` on ``/api/`` and ``/readyz``;
-- ``4XX``: any other client error is a ``Problem`` too.
+- ``4XX``: any other client error is a ``Problem`` too;
+- ``text/csv`` beside JSON for a 200 of handlers marked ``opt={"csv": True}``.
 """
 
 from __future__ import annotations
@@ -148,4 +149,8 @@ def document_problems(app: Litestar) -> None:
                     "503", _problem("A dependency is unavailable", retry_after=True)
                 )
             responses.setdefault("4XX", _problem("Client error"))
+            ok = responses.get("200")
+            if handler is not None and handler.opt.get("csv") and isinstance(ok, OpenAPIResponse):
+                # Handlers that also answer text/csv (?format=csv or Accept: text/csv).
+                ok.content = {**(ok.content or {}), "text/csv": OpenAPIMediaType(schema=_STRING)}
             operation.responses = responses

@@ -36,6 +36,7 @@ from litestar.types import Scope
 from redis.asyncio import RedisCluster
 
 from api.metrics import RATE_LIMIT_LOCAL
+from api.startup import Network
 from core.inventory import LUA_DIR
 from core.inventory_link import LinkError, Route, Script, ScriptLink
 
@@ -63,19 +64,17 @@ class Decision(msgspec.Struct, frozen=True):
     scope: str  # "ip" or "user"
 
     def headers(self) -> list[tuple[bytes, bytes]]:
+        """The IETF httpapi fields (draft-ietf-httpapi-ratelimit-headers: ``RateLimit`` and
+        ``RateLimit-Policy`` as structured fields naming the policy, "user" or "ip"), and
+        the earlier drafts' ``RateLimit-Limit/-Remaining/-Reset`` that clients already read."""
+        name = self.scope.encode()
         return [
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (name, self.remaining, self.reset_s)),
+            (b"ratelimit-policy", b'"%s";q=%d;w=%d' % (name, self.limit, self.window_s)),
             (b"ratelimit-limit", b"%d" % self.limit),
             (b"ratelimit-remaining", b"%d" % self.remaining),
             (b"ratelimit-reset", b"%d" % self.reset_s),
-            (b"ratelimit-policy", b"%d;w=%d" % (self.limit, self.window_s)),
         ]
-
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_trusted_proxies(spec: str) -> list[Network]:
-    return [ipaddress.ip_network(p.strip(), strict=False) for p in spec.split(",") if p.strip()]
 
 
 def _is_trusted(addr: str, trusted: list[Network]) -> bool:

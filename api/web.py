@@ -53,6 +53,7 @@ _TYPES = {
     ".ico": "image/x-icon",
     ".txt": "text/plain; charset=utf-8",
     ".woff2": "font/woff2",
+    ".wasm": "application/wasm",
 }
 _LONG_LIVED = {".png", ".ico", ".woff2"}
 # Longest path (after the leading "/") worth asking the file system about; ours are short.

@@ -28,6 +28,9 @@ class RedisSettings(msgspec.Struct, frozen=True):
     cluster_nodes: str = "127.0.0.1:7101,127.0.0.1:7102,127.0.0.1:7103"
     max_connections: int = 64
     socket_timeout_s: float = 2.0
+    # > 0: the confirm script is followed by WAIT 1 <ms> before the 202 (one replica has
+    # the order, or that long passed); docs/decisions/0806-no-replica-wait-on-confirm.md.
+    confirm_wait_ms: int = 0
 
     def startup_nodes(self) -> list[tuple[str, int]]:
         nodes = []
@@ -62,6 +65,9 @@ class HoldSettings(msgspec.Struct, frozen=True):
     # hold script: on average attempts_per_minute, at most attempts_burst at once (0 = off).
     attempts_per_minute: int = 60
     attempts_burst: int = 10
+    # Best available keeps wheelchair spaces and companion seats for requests that ask
+    # for them until this long before the event starts (0 = never kept).
+    accessible_release_s: int = 86400
 
 
 class AuthSettings(msgspec.Struct, frozen=True):
@@ -77,6 +83,16 @@ class AuthSettings(msgspec.Struct, frozen=True):
     # "id=secret scope scope;id2=secret2 scope" (secret may be "sha256:<hex>"). Dev only.
     clients: str = ""
     dev_token_ttl_s: int = 3600
+    # Partner systems registered at the OIDC provider (Keycloak): comma-separated client
+    # ids. A token whose `client_id` (else `azp`) is one of them acts as that partner
+    # (`client:<id>`, scopes from `scope`/`scp`), never as a person.
+    partner_clients: str = ""
+    # The token claim that names an organizer's organization (a code of
+    # catalog.organizations); Keycloak can map a user attribute or group to it.
+    org_claim: str = "org"
+
+    def partner_client_ids(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.partner_clients.split(",") if c.strip())
 
 
 class ApiSettings(msgspec.Struct, frozen=True):
@@ -107,6 +123,11 @@ class TicketSettings(msgspec.Struct, frozen=True):
     signing_key_path: str = ".tb/ticket-signing-key.pem"
     # Comma-separated PEM paths of retired keys still published in the JWKS (rotation).
     previous_keys: str = ""
+    # Comma-separated PEM paths of the PUBLIC keys the API publishes (JWKS) and checks
+    # tickets with: current first, then retired ones. Set in prod, so that only the issuer
+    # holds the private key. Empty: derived from signing_key_path and previous_keys (dev
+    # and test, where one generated file serves both).
+    public_keys_path: str = ""
 
 
 class WorkerSettings(msgspec.Struct, frozen=True):
@@ -116,6 +137,8 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     issuer_port: int = 9102
     notifier_port: int = 9103
     expirer_port: int = 9104
+    admitter_port: int = 9105
+    mailer_port: int = 9106
     batch_max_records: int = 500
     batch_timeout_ms: int = 50
     # A message that fails this many times goes to the dead-letter topic.
@@ -158,6 +181,57 @@ class LiveSettings(msgspec.Struct, frozen=True):
     linger_s: float = 5.0
 
 
+class GateSettings(msgspec.Struct, frozen=True):
+    """Check-in at the gate (core/gate.py)."""
+
+    # Tickets are admitted until this long after the event starts; then it is over.
+    closes_after_start_s: int = 12 * 3600
+    # Admissions one gate snapshot (GET /events/{id}/gate) lists at most.
+    snapshot_max_admissions: int = 100_000
+
+
+class SmtpSettings(msgspec.Struct, frozen=True):
+    """The SMTP server the mailer worker hands ticket e-mails to (workers/mailer.py)."""
+
+    host: str = "127.0.0.1"
+    port: int = 25
+    # Empty: no AUTH. In prod the password comes from a Secret.
+    username: str = ""
+    password: str = ""
+    # "none", "starttls" (upgrade on the submission port, 587) or "tls" (implicit, 465).
+    security: Literal["none", "starttls", "tls"] = "none"
+    sender: str = "TicketBuster <tickets@ticketbuster.dev>"
+    timeout_s: float = 10.0
+
+
+class OrganizerSettings(msgspec.Struct, frozen=True):
+    # Largest seat-map import (JSON or CSV) the organizer API accepts: an 80,000-seat
+    # stadium is about 3 MB of JSON, far over the API's general max_body_bytes.
+    max_map_bytes: int = 16 * 1024 * 1024
+
+
+class QueueSettings(msgspec.Struct, frozen=True):
+    """Waiting rooms of queued on-sales (core/queue.py, docs/decisions/1001-waiting-room.md)."""
+
+    # PEM Ed25519 private key that signs admission tokens; every API replica reads the
+    # same one. Dev/test: generated on first use (under .tb/). Prod: a mounted Secret.
+    signing_key_path: str = ".tb/admission-signing-key.pem"
+    # Keys the fans' pseudonyms in the fairness log (HMAC of the subject). Prod: a Secret.
+    pseudonym_key: str = "dev-only-pseudonym-key"
+    # The admitter's pass interval, and the pacing lease (a crashed admitter's successor
+    # takes over after it).
+    admit_interval_ms: int = 250
+    lease_ms: int = 3000
+    admit_max_batch: int = 1000
+    # Fairness-log entries copied from Redis to PostgreSQL per pass and event.
+    log_batch: int = 5000
+    # Proof of work on join: leading zero bits of SHA-256 a joiner must find (0 = off;
+    # 16 is ~65,000 hashes, well under a second on a phone).
+    pow_bits: int = 0
+    # Queue settings and states cached per API process.
+    config_ttl_s: float = 10.0
+
+
 class Settings(msgspec.Struct, frozen=True):
     env: Env = "dev"
     redis: RedisSettings = RedisSettings()
@@ -169,7 +243,11 @@ class Settings(msgspec.Struct, frozen=True):
     tickets: TicketSettings = TicketSettings()
     workers: WorkerSettings = WorkerSettings()
     live: LiveSettings = LiveSettings()
+    gate: GateSettings = GateSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    organizer: OrganizerSettings = OrganizerSettings()
     faults: FaultSettings = FaultSettings()
+    queue: QueueSettings = QueueSettings()
 
 
 # Section name -> Struct type; a variable TB_<SECTION>_<FIELD> sets a field.
@@ -183,7 +261,11 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "tickets": TicketSettings,
     "workers": WorkerSettings,
     "live": LiveSettings,
+    "gate": GateSettings,
+    "smtp": SmtpSettings,
+    "organizer": OrganizerSettings,
     "faults": FaultSettings,
+    "queue": QueueSettings,
 }
 # Short aliases users expect.
 _ALIASES = {"TB_DATABASE_URL": ("database", "url"), "TB_REDIS_NODES": ("redis", "cluster_nodes")}

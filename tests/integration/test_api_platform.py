@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from api.app import create_app
 from core.errors import SeatUnavailable, Unavailable
 from core.settings import Settings, SettingsError
+from core.tickets import generate_private_key_pem
 from tests.integration.api_servers import api_client, granian_server, with_overrides
 
 PROBLEM = "application/problem+json"
@@ -117,9 +118,27 @@ async def test_readyz_names_the_failing_dependencies(
         assert (await client.get("/healthz")).status_code == 200  # alive, just not ready
         response = await client.get("/readyz")
         body = assert_problem(response, 503, "unavailable")
-        assert body["failing"] == ["postgres", "kafka"]
+        assert body["failing"] == ["postgres"]  # the broker is reported, not required
         assert body["checks"]["redis"] == "ok"  # type: ignore[index]
+        assert body["checks"]["kafka"].startswith("down")  # type: ignore[index]
         assert int(response.headers["retry-after"]) > 0
+
+
+async def test_a_broker_outage_leaves_the_pod_in_rotation(
+    api_settings: Settings, free_tcp_port: int
+) -> None:
+    """Browsing and holds need Redis and PostgreSQL only: with the broker away the pod is
+    still ready, and /readyz says what is degraded."""
+    no_broker = with_overrides(
+        api_settings, kafka={"bootstrap": f"127.0.0.1:{free_tcp_port}", "request_timeout_s": 1.0}
+    )
+    async with api_client(no_broker) as client:
+        response = await client.get("/readyz")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["status"] == "ok" and body["degraded"] == ["kafka"]
+        assert body["checks"]["kafka"].startswith("down")
+        assert body["checks"]["redis"] == body["checks"]["postgres"] == "ok"
 
 
 @pytest.fixture
@@ -232,7 +251,11 @@ async def test_request_id_and_security_headers(api_settings: Settings) -> None:
         assert "strict-transport-security" not in headers  # only in prod
 
 
-async def test_hsts_in_prod_and_dev_issuer_refused_in_prod(api_settings: Settings) -> None:
+async def test_hsts_in_prod_and_dev_issuer_refused_in_prod(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    public = tmp_path / "public-keys.pem"
+    public.write_bytes(_public_pem(generate_private_key_pem()))
     prod = with_overrides(
         msgspec.structs.replace(api_settings, env="prod"),
         auth={
@@ -240,6 +263,9 @@ async def test_hsts_in_prod_and_dev_issuer_refused_in_prod(api_settings: Setting
             "issuer": "https://login.example/realms/tb",
             "jwks_url": "http://127.0.0.1:9/jwks.json",
         },
+        # What prod must name (the API refuses to start without them).
+        api={"trusted_proxies": "none", "cors_origins": "https://tickets.example"},
+        tickets={"public_keys_path": str(public)},
     )
     async with api_client(prod) as client:
         response = await client.get("/healthz")
@@ -501,3 +527,42 @@ async def test_an_address_sending_bad_tokens_is_refused_before_they_are_checked(
         # Another address is not affected.
         other = {**headers, "X-Forwarded-For": "198.18.7.10"}
         assert (await client.get("/api/v1/me", headers=other)).status_code == 401
+
+
+async def test_the_api_publishes_ticket_keys_from_public_pems_only(
+    api_settings: Settings, tmp_path: Path
+) -> None:
+    """In prod only the issuer holds the private key; the API gets the public half
+    (TB_TICKETS_PUBLIC_KEYS_PATH) and refuses to start if given a private key there."""
+    from core.tickets import public_jwk
+
+    private = generate_private_key_pem()
+    (tmp_path / "public.pem").write_bytes(_public_pem(private))
+    (tmp_path / "private.pem").write_bytes(private)
+    given = with_overrides(api_settings, tickets={"public_keys_path": str(tmp_path / "public.pem")})
+    async with api_client(given) as client:
+        keys = (await client.get("/api/v1/tickets/jwks.json")).json()["keys"]
+    assert [k["kid"] for k in keys] == [public_jwk(private).kid]  # what the issuer signs with
+
+    leaked = with_overrides(
+        api_settings, tickets={"public_keys_path": str(tmp_path / "private.pem")}
+    )
+    with pytest.raises(Exception) as refused:  # the start-up wraps it in a group
+        async with api_client(leaked):
+            pass
+    assert "TB_TICKETS_PUBLIC_KEYS_PATH names a private key" in _messages(refused.value)
+
+
+def _public_pem(private: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private, password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _messages(exc: BaseException) -> str:
+    """Every message in an exception and the groups and causes it wraps."""
+    inner = list(getattr(exc, "exceptions", ())) + [e for e in (exc.__cause__,) if e]
+    return " | ".join([str(exc), *(_messages(e) for e in inner)])

@@ -58,6 +58,10 @@ async def test_user_limit_holds_across_two_instances(limited: Settings) -> None:
             assert response.status_code == 200, response.text
             assert response.headers["ratelimit-limit"] == "5"
             remaining.append(int(response.headers["ratelimit-remaining"]))
+            # The IETF structured fields say the same, naming the policy.
+            window = limited.api.rate_limit_window_s
+            assert response.headers["ratelimit-policy"] == f'"user";q=5;w={window}'
+            assert response.headers["ratelimit"].startswith(f'"user";r={remaining[-1]};t=')
         assert remaining == [4, 3, 2, 1, 0]
         refused = await second.get(
             "/api/v1/me",
@@ -68,6 +72,7 @@ async def test_user_limit_holds_across_two_instances(limited: Settings) -> None:
         assert refused.json()["type"] == "https://ticketbuster.dev/problems/rate_limited"
         assert 1 <= int(refused.headers["retry-after"]) <= 12
         assert refused.headers["ratelimit-remaining"] == "0"
+        assert refused.headers["ratelimit"].startswith('"user";r=0;t=')
         # Another user from the same replicas is not affected.
         other = await _token(first, f"rl-{uuid.uuid4().hex[:12]}", random_ip())
         ok = await first.get("/api/v1/me", headers={"Authorization": f"Bearer {other}"})

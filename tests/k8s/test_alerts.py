@@ -38,6 +38,12 @@ CONTRACT = {
     "ticketbuster_ws_connections",
     "ticketbuster_ws_frames_total",
     "ticketbuster_checkins_total",
+    "ticketbuster_gate_scans_total",
+    # The waiting rooms (workers/admitter.py): the organizer's view of a queued on-sale.
+    "ticketbuster_queue_waiting",
+    "ticketbuster_queue_admitted",
+    "ticketbuster_queue_rate_per_minute",
+    "ticketbuster_queue_sold_out",
     "litestar_requests_total",
     "litestar_request_duration_seconds",
     "litestar_requests_in_progress",

@@ -38,7 +38,7 @@ from tests.k8s.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-WORKERS = ("persister", "issuer", "notifier", "expirer")
+WORKERS = ("persister", "issuer", "notifier", "expirer", "admitter")
 
 
 def worker_exists(name: str) -> bool:
@@ -361,7 +361,11 @@ def buy_flow(base_url: str, event_id: int, seats: list[str]) -> list[str]:
                 problems.append(f"order {order_id} ended {status}")
     step(
         "check-in",
-        http.post("/api/v1/checkins", json={"token": "not-a-ticket"}, headers=scanner),
+        http.post(
+            "/api/v1/checkins",
+            json={"token": "not-a-ticket", "event_id": event_id, "gate": "main"},
+            headers=scanner,
+        ),
         422,
     )
     http.close()

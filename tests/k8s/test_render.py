@@ -16,6 +16,7 @@ import yaml
 
 from core import orders
 from core.settings import Settings, load_settings
+from core.support import TOPIC_REISSUE
 from tests.k8s.conftest import (
     K8S,
     OVERLAYS,
@@ -28,8 +29,8 @@ from tests.k8s.conftest import (
     render,
 )
 
-APP_COMPONENTS = {"api", "persister", "issuer", "notifier", "expirer"}
-WORKERS = ("persister", "issuer", "notifier", "expirer")
+APP_COMPONENTS = {"api", "persister", "issuer", "notifier", "expirer", "admitter", "mailer"}
+WORKERS = ("persister", "issuer", "notifier", "expirer", "admitter", "mailer")
 TOPICS = (
     orders.TOPIC_PLACED,
     orders.TOPIC_CONFIRMED,
@@ -37,6 +38,7 @@ TOPICS = (
     orders.TOPIC_DLQ,
     orders.TOPIC_TICKETS_ISSUED,
     orders.TOPIC_NOTIFICATIONS,
+    TOPIC_REISSUE,
 )
 
 
@@ -84,7 +86,7 @@ def test_overlay_has_every_piece(rendered: dict[str, list[Doc]], overlay: str) -
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_pod_is_locked_down(rendered: dict[str, list[Doc]], overlay: str) -> None:
     workloads = app_workloads(rendered[overlay])
-    assert len(workloads) == 6
+    assert len(workloads) == 8  # the API, six workers, the migrations Job
     for doc in workloads:
         spec = pod_spec(doc)
         where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
@@ -166,6 +168,15 @@ def test_prod_settings(rendered: dict[str, list[Doc]]) -> None:
     assert settings.env == "prod"
     assert settings.kafka.idempotent_producer is True
     assert settings.auth.dev_issuer_enabled is False
+    # The per-cluster placeholder is caught at start, naming the variable to set.
+    from api.startup import check_api_settings
+    from core.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="TB_API_TRUSTED_PROXIES"):
+        check_api_settings(settings)
+    filled = {**config_data(rendered["prod"]), "TB_API_TRUSTED_PROXIES": "10.42.0.0/16"}
+    assert filled["TB_TICKETS_PUBLIC_KEYS_PATH"]  # the API reads public keys only
+    check_api_settings(load_settings(filled))
 
 
 def test_dev_settings(rendered: dict[str, list[Doc]]) -> None:
@@ -202,8 +213,23 @@ def test_no_secret_values_in_the_repo(rendered: dict[str, list[Doc]], overlay: s
                 if "secretKeyRef" in e.get("valueFrom", {}):
                     refs.add(e["valueFrom"]["secretKeyRef"]["name"])
         refs |= {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
-    # The CloudNativePG app secret, written by the operator, and the ticket key.
-    assert refs == {"tb-pg-app", "ticketbuster-ticket-signing"}
+    # The CloudNativePG app secret, written by the operator, the ticket key, the
+    # waiting rooms' keys (admission signing key, pseudonym key) and the mailer's SMTP
+    # credentials.
+    assert refs == {
+        "tb-pg-app",
+        "ticketbuster-ticket-signing",
+        "ticketbuster-queue",
+        "ticketbuster-smtp",
+    }
+    # The ticket key only the issuer mounts: the API has the public keys (a ConfigMap).
+    api = pod_spec(named(docs, "Deployment", "ticketbuster-api"))
+    assert "ticketbuster-ticket-signing" not in {
+        v["secret"]["secretName"] for v in api["volumes"] if "secret" in v
+    }
+    assert {v["configMap"]["name"] for v in api["volumes"] if "configMap" in v} >= {
+        "ticketbuster-ticket-public-keys"
+    }
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

@@ -54,3 +54,42 @@ def test_prod_refuses_the_dev_issuer() -> None:
         }
     )
     assert prod.auth.dev_issuer_enabled is False
+
+
+def test_the_api_refuses_prod_settings_that_would_misbehave_naming_the_variable() -> None:
+    from api.startup import check_api_settings
+
+    prod = {
+        "TB_ENV": "prod",
+        "TB_AUTH_ISSUER": "https://id.example.com/realms/tb",
+        "TB_API_CORS_ORIGINS": "https://tickets.example.com",
+        "TB_TICKETS_PUBLIC_KEYS_PATH": "/etc/ticketbuster/ticket-keys/public-keys.pem",
+    }
+    # Behind an ingress with no trusted proxy every buyer would share one per-IP budget.
+    with pytest.raises(SettingsError, match="TB_API_TRUSTED_PROXIES: must be set"):
+        check_api_settings(load_settings(prod))
+    with pytest.raises(SettingsError, match="TB_API_TRUSTED_PROXIES"):
+        check_api_settings(load_settings({**prod, "TB_API_TRUSTED_PROXIES": "10.0.0.0/33"}))
+    with pytest.raises(SettingsError, match="TB_API_CORS_ORIGINS: http://localhost:8000"):
+        check_api_settings(
+            load_settings(
+                {
+                    **prod,
+                    "TB_API_TRUSTED_PROXIES": "none",
+                    "TB_API_CORS_ORIGINS": "http://localhost:8000",
+                }
+            )
+        )
+    check_api_settings(load_settings({**prod, "TB_API_TRUSTED_PROXIES": "10.42.0.0/16"}))
+    check_api_settings(load_settings({**prod, "TB_API_TRUSTED_PROXIES": "none"}))
+    # Only the issuer holds the private key: the API must be given the public one.
+    with pytest.raises(SettingsError, match="TB_TICKETS_PUBLIC_KEYS_PATH"):
+        check_api_settings(
+            load_settings(
+                {**prod, "TB_API_TRUSTED_PROXIES": "none", "TB_TICKETS_PUBLIC_KEYS_PATH": ""}
+            )
+        )
+    # Outside prod the defaults start (no proxy, loopback origins); a typo still does not.
+    check_api_settings(load_settings({}))
+    with pytest.raises(SettingsError, match="TB_API_TRUSTED_PROXIES"):
+        check_api_settings(load_settings({"TB_API_TRUSTED_PROXIES": "proxy.local"}))
