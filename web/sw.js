@@ -1,12 +1,13 @@
 // TicketBuster service worker: the app shell works offline, the last catalog
 // is served when the network is gone, and API calls that change things are
 // never cached (the page's outbox replays those).
-const VERSION = 'tb-shell-v1';
+const VERSION = 'tb-shell-v2';
 const DATA = 'tb-data-v1';
 const SHELL = [
   '/',
   '/css/app.css',
   '/js/app.js',
+  '/js/camera.js',
   '/js/api.js',
   '/js/auth.js',
   '/js/db.js',
@@ -24,6 +25,8 @@ const SHELL = [
   '/js/views/hold.js',
   '/js/views/login.js',
   '/js/views/order.js',
+  '/js/views/organizer.js',
+  '/js/views/queue.js',
   '/js/views/scanner.js',
   '/js/views/tickets.js',
   '/i18n/es.js',

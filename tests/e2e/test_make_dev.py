@@ -20,7 +20,7 @@ from tests.integration.catalog_seed import SeededCatalog, seeded_catalog  # noqa
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-WORKERS = ("persister", "issuer", "notifier", "expirer")
+WORKERS = ("persister", "issuer", "notifier", "expirer", "admitter")
 
 
 def _wait_ok(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 120) -> dict:

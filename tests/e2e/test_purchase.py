@@ -214,16 +214,28 @@ async def test_hold_to_gate(stack: Stack) -> None:
     )
 
     gate = await auth(stack.http, "gate-1", roles=["scanner"])
-    first = await stack.http.post("/api/v1/checkins", json={"token": token}, headers=gate)
+    first = await stack.http.post(
+        "/api/v1/checkins",
+        json={"token": token, "event_id": stack.event_id, "gate": "main"},
+        headers=gate,
+    )
     assert first.status_code == 201, first.text
-    second = await stack.http.post("/api/v1/checkins", json={"token": token}, headers=gate)
+    second = await stack.http.post(
+        "/api/v1/checkins",
+        json={"token": token, "event_id": stack.event_id, "gate": "main"},
+        headers=gate,
+    )
     assert second.status_code == 409
     problem = second.json()
     assert problem["type"].endswith("/already_used")
     assert problem["checked_in_at"] == first.json()["checked_in_at"]
     # Buyers cannot scan.
     assert (
-        await stack.http.post("/api/v1/checkins", json={"token": token}, headers=alice)
+        await stack.http.post(
+            "/api/v1/checkins",
+            json={"token": token, "event_id": stack.event_id, "gate": "main"},
+            headers=alice,
+        )
     ).status_code == 403
 
     # The buyer's lists and notification stream.
@@ -255,7 +267,11 @@ async def test_forged_and_malformed_tokens_are_refused(stack: Stack) -> None:
         signing_key(generate_private_key_pem()),
     )
     for token in (forged, "garbage", "a.b.c"):
-        r = await stack.http.post("/api/v1/checkins", json={"token": token}, headers=gate)
+        r = await stack.http.post(
+            "/api/v1/checkins",
+            json={"token": token, "event_id": stack.event_id, "gate": "main"},
+            headers=gate,
+        )
         assert r.status_code == 422, r.text
         assert r.json()["type"].endswith("/invalid_ticket")
 
@@ -276,7 +292,11 @@ async def test_concurrent_scans_admit_exactly_once(stack: Stack) -> None:
     gate = await auth(stack.http, "gate-3", roles=["scanner"])
     results = await asyncio.gather(
         *(
-            stack.http.post("/api/v1/checkins", json={"token": signed}, headers=gate)
+            stack.http.post(
+                "/api/v1/checkins",
+                json={"token": signed, "event_id": stack.event_id, "gate": "main"},
+                headers=gate,
+            )
             for _ in range(12)
         )
     )

@@ -885,18 +885,40 @@ async def test_lost_answer_is_retried_with_the_same_key_into_one_order(
         assert p.console_errors(allow=(r"net::ERR_CONNECTION_RESET", r"Failed to fetch")) == []
 
 
+async def start_gate(p: Page, event_id: int, gate: str) -> None:
+    """Bind the scanner to an event and a gate (the shift's session)."""
+    await p.page.wait_for_selector("#gate-event, #gate-bound")
+    if await p.page.locator("#gate-change").count():
+        await p.page.click("#gate-change")
+    await p.page.fill("#gate-event", str(event_id))
+    await p.page.fill("#gate-name", gate)
+    await p.page.click("#gate-start")
+    await p.page.wait_for_selector(f"#gate-bound[data-event='{event_id}'][data-gate='{gate}']")
+
+
+def scan_log(system: System, event_id: int) -> list[dict[str, Any]]:
+    token = dev_token(system, f"auditor-{uuid.uuid4().hex[:6]}", ["scanner"])
+    res = api_get(system, f"/events/{event_id}/scans", token)
+    res.raise_for_status()
+    return list(res.json()["items"])
+
+
 async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system: System) -> None:
     if not (pwa_system.confirms and pwa_system.issues_tickets):
         pytest.skip("needs the persister and the ticket issuer")
     event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    other_event = pwa_system.event_ids["stand-up-comedy-noche-de-risas"]
     buyer_token = dev_token(pwa_system, new_buyer())
     ticket = buy_via_api(pwa_system, event_id, buyer_token)[0]
+    elsewhere = buy_via_api(pwa_system, other_event, buyer_token)[0]
     header, claims, signature = ticket.split(".")
     forged_sig = ("A" if signature[0] != "A" else "B") + signature[1:]
     async with open_page(browser, pwa_system, "scanner", PHONE) as p:
         await login(p, new_buyer(), roles=("scanner",))
         await p.page.goto("/#/scan")
         await p.page.wait_for_selector("#scan-keys:has-text('clave')")
+        await start_gate(p, event_id, "norte-1")
+        assert "puerta norte-1" in await p.page.locator("#gate-bound").inner_text()
 
         async def scan(token: str, verdict: str) -> str:
             await p.page.fill("#scan-token", token)
@@ -907,10 +929,18 @@ async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system:
 
         admitted = await scan(ticket, "admitted")
         assert "ADELANTE" in admitted
+        # This gate's count, from the API.
+        await p.page.wait_for_selector("#gate-counts[data-gate-admitted='1']")
+        assert "Puerta norte-1: 1 ingresos" in await p.page.locator("#gate-counts").inner_text()
         await p.shot("admitted")
         used = await scan(ticket, "used")
         assert "YA USADA" in used and re.search(r"\d{1,2}:\d{2}", used), used
+        assert "norte-1" in used
         await p.shot("used")
+        # A valid ticket of another event is refused with the reason, and not spent.
+        wrong = await scan(elsewhere, "refused")
+        assert "OTRO EVENTO" in wrong and f"#{other_event}" in wrong, wrong
+        await p.shot("wrong-event")
         checkins: list[str] = []
         p.page.on(
             "request",
@@ -921,8 +951,16 @@ async def test_gate_scanner_admits_once_then_says_used(browser: Any, pwa_system:
         assert "NO VÁLIDA" in invalid
         await p.shot("invalid")
         # A forged signature is caught on the device: it never reaches the API. The
-        # browser itself logs the second scan's HTTP 409, which the page handled.
+        # browser itself logs the 409s (used, wrong event), which the page handled.
         assert p.console_errors(allow=(r"status of 409",)) == []
+    log = scan_log(pwa_system, event_id)
+    mine = [e for e in log if e["gate"] == "norte-1"]
+    assert [e["result"] for e in mine][:4] == [
+        "invalid_ticket",  # caught on the device, reported to the log
+        "wrong_event",
+        "already_used",
+        "admitted",
+    ]
 
 
 async def test_gate_scanner_verifies_offline_and_checks_in_on_reconnect(
@@ -931,35 +969,203 @@ async def test_gate_scanner_verifies_offline_and_checks_in_on_reconnect(
     if not (pwa_system.confirms and pwa_system.issues_tickets):
         pytest.skip("needs the persister and the ticket issuer")
     event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
-    ticket = buy_via_api(pwa_system, event_id, dev_token(pwa_system, new_buyer()))[0]
+    other_event = pwa_system.event_ids["stand-up-comedy-noche-de-risas"]
+    buyer = dev_token(pwa_system, new_buyer())
+    ticket = buy_via_api(pwa_system, event_id, buyer)[0]
+    elsewhere = buy_via_api(pwa_system, other_event, buyer)[0]
     async with open_page(browser, pwa_system, "scanner-offline", PHONE, "en-US") as p:
         await login(p, new_buyer(), roles=("scanner",))
         await wait_service_worker(p)
         await p.page.goto("/#/scan")
         await p.page.wait_for_selector("#scan-keys:has-text('signing key')")  # JWKS cached
+        await start_gate(p, event_id, "east")
 
         await p.context.set_offline(True)
         await p.page.reload()
         await p.page.wait_for_selector("#scan-keys:has-text('signing key')")
-        await p.page.fill("#scan-token", ticket)
-        await p.page.click("#scan-submit")
-        await p.page.wait_for_selector("#scan-verdict [data-verdict=queued]")
-        assert "SIGNATURE VALID" in await p.page.locator("#scan-verdict").inner_text()
+        await p.page.wait_for_selector(f"#gate-bound[data-event='{event_id}']")
+
+        async def scan(token: str, verdict: str) -> str:
+            await p.page.fill("#scan-token", token)
+            await p.page.click("#scan-submit")
+            box = p.page.locator(f"#scan-verdict [data-verdict={verdict}]")
+            await box.wait_for()
+            return await box.inner_text()
+
+        assert "SIGNATURE VALID" in await scan(ticket, "queued")
         await p.shot("offline-valid")
+        await p.page.wait_for_selector("#scan-pending[data-count='1']")
+        # The same ticket again, still offline: this device admitted it already.
+        again = await scan(ticket, "used")
+        assert "ALREADY USED" in again and re.search(r"\d{1,2}:\d{2}", again), again
+        # Another event's ticket: refused offline too, with the reason.
+        wrong = await scan(elsewhere, "refused")
+        assert "WRONG EVENT" in wrong and f"#{other_event}" in wrong, wrong
+        await p.shot("offline-refusals")
+        await p.page.wait_for_selector("#scan-pending[data-count='1']")
 
         await p.context.set_offline(False)
         await p.page.wait_for_selector("#scan-verdict [data-verdict=admitted]", timeout=20000)
+        await p.page.wait_for_selector("#scan-pending", state="hidden")
         await p.shot("admitted-on-reconnect")
         # Recorded once: scanning it again now says it was used.
-        await p.page.fill("#scan-token", ticket)
-        await p.page.click("#scan-submit")
-        await p.page.wait_for_selector("#scan-verdict [data-verdict=used]")
+        await scan(ticket, "used")
         assert (
             p.console_errors(
                 allow=(r"net::ERR_INTERNET_DISCONNECTED", r"Failed to fetch", r"status of 409")
             )
             == []
         )
+    log = [e for e in scan_log(pwa_system, event_id) if e["gate"] == "east"]
+    admitted = [e for e in log if e["result"] == "admitted"]
+    assert len(admitted) == 1 and admitted[0]["device_at"] is not None, log
+    # What the device refused offline reached the scan log too, with the device's time.
+    offline = {
+        (e["result"], e["ticket_id"]) for e in log if e["device_at"] and e["result"] != "admitted"
+    }
+    assert ("already_used", admitted[0]["ticket_id"]) in offline, log
+    assert any(r == "wrong_event" for r, _ in offline), log
+
+
+def qr_video(path: Path, text: str, frames: int = 8) -> Path:
+    """A Y4M clip of ``text``'s QR code, for Chromium's fake camera."""
+    import qrcode
+    from PIL import Image
+
+    width, height = 640, 480
+    code = qrcode.make(text, box_size=4, border=4).get_image().convert("L")
+    side = min(height - 40, max(code.size))
+    frame = Image.new("L", (width, height), 255)
+    frame.paste(code.resize((side, side), Image.NEAREST), ((width - side) // 2, 20))
+    luma = frame.tobytes()
+    chroma = bytes([128]) * (width // 2 * height // 2)
+    with path.open("wb") as out:
+        out.write(f"YUV4MPEG2 W{width} H{height} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for _ in range(frames):
+            out.write(b"FRAME\n" + luma + chroma + chroma)
+    return path
+
+
+async def test_camera_scans_without_barcode_detector(
+    pwa_system: System, chromium_path: str, tmp_path: Path
+) -> None:
+    """Where the browser has no BarcodeDetector (Linux Chromium, iOS Safari) the camera
+    still scans, with the vendored ZXing decoder (WebAssembly)."""
+    if not (pwa_system.confirms and pwa_system.issues_tickets):
+        pytest.skip("needs the persister and the ticket issuer")
+    from playwright.async_api import async_playwright
+
+    event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    ticket = buy_via_api(pwa_system, event_id, dev_token(pwa_system, new_buyer()))[0]
+    video = qr_video(tmp_path / "ticket.y4m", ticket)
+    args = [
+        *CHROMIUM_ARGS,
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-video-capture={video}",
+    ]
+    async with async_playwright() as pw:
+        camera_browser = await pw.chromium.launch(
+            executable_path=chromium_path, headless=True, args=args
+        )
+        try:
+            async with open_page(camera_browser, pwa_system, "camera", PHONE, "en-US") as p:
+                await p.context.grant_permissions(["camera"], origin=pwa_system.base_url)
+                await login(p, new_buyer(), roles=("scanner",))
+                await p.page.goto("/#/scan")
+                await p.page.wait_for_selector("#scan-keys:has-text('signing key')")
+                await start_gate(p, event_id, "camera-1")
+                assert not await p.page.evaluate("'BarcodeDetector' in window")
+                await p.page.click("#scan-camera")
+                await p.page.wait_for_selector(
+                    "#scan-verdict [data-verdict=admitted]", timeout=30000
+                )
+                assert await p.page.get_attribute("video", "data-detector") == "zxing"
+                assert await p.page.input_value("#scan-token") == ticket
+                await p.shot("camera-admitted")
+                await p.page.click("#scan-camera")  # stop it
+                assert p.console_errors() == []
+        finally:
+            await camera_browser.close()
+
+
+async def test_offline_check_ins_survive_an_ended_session(browser: Any, pwa_system: System) -> None:
+    """A sync refused with 401 keeps the queued check-ins, says how many wait, and sends
+    them once the operator signs in again."""
+    if not (pwa_system.confirms and pwa_system.issues_tickets):
+        pytest.skip("needs the persister and the ticket issuer")
+    event_id = pwa_system.event_ids["obra-de-teatro-el-avaro-de-moliere"]
+    tickets = buy_via_api(pwa_system, event_id, dev_token(pwa_system, new_buyer()), quantity=2)
+    operator = new_buyer()
+    gate = f"west-{uuid.uuid4().hex[:4]}"
+    async with open_page(browser, pwa_system, "scanner-relogin", PHONE, "en-US") as p:
+        await login(p, operator, roles=("scanner",))
+        await wait_service_worker(p)
+        await p.page.goto("/#/scan")
+        await p.page.wait_for_selector("#scan-keys:has-text('signing key')")
+        await start_gate(p, event_id, gate)
+
+        await p.context.set_offline(True)
+        await p.page.reload()
+        await p.page.wait_for_selector(f"#gate-bound[data-event='{event_id}']")
+        for token in tickets:
+            await p.page.fill("#scan-token", token)
+            await p.page.click("#scan-submit")
+            await p.page.wait_for_selector("#scan-verdict [data-verdict=queued]")
+        await p.page.wait_for_selector("#scan-pending[data-count='2']")
+        # The session ends while offline (here: a token the API no longer accepts).
+        await p.page.evaluate(
+            "() => { const t = localStorage.getItem('tb.token').split('.');"
+            " localStorage.setItem('tb.token', `${t[0]}.${t[1]}.AAAA`); }"
+        )
+        await p.page.reload()
+        await p.page.wait_for_selector("#scan-pending[data-count='2']")
+
+        await p.context.set_offline(False)
+        await p.page.wait_for_selector("#scan-relogin", timeout=20000)
+        assert "2 check-ins waiting" in await p.page.locator("#scan-pending").inner_text()
+        await p.shot("waiting-for-login")
+        assert [e for e in scan_log(pwa_system, event_id) if e["gate"] == gate] == []
+
+        await p.page.click("#scan-relogin")
+        await p.page.fill("#login-name", operator)
+        await p.page.locator("input[name=roles][value=scanner]").check()
+        await p.page.click("#login-submit")
+        await p.page.wait_for_url(re.compile(r"#/scan"))
+        await p.page.wait_for_selector("#scan-pending", state="hidden", timeout=20000)
+        await p.shot("sent-after-login")
+        assert (
+            p.console_errors(
+                allow=(r"net::ERR_INTERNET_DISCONNECTED", r"Failed to fetch", r"status of 401")
+            )
+            == []
+        )
+    log = [e for e in scan_log(pwa_system, event_id) if e["gate"] == gate]
+    assert sorted(e["result"] for e in log) == ["admitted", "admitted"]
+    assert {e["scanner"] for e in log} == {operator}
+    assert all(e["device_at"] is not None for e in log)
+
+
+async def test_tickets_by_email_address_is_saved(browser: Any, pwa_system: System) -> None:
+    buyer = new_buyer()
+    async with open_page(browser, pwa_system, "contact", PHONE, "en-US") as p:
+        await login(p, buyer)
+        await p.page.goto("/#/tickets")
+        await p.page.wait_for_selector("#contact-form")
+        assert await p.page.input_value("#contact-lang") == "en"
+        await p.page.fill("#contact-email", f"{buyer}@example.test")
+        await p.page.click("#contact-save")
+        await p.page.wait_for_selector("#contact-status[data-saved=true]")
+        await p.shot("saved")
+        # Shown again on the next visit.
+        await p.page.reload()
+        await p.page.wait_for_function(
+            "v => document.querySelector('#contact-email')?.value === v",
+            arg=f"{buyer}@example.test",
+        )
+        assert p.console_errors() == []
+    res = api_get(pwa_system, "/me/contact", dev_token(pwa_system, buyer))
+    assert res.json() == {"email": f"{buyer}@example.test", "lang": "en"}
 
 
 async def test_notifications_permission(browser: Any, pwa_system: System) -> None:
@@ -1058,8 +1264,330 @@ async def test_login_with_authorization_code_and_pkce(browser: Any, pwa_system: 
         await p.page.wait_for_selector(".tabbar >> text=oidc-user")
 
 
+async def test_staff_session_is_renewed_with_rotating_refresh_tokens(
+    browser: Any, pwa_system: System
+) -> None:
+    """A shift outlives its access token: the PWA renews it with the provider's refresh
+    token before calling the API, and keeps the rotated refresh token each time."""
+    import base64
+    import json
+    from urllib.parse import parse_qs, urlsplit
+
+    issuer = f"{pwa_system.base_url}/fake-idp/realms/tb"
+
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    # What the provider first hands out: an access token that has already expired.
+    expired = f"{b64({'alg': 'EdDSA'})}.{b64({'sub': 'staff-1', 'exp': 1, 'roles': ['scanner']})}.x"
+    grants: list[tuple[str, str]] = []
+
+    async with open_page(browser, pwa_system, "refresh", PHONE, "en-US") as p:
+
+        async def config(route: Any) -> None:
+            body = {"auth_mode": "oidc", "issuer": issuer, "client_id": "ticketbuster-pwa"}
+            await route.fulfill(json=body)
+
+        async def discovery(route: Any) -> None:
+            await route.fulfill(
+                json={
+                    "issuer": issuer,
+                    "authorization_endpoint": f"{issuer}/auth",
+                    "token_endpoint": f"{issuer}/token",
+                }
+            )
+
+        async def authorize(route: Any) -> None:
+            query = parse_qs(urlsplit(route.request.url).query)
+            back = f"{query['redirect_uri'][0]}?code=the-code&state={query['state'][0]}"
+            await route.fulfill(status=302, headers={"Location": back})
+
+        async def token(route: Any) -> None:
+            form = parse_qs(route.request.post_data or "")
+            grant = form["grant_type"][0]
+            grants.append((grant, form.get("refresh_token", [""])[0]))
+            if grant == "authorization_code":
+                body = {"access_token": expired, "refresh_token": "r1", "token_type": "Bearer"}
+            else:
+                n = len(grants)
+                fresh = dev_token(pwa_system, "staff-1", ["scanner"])
+                body = {"access_token": fresh, "refresh_token": f"r{n}", "token_type": "Bearer"}
+            await route.fulfill(body=json.dumps(body), content_type="application/json")
+
+        await p.context.route("**/config.json", config)
+        await p.context.route(f"{issuer}/.well-known/openid-configuration", discovery)
+        await p.context.route(f"{issuer}/auth?*", authorize)
+        await p.context.route(f"{issuer}/token", token)
+
+        authorized: list[str] = []
+        p.page.on(
+            "request",
+            lambda r: (
+                authorized.append(r.headers.get("authorization", ""))
+                if "/api/v1/me/" in r.url
+                else None
+            ),
+        )
+        await p.page.goto("/#/login")
+        await p.page.click("text=Sign in with your account")
+        await p.page.wait_for_function("() => !location.search")
+        await p.page.goto("/#/tickets")
+        await p.page.wait_for_selector("#contact-form")
+        await p.page.wait_for_function(
+            "() => JSON.parse(localStorage.getItem('tb.refresh') || '{}').token === 'r2'"
+        )
+        assert grants[:2] == [("authorization_code", ""), ("refresh_token", "r1")]
+        # Every API call went with the renewed token, none with the expired one.
+        assert authorized and all(a.startswith("Bearer ") for a in authorized)
+        assert not any(expired in a for a in authorized)
+
+        # Hours later (the access token expired again): the rotated refresh token renews it.
+        await p.page.evaluate("t => localStorage.setItem('tb.token', t)", expired)
+        await p.page.reload()
+        await p.page.wait_for_selector("#contact-form")
+        await p.page.wait_for_function(
+            "() => JSON.parse(localStorage.getItem('tb.refresh') || '{}').token === 'r3'"
+        )
+        assert grants[2] == ("refresh_token", "r2")
+        assert await p.page.locator(".tabbar >> text=staff-1").count() == 1
+        assert p.console_errors() == []
+
+
 def teardown_module() -> None:
     # Keep the screenshots; drop old run folders beyond the last eight.
     runs = sorted(ARTIFACTS.glob("run-*"), key=lambda d: d.stat().st_mtime)
     for old in runs[:-8]:
         shutil.rmtree(old, ignore_errors=True)
+
+
+async def test_organizer_page_shows_sales_and_pauses_with_confirmation(
+    browser: Any, pwa_system: System
+) -> None:
+    """An organizer's event made through the API: its state, sparkline and seat map in the
+    page (es, then en); pause asks first, and a declined cancel changes nothing."""
+    from datetime import UTC, datetime, timedelta
+
+    from core.inventory import partition_keys
+    from tests.integration.catalog_seed import cluster_client
+
+    base = f"{pwa_system.base_url}/api/v1"
+    admin = {"Authorization": f"Bearer {dev_token(pwa_system, 'pwa-admin', ['admin'])}"}
+    org = f"pwa-{uuid.uuid4().hex[:8]}"
+    assert (
+        httpx.post(
+            f"{base}/organizer/organizations",
+            json={"code": org, "name": org},
+            headers=admin,
+            timeout=10,
+        ).status_code
+        == 201
+    )
+    boss = f"boss-{uuid.uuid4().hex[:6]}"
+    res = httpx.post(
+        f"{base}/auth/dev-token", json={"sub": boss, "roles": ["organizer"], "org": org}, timeout=10
+    )
+    organizer = {"Authorization": f"Bearer {res.json()['access_token']}"}
+    with httpx.Client(base_url=f"{base}/organizer", headers=organizer, timeout=10) as api:
+        venue = api.post("/venues", json={"name": f"Sala {org}", "address": "Jr. Prueba 1"})
+        rows = [
+            {"label": str(r), "seats": [{"number": n, "category": "GENERAL"} for n in range(1, 11)]}
+            for r in (1, 2)
+        ]
+        assert (
+            api.put(
+                f"/venues/{venue.json()['id']}/seatmap",
+                json={"sections": [{"code": "A", "name": "Platea", "rows": rows}]},
+            ).status_code
+            == 200
+        )
+        now = datetime.now(UTC)
+        event = api.post(
+            "/events",
+            json={
+                "venue_id": venue.json()["id"],
+                "title": "Noche de prueba",
+                "category": "THEATER",
+                "starts_at": (now + timedelta(days=9)).isoformat(),
+                "sale_opens_at": (now - timedelta(hours=1)).isoformat(),
+                "sale_closes_at": (now + timedelta(days=8)).isoformat(),
+                "price_categories": [{"code": "GENERAL", "name": "General", "price_minor": 5000}],
+            },
+        )
+        assert event.status_code == 201, event.text
+        event_id = event.json()["id"]
+        assert api.post(f"/events/{event_id}/publish").status_code == 200
+    redis = cluster_client(os.environ["TB_REDIS_CLUSTER_NODES"])
+    await redis.initialize()
+    try:
+        buyer = dev_token(pwa_system, new_buyer())
+        hold = httpx.post(
+            f"{base}/events/{event_id}/holds",
+            json={"seats": ["A-1-1", "A-1-2"]},
+            headers={"Authorization": f"Bearer {buyer}"},
+            timeout=10,
+        )
+        assert hold.status_code == 201, hold.text
+        async with open_page(browser, pwa_system, "organizer", DESKTOP) as p:
+            await p.page.goto("/#/login")
+            await p.page.fill("#login-name", boss)
+            await p.page.locator("input[name=roles][value=buyer]").uncheck()
+            await p.page.locator("input[name=roles][value=organizer]").check()
+            await p.page.fill("#login-org", org)
+            await p.page.click("#login-submit")
+            await p.page.wait_for_function("() => !!localStorage.getItem('tb.token')")
+            await p.page.goto("/#/organizer")
+            card = p.page.locator(f"[data-event-id='{event_id}']")
+            await card.locator(".org-seat").first.wait_for()
+            assert await card.locator(".org-state").inner_text() == "En venta"
+            assert await card.locator(".org-seat").count() == 20
+            assert await card.locator(".org-seat.held").count() == 2
+            assert await card.locator("svg.sparkline polyline").count() == 1
+            assert "2 reservados" in await card.locator(".org-figures").inner_text()
+            await p.shot("on-sale")
+
+            dialogs: list[str] = []
+
+            async def answer(dialog: Any, accept: bool) -> None:
+                dialogs.append(dialog.message)
+                await (dialog.accept() if accept else dialog.dismiss())
+
+            # A declined cancel does nothing.
+            p.page.once("dialog", lambda d: asyncio.ensure_future(answer(d, False)))
+            await card.locator("button[data-action=cancel]").click()
+            for _ in range(100):  # the dialog handler runs as its own task
+                if dialogs:
+                    break
+                await asyncio.sleep(0.05)
+            assert "Cancelar" in dialogs[-1] or "¿Cancelar" in dialogs[-1]
+            p.page.once("dialog", lambda d: asyncio.ensure_future(answer(d, True)))
+            await card.locator("button[data-action=pause]").click()
+            await p.page.locator(f"[data-event-id='{event_id}'][data-state=paused]").wait_for()
+            assert "Pausar" in dialogs[-1]
+            refused = httpx.post(
+                f"{base}/events/{event_id}/holds",
+                json={"seats": ["A-2-1"]},
+                headers={"Authorization": f"Bearer {buyer}"},
+                timeout=10,
+            )
+            assert refused.status_code == 409 and refused.json()["reason"] == "paused"
+            status = httpx.get(f"{base}/organizer/events/{event_id}", headers=organizer, timeout=10)
+            assert status.json()["status"] == "paused"  # the declined cancel did not happen
+            await p.page.select_option("#lang-select", "en")
+            await p.page.locator(
+                f"[data-event-id='{event_id}'] .org-state:has-text('Paused')"
+            ).wait_for()
+            await p.page.locator(
+                f"[data-event-id='{event_id}'] button[data-action=resume]"
+            ).wait_for()
+            await p.shot("paused-en")
+            assert p.console_errors(allow=(r"status of 409",)) == []
+    finally:
+        for key in partition_keys(event_id, 0):
+            await redis.delete(key)
+        await redis.aclose()
+
+
+async def test_waiting_room_page_joins_survives_reload_and_admits(
+    browser: Any, pwa_system: System, pg_dsn: str, settings: Settings, services: dict[str, str]
+) -> None:
+    """A queued on-sale in the browser: the event page sends the fan to the waiting room,
+    the place is announced (es), kept over a reload, and the admission lets the hold in."""
+    from datetime import UTC, datetime, timedelta
+
+    import asyncpg
+
+    from core.inventory import SINGLE_PARTITION, Inventory
+    from core.queue import new_seed
+    from migrations.inventory import read_partition_plans, rebuild_inventory
+    from migrations.seed import SeedEvent, seed_event
+    from tests.integration.catalog_seed import cluster_client
+    from workers.admitter import Admitter
+
+    now = datetime.now(UTC)
+    client = cluster_client(services["TB_REDIS_CLUSTER_NODES"])
+    await client.initialize()
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        event_id, _ = await seed_event(
+            conn,
+            SeedEvent(
+                slug=f"pwa-queue-{uuid.uuid4().hex[:8]}",
+                title="Waiting room in the browser",
+                category="CONCERT",
+                venue="Test Hall",
+                address="Loopback 1",
+                starts_at=now + timedelta(days=30),
+                base_price_minor=10_000,
+                capacity=200,
+            ),
+            now - timedelta(minutes=1),
+        )
+        await conn.execute("UPDATE catalog.events SET status = 'published' WHERE id = $1", event_id)
+        seed, commit = new_seed()
+        await conn.execute(
+            "INSERT INTO queue.settings (event_id, queue_opens_at, rate_per_min, seed,"
+            " seed_commitment) VALUES ($1, $2, 600, $3, $4)",
+            event_id,
+            now - timedelta(hours=1),
+            seed,
+            commit,
+        )
+        plans = await read_partition_plans(conn)
+        inventory = Inventory(client, plans=lambda e: plans.get(e, SINGLE_PARTITION))
+        await rebuild_inventory(conn, inventory, event_id)
+    finally:
+        await conn.close()
+    pool = await asyncpg.create_pool(pg_dsn, min_size=1, max_size=2)
+    db = msgspec.structs.replace(
+        settings, database=msgspec.structs.replace(settings.database, url=pg_dsn)
+    )
+    admitter = Admitter(db, pool, client, name="pwa-test")
+    try:
+        async with open_page(browser, pwa_system, "waiting-room", PHONE) as p:
+            pushed: list[str] = []
+
+            def on_socket(ws: Any) -> None:
+                ws.on("framereceived", lambda payload: pushed.append(str(payload)))
+
+            p.page.on("websocket", on_socket)
+            await login(p, new_buyer())
+            # Holding without an admission sends the fan to the waiting room.
+            await p.page.goto(f"/#/events/{event_id}")
+            await p.page.wait_for_selector("#best-submit:not([disabled])")
+            await p.page.click("#best-submit")
+            await p.page.wait_for_url(re.compile(rf"#/events/{event_id}/queue$"))
+            await p.page.click("#queue-join")
+            await p.page.wait_for_function(
+                "() => document.querySelector('#queue-live').textContent.includes('fila: 1')"
+            )
+            assert await p.page.get_attribute("#queue-live", "aria-live") == "polite"
+            await p.shot("queue-waiting")
+            await p.page.reload()  # the place is the server's: still 1
+            await p.page.wait_for_selector("#queue-position:has-text('Tu lugar en la fila: 1')")
+
+            admitted: list[str] = []
+            for _ in range(100):
+                config = next(c for c in await admitter.configs() if c.event_id == event_id)
+                outcome = await admitter.admit(config)
+                admitted += outcome.admitted
+                if admitted:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(admitted) == 1
+            await p.page.wait_for_selector("#queue-in:not([hidden])", timeout=15000)
+            assert "¡Ya entraste!" in await p.page.locator("#queue-in").inner_text()
+            # The place came over the user channel too (polling is the fallback).
+            frames = [f for f in pushed if '"type":"queue"' in f]
+            assert any('"status":"waiting"' in f for f in frames), pushed[-5:]
+            await p.shot("queue-admitted")
+            await p.page.reload()
+            await p.page.wait_for_selector("#queue-in:not([hidden])")
+            await p.page.click("#queue-go")
+            await hold_best(p, 2)  # 201: the admission travelled with the hold
+            # The browser logs the API's answers before joining: the hold's 403
+            # admission_required and the position's 404 not_queued.
+            assert p.console_errors(allow=("status of 403", "status of 404")) == []
+    finally:
+        admitter.close()
+        await pool.close()
+        await client.aclose()

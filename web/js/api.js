@@ -1,5 +1,5 @@
 // The TicketBuster REST API (/api/v1): JSON in, JSON or problem+json out.
-import { getToken, setToken } from './auth.js';
+import { canRefresh, freshToken, refreshSession, setToken } from './auth.js';
 
 export const API = '/api/v1';
 
@@ -42,10 +42,11 @@ export async function request(path, opts = {}) {
   const method = opts.method || (opts.body !== undefined ? 'POST' : 'GET');
   const headers = new Headers({ Accept: 'application/json, application/problem+json' });
   if (opts.body !== undefined) headers.set('Content-Type', 'application/json');
-  const token = getToken();
-  if (opts.auth !== false && token) headers.set('Authorization', `Bearer ${token}`);
+  const token = opts.auth !== false ? await freshToken() : null;
+  if (token) headers.set('Authorization', `Bearer ${token}`);
   if (opts.idempotencyKey) headers.set('Idempotency-Key', opts.idempotencyKey);
   if (opts.etag) headers.set('If-None-Match', opts.etag);
+  if (opts.proofOfWork) headers.set('Proof-Of-Work', opts.proofOfWork);
   if (navigator.onLine === false && !opts.tryOffline) throw new OfflineError();
   let res;
   try {
@@ -67,6 +68,8 @@ export async function request(path, opts = {}) {
   if (res.status !== 204) data = type.includes('json') ? await res.json().catch(() => null) : await res.text();
   if (!res.ok) {
     if (res.status === 401 && token && opts.auth !== false) {
+      // Revoked or expired early: renew once with the refresh token, then ask again.
+      if (!opts.retried && canRefresh() && (await refreshSession())) return request(path, { ...opts, retried: true });
       setToken(null);
       window.dispatchEvent(new CustomEvent('tb:unauthorized'));
     }
@@ -74,6 +77,19 @@ export async function request(path, opts = {}) {
   }
   return opts.raw ? { status: res.status, data, headers: res.headers } : data;
 }
+
+// ---- waiting rooms: the admission token of a queued on-sale, kept per event ----
+/** Keep the admission token (and when it ends) the queue page got for an event. */
+export function rememberAdmission(eventId, token, expiresAt) {
+  localStorage.setItem(`tb.admission.${eventId}`, JSON.stringify({ token, expiresAt }));
+}
+/** The event's admission token while it is valid, else undefined (the field is left out). */
+export function admissionFor(eventId) {
+  const saved = JSON.parse(localStorage.getItem(`tb.admission.${eventId}`) || 'null');
+  return saved && saved.expiresAt > serverNow() ? saved.token : undefined;
+}
+// "h<event>.<partition>.<random>" -> the event id
+const holdEvent = (holdId) => Number(String(holdId).slice(1).split('.')[0]);
 
 // ---- typed calls (shapes adapted in one place: model.js) ----
 export const api = {
@@ -86,14 +102,23 @@ export const api = {
   },
   event: (id) => request(`/events/${id}`, { auth: false, tryOffline: true }),
   seats: (id, etag) => request(`/events/${id}/seats`, { auth: false, etag, raw: true }),
-  holdSeats: (id, seats) => request(`/events/${id}/holds`, { body: { seats }, raw: true }),
-  holdBest: (id, quantity, category) => request(`/events/${id}/holds`, { body: { quantity, category }, raw: true }),
+  holdSeats: (id, seats) => request(`/events/${id}/holds`, { body: { seats, admission: admissionFor(id) }, raw: true }),
+  holdBest: (id, quantity, category) => request(`/events/${id}/holds`, { body: { quantity, category, admission: admissionFor(id) }, raw: true }),
   hold: (holdId) => request(`/holds/${encodeURIComponent(holdId)}`),
   extendHold: (holdId) => request(`/holds/${encodeURIComponent(holdId)}/extend`, { method: 'POST' }),
   releaseHold: (holdId) => request(`/holds/${encodeURIComponent(holdId)}`, { method: 'DELETE' }),
-  placeOrder: (holdId, key) => request('/orders', { body: { hold_id: holdId }, idempotencyKey: key, raw: true }),
+  placeOrder: (holdId, key) => request('/orders', { body: { hold_id: holdId, admission: admissionFor(holdEvent(holdId)) }, idempotencyKey: key, raw: true }),
+  queue: (id) => request(`/events/${id}/queue`, { auth: false }),
+  joinQueue: (id, proofOfWork) => request(`/events/${id}/queue`, { method: 'POST', proofOfWork }),
+  queuePosition: (id) => request(`/events/${id}/queue/position`),
   order: (orderId) => request(`/orders/${encodeURIComponent(orderId)}`),
   myOrders: () => request('/me/orders'),
   myTickets: () => request('/me/tickets'),
-  checkin: (token) => request('/checkins', { body: { token } }),
+  contact: () => request('/me/contact'),
+  saveContact: (email, lang) => request('/me/contact', { method: 'PUT', body: { email, lang } }),
+  checkin: (token, session, scannedAt) =>
+    request('/checkins', { body: { token, event_id: session.event_id, gate: session.gate, ...(scannedAt ? { scanned_at: scannedAt } : {}) } }),
+  reportScans: (eventId, scans) => request(`/events/${eventId}/scans`, { body: scans }),
+  gateCounts: (eventId) => request(`/events/${eventId}/gates`),
+  gateSnapshot: (eventId, since) => request(`/events/${eventId}/gate${since ? `?since=${since}` : ''}`),
 };

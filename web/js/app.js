@@ -10,11 +10,13 @@ import { savedOrder, rememberOrder, syncTickets } from './wallet.js';
 
 const routes = [
   [/^\/?$/, () => import('./views/catalog.js'), 'catalog'],
+  [/^\/events\/(\d+)\/queue$/, () => import('./views/queue.js'), 'catalog'],
   [/^\/events\/(\d+)(?:\/sections\/([^/]+))?$/, () => import('./views/event.js'), 'catalog'],
   [/^\/hold\/([^/]+)$/, () => import('./views/hold.js'), 'catalog'],
   [/^\/orders\/([^/]+)$/, () => import('./views/order.js'), 'tickets'],
   [/^\/tickets$/, () => import('./views/tickets.js'), 'tickets'],
   [/^\/scan$/, () => import('./views/scanner.js'), 'scan'],
+  [/^\/organizer$/, () => import('./views/organizer.js'), 'organizer'],
   [/^\/login$/, () => import('./views/login.js'), 'login'],
 ];
 
@@ -86,6 +88,7 @@ function updateNav(active) {
     if (a.dataset.nav === active) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
     if (a.dataset.nav === 'scan') a.hidden = !scanner;
+    if (a.dataset.nav === 'organizer') a.hidden = !(hasRole('organizer') || hasRole('admin'));
   }
   const account = document.getElementById('account-link');
   account.textContent = user ? user.name : t('nav.login');
@@ -123,10 +126,17 @@ function onUserMessage(frame) {
     orderStatusChanged(String(frame.order_id), String(frame.status).toLowerCase(), frame.reason);
   } else if (frame.type === 'hold_gone') {
     window.dispatchEvent(new CustomEvent('tb:hold-gone', { detail: frame }));
+  } else if (frame.type === 'queue') {
+    window.dispatchEvent(new CustomEvent('tb:queue', { detail: frame }));
   } else if (frame.type === 'hold_expiring') {
     toast(t('hold.warningIn', { s: Math.max(0, Math.round(frame.seconds_left)) }), 'warn', 8000);
     window.dispatchEvent(new CustomEvent('tb:hold-warning', { detail: frame }));
   }
+}
+
+/** Have the place in an event's waiting room pushed (waiting-room page). */
+export function watchQueue(eventId) {
+  userChannel?.watchQueue(eventId);
 }
 
 /** Ask the server to warn before this hold expires (hold page). */

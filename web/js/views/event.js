@@ -344,7 +344,8 @@ export function render(main, [eventIdStr, sectionName]) {
         for (const id of gone) selected.delete(id);
         selectionChanged();
         toast(t('event.seatGone', { seats: gone.join(', ') || '—' }), 'warn');
-      } else toast(problemMessage(err), 'err');
+      } else if (err instanceof ApiError && err.code === 'admission_required') navigate(`/events/${eventId}/queue`);
+      else toast(problemMessage(err), 'err');
     } finally {
       holding.clear();
       holdBtn.disabled = false;
@@ -358,6 +359,7 @@ export function render(main, [eventIdStr, sectionName]) {
       await afterHold(await api.holdBest(eventId, Number(qty.value), zone.value));
     } catch (err) {
       if (err instanceof ApiError && err.code === 'seat_unavailable') toast(t('event.noneFree'), 'warn');
+      else if (err instanceof ApiError && err.code === 'admission_required') navigate(`/events/${eventId}/queue`);
       else toast(problemMessage(err), 'err');
     } finally {
       updateBestLabel();
