@@ -44,10 +44,12 @@ def test_time_comes_from_redis() -> None:
 API_SCRIPTS = ("order_claim", "order_pending", "order_settle", "ratelimit")
 # The waiting room's scripts (core/queue.py, prelude lua/lib/queue.lua).
 QUEUE_SCRIPTS = ("queue_admit", "queue_join", "queue_position")
+# The workers' own scripts: the notifier's once-per-outcome append (workers/notifier.py).
+WORKER_SCRIPTS = ("notify",)
 
 
 def test_every_lua_file_is_a_known_script_with_a_header() -> None:
-    assert lua_files() == sorted((*SCRIPT_NAMES, *API_SCRIPTS, *QUEUE_SCRIPTS))
+    assert lua_files() == sorted((*SCRIPT_NAMES, *API_SCRIPTS, *QUEUE_SCRIPTS, *WORKER_SCRIPTS))
     for name in lua_files():
         text = (LUA_DIR / f"{name}.lua").read_text()
         assert text.startswith(f"-- {name}.lua: "), name
@@ -70,6 +72,9 @@ def test_every_script_has_a_wrapper_method() -> None:
     assert set(re.findall(r'_script\("(\w+)"\)', queue_source)) == set(QUEUE_SCRIPTS)
     for name in ("JOIN", "POSITION", "ADMIT"):
         assert re.search(rf"\(\s*{name},", inspect.getsource(queue.QueueGateway)), name
+    from workers import notifier
+
+    assert notifier.NOTIFY.source == (LUA_DIR / "notify.lua").read_bytes()
 
 
 async def test_every_script_loads_on_every_primary(redis_cluster: RedisCluster) -> None:
