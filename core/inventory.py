@@ -106,6 +106,7 @@ SCRIPT_NAMES: Final = (
     "mark_sold_many",
     "reject",
     "reject_many",
+    "refund",
     "expire",
     "load",
     "get_hold",
@@ -635,6 +636,18 @@ class Inventory:
         """Pending -> free after a rejection. Returns seats freed (0 if again, or if
         Redis does not know the order: nothing is pending under it)."""
         rest = await self._order_op("reject", event_id, partition, order_id)
+        return int(rest[0])
+
+    async def refund(
+        self, event_id: int, partition: int, order_id: str, seats: Sequence[str]
+    ) -> int:
+        """Sold -> free for the refunded ``seats`` of an order (lua/refund.lua), after
+        PostgreSQL committed the refund. Returns seats freed; 0 when called again, or for
+        seats no longer sold under the order (already free, or sold again since)."""
+        seat_ids = [parse_seat_id(s).seat_id for s in seats]
+        if not seat_ids:
+            return 0
+        rest = await self._order_op("refund", event_id, partition, order_id, *seat_ids)
         return int(rest[0])
 
     @staticmethod

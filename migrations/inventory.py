@@ -30,7 +30,8 @@ ORDER BY sec.position, r.position, st.number
 """
 
 _SOLD_SQL = """
-SELECT seat_id, order_id::text AS order_id, holder FROM orders.tickets WHERE event_id = $1
+SELECT seat_id, order_id::text AS order_id, holder FROM orders.tickets
+WHERE event_id = $1 AND refunded_at IS NULL
 """
 
 

@@ -178,7 +178,7 @@ class Reconciler:
             for status, n in counts.items():
                 metrics.SEATS.labels(event=str(event_id), status=status).set(n)
         oversold = await self.pool.fetchval(
-            "SELECT count(*) FROM (SELECT 1 FROM orders.tickets"
+            "SELECT count(*) FROM (SELECT 1 FROM orders.tickets WHERE refunded_at IS NULL"
             " GROUP BY event_id, seat_id HAVING count(*) > 1) d"
         )
         metrics.OVERSOLD_SEATS.set(oversold or 0)
@@ -208,7 +208,8 @@ class Reconciler:
         tickets = {
             r["seat_id"]: (str(r["order_id"]), r["holder"])
             for r in await self.pool.fetch(
-                "SELECT seat_id, order_id, holder FROM orders.tickets WHERE event_id = $1",
+                "SELECT seat_id, order_id, holder FROM orders.tickets"
+                " WHERE event_id = $1 AND refunded_at IS NULL",
                 event_id,
             )
         }

@@ -236,7 +236,8 @@ async def decide_and_write(
             " FROM unnest($1::bigint[], $2::text[]) AS s(event_id, seat_id)"
             " JOIN catalog.seats c ON c.event_id = s.event_id AND c.seat_id = s.seat_id"
             " JOIN catalog.price_categories p ON p.event_id = c.event_id AND p.code = c.category"
-            " LEFT JOIN orders.tickets t ON t.event_id = s.event_id AND t.seat_id = s.seat_id",
+            " LEFT JOIN orders.tickets t ON t.event_id = s.event_id AND t.seat_id = s.seat_id"
+            " AND t.refunded_at IS NULL",
             ev,
             st,
         )
