@@ -139,6 +139,7 @@ class WorkerSettings(msgspec.Struct, frozen=True):
     expirer_port: int = 9104
     admitter_port: int = 9105
     mailer_port: int = 9106
+    payments_port: int = 9107
     batch_max_records: int = 500
     batch_timeout_ms: int = 50
     # A message that fails this many times goes to the dead-letter topic.
@@ -232,6 +233,37 @@ class QueueSettings(msgspec.Struct, frozen=True):
     config_ttl_s: float = 10.0
 
 
+class PaymentSettings(msgspec.Struct, frozen=True):
+    """The payment step of the saga (core/payments.py, docs/decisions/1101-payments-saga.md)."""
+
+    # "simulated" (dev and tests: served by the API under /sim-pay) or "stripe".
+    provider: Literal["simulated", "stripe"] = "simulated"
+    # When true, POST /api/v1/orders refuses a hold that costs money (402
+    # payment_required): it is bought through POST /api/v1/payments. Off by default so the
+    # wave-1 API (and its benchmarks) keep buying free of charge; on in k8s/.
+    required: bool = False
+    # How long a buyer has to approve a payment; the hold is extended to cover it (within
+    # the hold's lifetime cap). A payment still pending after it (plus a grace) expires.
+    window_s: int = 600
+    expire_grace_s: int = 60
+    # Self-cancel: a buyer may cancel an order until this many hours before the event
+    # (an event's own refund_window_hours wins; null there and here means never).
+    self_cancel_hours: int | None = 48
+    # The simulated provider: its base URL (the API that serves /sim-pay), its secret
+    # (API key and webhook signing key; "new,old" during a rotation), and where it sends
+    # its signed callbacks. Refused when TB_ENV=prod.
+    sim_url: str = "http://127.0.0.1:8000"
+    sim_secret: str = "dev-only-simulated-provider-secret"  # noqa: S105 (dev default)
+    sim_callback_url: str = "http://127.0.0.1:8000/api/v1/payments/webhooks/simulated"
+    # How late a "late" simulated callback comes (seconds after approval).
+    sim_late_s: float = 30.0
+    # Stripe (the official stripe package): secret key and webhook signing secret(s).
+    stripe_api_key: str = ""
+    stripe_webhook_secret: str = ""
+    # The payments worker's pass interval.
+    worker_interval_s: float = 0.5
+
+
 class Settings(msgspec.Struct, frozen=True):
     env: Env = "dev"
     redis: RedisSettings = RedisSettings()
@@ -248,6 +280,7 @@ class Settings(msgspec.Struct, frozen=True):
     organizer: OrganizerSettings = OrganizerSettings()
     faults: FaultSettings = FaultSettings()
     queue: QueueSettings = QueueSettings()
+    payments: PaymentSettings = PaymentSettings()
 
 
 # Section name -> Struct type; a variable TB_<SECTION>_<FIELD> sets a field.
@@ -266,6 +299,7 @@ _SECTIONS: dict[str, type[msgspec.Struct]] = {
     "organizer": OrganizerSettings,
     "faults": FaultSettings,
     "queue": QueueSettings,
+    "payments": PaymentSettings,
 }
 # Short aliases users expect.
 _ALIASES = {"TB_DATABASE_URL": ("database", "url"), "TB_REDIS_NODES": ("redis", "cluster_nodes")}
@@ -310,4 +344,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     if settings.env == "prod" and not settings.auth.issuer.startswith("https://"):
         # The default points at the dev issuer; prod must name its real OIDC provider.
         raise SettingsError("TB_AUTH_ISSUER: must be the https:// URL of the OIDC issuer in prod")
+    if settings.env == "prod" and settings.payments.provider == "simulated":
+        raise SettingsError(
+            "TB_PAYMENTS_PROVIDER: the simulated provider is for dev and tests; use stripe in prod"
+        )
     return settings

@@ -51,9 +51,17 @@ def test_prod_refuses_the_dev_issuer() -> None:
             "TB_ENV": "prod",
             "TB_AUTH_DEV_ISSUER_ENABLED": "false",
             "TB_AUTH_ISSUER": "https://id.example.com/realms/tb",
+            "TB_PAYMENTS_PROVIDER": "stripe",
         }
     )
     assert prod.auth.dev_issuer_enabled is False
+
+
+def test_prod_refuses_the_simulated_payment_provider() -> None:
+    prod = {"TB_ENV": "prod", "TB_AUTH_ISSUER": "https://id.example.com/realms/tb"}
+    with pytest.raises(SettingsError, match="TB_PAYMENTS_PROVIDER"):
+        load_settings(prod)
+    assert load_settings({**prod, "TB_PAYMENTS_PROVIDER": "stripe"}).payments.provider == "stripe"
 
 
 def test_the_api_refuses_prod_settings_that_would_misbehave_naming_the_variable() -> None:
@@ -62,6 +70,7 @@ def test_the_api_refuses_prod_settings_that_would_misbehave_naming_the_variable(
     prod = {
         "TB_ENV": "prod",
         "TB_AUTH_ISSUER": "https://id.example.com/realms/tb",
+        "TB_PAYMENTS_PROVIDER": "stripe",
         "TB_API_CORS_ORIGINS": "https://tickets.example.com",
         "TB_TICKETS_PUBLIC_KEYS_PATH": "/etc/ticketbuster/ticket-keys/public-keys.pem",
     }
