@@ -102,6 +102,8 @@ DOMAIN_ROUTE_MODULES: tuple[str, ...] = (
     "api.live.controllers",
     "api.organizer.controllers",
     "api.queue.controllers",
+    "api.payments.controllers",
+    "api.payments.simulator",
 )
 
 
@@ -296,6 +298,7 @@ def _jwks_cache(settings: Settings, state: State, http: httpx.AsyncClient) -> Jw
 # shared clients already are in ``app.state``; exited before it closes them.
 DOMAIN_LIFESPANS: tuple[str, ...] = (
     "api.live.lifespan:live_lifespan",  # the live hub (area 7)
+    "api.payments.simulator:simulator_lifespan",  # the simulated provider's callbacks
 )
 
 

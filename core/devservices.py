@@ -550,6 +550,7 @@ SYSTEM = [
     ("notifier", "workers.notifier"),
     ("expirer", "workers.expirer"),
     ("admitter", "workers.admitter"),
+    ("payments", "workers.payments"),
 ]
 
 

@@ -160,3 +160,17 @@ QUEUE_LOG_ENTRIES = Counter(
     "Fairness-log entries appended to PostgreSQL.",
     registry=REGISTRY,
 )
+REFUNDS = Counter(
+    "ticketbuster_refunds_total",
+    "Refund attempts by outcome (refunded, failed) and kind.",
+    ["outcome", "kind"],
+    registry=REGISTRY,
+)
+PAYMENT_MISMATCHES = Gauge(
+    "ticketbuster_payment_mismatches",
+    "Payments and orders that disagree at the last pass of the payments worker "
+    "(captured_without_order: captured over 30 minutes ago and no order placed).",
+    ["kind"],
+    multiprocess_mode="max",
+    registry=REGISTRY,
+)

@@ -76,6 +76,7 @@ from core.orders import (
     publish_wait_s,
     topic,
 )
+from core.payments import PaymentRequired
 from core.settings import Settings
 
 log = logging.getLogger("ticketbuster.api.orders")
@@ -183,6 +184,7 @@ async def place_order(
     ``admission``: the fan's admission token, needed for an event with a waiting room."""
     key = validate_idempotency_key(idempotency_key)
     try:
+        await service.check_payment_needed(hold_id)
         await service.check_admission(buyer, hold_id, admission)
         status, body = await service.place(buyer, key, hold_id)
     except DomainError as exc:
@@ -231,6 +233,21 @@ class OrderService:
         self.broker_breaker = broker_breaker
         # The waiting room's check (api.queue.service.require_admission), if any.
         self.admission = admission
+
+    async def check_payment_needed(self, hold_id: str) -> None:
+        """402 ``payment_required`` when payments are required and the event charges:
+        such a hold is bought through ``POST /api/v1/payments`` (core/payments.py)."""
+        if not self.settings.payments.required or self.catalog is None:
+            return
+        try:
+            event_id, _ = parse_hold_id(hold_id)
+            prices = await self.catalog.prices(event_id)
+        except (InvalidInput, NotFound):
+            return  # the order's own steps answer a bad or unknown hold
+        if any(p.price_minor > 0 for p in prices.values()):
+            raise PaymentRequired(
+                "this event's seats are paid for: start a payment with POST /api/v1/payments"
+            )
 
     async def check_admission(self, sub: str, hold_id: str, token: str | None) -> None:
         """403 ``admission_required`` for an event with a waiting room and no valid token

@@ -331,3 +331,35 @@ async def test_buyers_cannot_scan_or_read_the_log(gate: Gate) -> None:
         r = await gate.http.get(f"/api/v1/events/{event_id}/{path}", headers=buyer)
         assert r.status_code == 403, path
     assert (await gate.http.get(f"/api/v1/events/{event_id}/scans")).status_code == 401
+
+
+async def test_a_refunded_ticket_is_refused_online_and_listed_for_offline_scanners(
+    gate: Gate,
+) -> None:
+    event_id = await gate.event()
+    refunded, kept = await gate.sell(event_id, 2)
+    staff = await bearer(gate.http, f"gus-{RUN}", ["scanner"])
+    before = (await gate.http.get(f"/api/v1/events/{event_id}/gate", headers=staff)).json()
+    admin = await bearer(gate.http, f"ada-{RUN}", ["admin"])
+    r = await gate.http.post(
+        f"/api/v1/organizer/orders/{refunded.order_id}/refunds",
+        json={"ticket_ids": [refunded.ticket_id], "reason": "gate test"},
+        headers=admin,
+    )
+    assert r.status_code == 202, r.text
+    r = await scan(gate, staff, refunded.token, event_id)
+    assert r.status_code == 409 and r.json()["type"].endswith("/ticket_revoked"), r.text
+    changes = (
+        await gate.http.get(
+            f"/api/v1/events/{event_id}/gate", params={"since": before["as_of"]}, headers=staff
+        )
+    ).json()
+    assert changes["revoked"] == [refunded.ticket_id]
+    assert (await scan(gate, staff, kept.token, event_id)).status_code == 201
+    # An admitted ticket is not refundable any more.
+    r = await gate.http.post(
+        f"/api/v1/organizer/orders/{kept.order_id}/refunds",
+        json={"ticket_ids": [kept.ticket_id]},
+        headers=admin,
+    )
+    assert r.status_code == 409 and r.json()["type"].endswith("/refund_refused"), r.text

@@ -86,7 +86,7 @@ def test_overlay_has_every_piece(rendered: dict[str, list[Doc]], overlay: str) -
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_pod_is_locked_down(rendered: dict[str, list[Doc]], overlay: str) -> None:
     workloads = app_workloads(rendered[overlay])
-    assert len(workloads) == 8  # the API, six workers, the migrations Job
+    assert len(workloads) == 9  # the API, seven workers, the migrations Job
     for doc in workloads:
         spec = pod_spec(doc)
         where = f"{overlay}: {doc['kind']}/{doc['metadata']['name']}"
@@ -215,9 +215,10 @@ def test_no_secret_values_in_the_repo(rendered: dict[str, list[Doc]], overlay: s
         refs |= {v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
     # The CloudNativePG app secret, written by the operator, the ticket key, the
     # waiting rooms' keys (admission signing key, pseudonym key) and the mailer's SMTP
-    # credentials.
+    # credentials, and the payment provider's (Stripe) keys.
     assert refs == {
         "tb-pg-app",
+        "ticketbuster-payments",
         "ticketbuster-ticket-signing",
         "ticketbuster-queue",
         "ticketbuster-smtp",
