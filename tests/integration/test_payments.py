@@ -529,3 +529,42 @@ async def test_the_reconciler_agrees_after_refunds_and_resales(ctx: Ctx) -> None
         ctx.event_id,
     )
     assert oversold == 0
+
+
+async def test_a_capture_whose_order_the_persister_rejects_is_refunded(ctx: Ctx) -> None:
+    sub = f"pay-rejected-{RUN}"
+    who = await bearer(ctx, sub)
+    h = await hold(ctx, who, fresh_seats(ctx, 1))
+    payment = await pay(ctx, who, h["hold_id"])
+    await decide(ctx, payment, "approve")
+    payment = await payment_until(ctx, who, payment["payment_id"], lambda p: p["order_id"])
+    # What the persister writes for an order whose seat PostgreSQL had sold already.
+    await ctx.pool.execute(
+        "INSERT INTO orders.orders (order_id, event_id, hold_id, buyer, status, reason,"
+        " seats, total_minor, currency, placed_at)"
+        " VALUES ($1, $2, $3, $4, 'rejected', 'seat_taken', '[]', $5, $6, now())",
+        uuid.UUID(payment["order_id"]),
+        ctx.event_id,
+        h["hold_id"],
+        sub,
+        payment["amount"],
+        payment["currency"],
+    )
+    await ctx.worker.run_once()
+    done = await payment_until(ctx, who, payment["payment_id"], lambda p: True)
+    assert done["status"] == "refunded" and done["reason"] == "order_rejected", done
+    intent = payment["checkout_url"].rsplit("/", 1)[1]
+    assert (
+        await ctx.pool.fetchval("SELECT refunded FROM simpay.intents WHERE intent = $1", intent)
+        == payment["amount"]
+    )
+    # A second pass refunds nothing again.
+    await ctx.worker.run_once()
+    assert (
+        await ctx.pool.fetchval(
+            "SELECT count(*) FROM simpay.refunds r JOIN simpay.intents i USING (intent)"
+            " WHERE i.intent = $1",
+            intent,
+        )
+        == 1
+    )
