@@ -28,7 +28,7 @@ import hmac
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal, Protocol
+from typing import Annotated, Any, Final, Literal, Protocol
 
 import httpx
 import msgspec
@@ -100,11 +100,18 @@ class PaymentView(msgspec.Struct, frozen=True, kw_only=True):
     created_at: int = 0
 
 
+# Free text stored as it is: printable, no control characters (PostgreSQL refuses NUL).
+_Text = Annotated[
+    str, msgspec.Meta(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")
+]
+_Uuid = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-fA-F-]{32,36}$")]
+
+
 class RefundCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """An organizer's refund: the whole order, or only ``ticket_ids`` (a partial refund)."""
 
-    ticket_ids: tuple[str, ...] | None = None
-    reason: str | None = None
+    ticket_ids: Annotated[tuple[_Uuid, ...], msgspec.Meta(max_length=500)] | None = None
+    reason: _Text | None = None
 
 
 class RefundView(msgspec.Struct, frozen=True, kw_only=True):
@@ -252,10 +259,10 @@ class SimCallback(msgspec.Struct, frozen=True):
 
 
 class SimIntentCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    payment_id: str
-    amount: int
-    currency: str
-    description: str = ""
+    payment_id: _Uuid
+    amount: Annotated[int, msgspec.Meta(gt=0)]
+    currency: Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+    description: _Text = ""
 
 
 class SimIntent(msgspec.Struct, frozen=True):
@@ -265,7 +272,7 @@ class SimIntent(msgspec.Struct, frozen=True):
 
 class SimRefundCreate(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     amount: int
-    idempotency_key: str
+    idempotency_key: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,100}$")]
 
 
 class SimRefund(msgspec.Struct, frozen=True):

@@ -22,6 +22,7 @@ import contextlib
 import hmac
 import html
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
@@ -51,6 +52,16 @@ log = logging.getLogger("ticketbuster.simpay")
 class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     decision: Literal["approve", "decline"]
     mode: Literal["normal", "duplicate", "late", "timeout"] = "normal"
+
+
+_INTENT = re.compile(r"^si_[0-9a-f]{32}$")
+
+
+def _intent(value: str) -> str:
+    """An intent id as this provider makes them; anything else is not one (404)."""
+    if not _INTENT.match(value):
+        raise NotFound(f"no intent {value[:64]!r}")
+    return value
 
 
 def _pool(state: State) -> Any:
@@ -95,7 +106,7 @@ class SimulatedProviderController(Controller):
         self, intent: Annotated[str, Parameter(max_length=64)], request: Request[Any, Any, State]
     ) -> str:
         row = await _pool(request.app.state).fetchrow(
-            "SELECT * FROM simpay.intents WHERE intent = $1", intent
+            "SELECT * FROM simpay.intents WHERE intent = $1", _intent(intent)
         )
         if row is None:
             raise NotFound(f"no intent {intent!r}")
@@ -122,7 +133,7 @@ class SimulatedProviderController(Controller):
         request: Request[Any, Any, State],
         data: Annotated[Decision, Body(media_type=RequestEncodingType.URL_ENCODED)],
     ) -> Response[str]:
-        status = await _decide(request.app.state, intent, data)
+        status = await _decide(request.app.state, _intent(intent), data)
         return Response(
             f"<!doctype html><p id='result'>Payment {status}. You can return to TicketBuster.</p>",
             media_type="text/html",
@@ -135,7 +146,7 @@ class SimulatedProviderController(Controller):
         data: JSONBody[Decision],
         request: Request[Any, Any, State],
     ) -> dict[str, str]:
-        return {"status": await _decide(request.app.state, intent, data)}
+        return {"status": await _decide(request.app.state, _intent(intent), data)}
 
     @post("/intents/{intent:str}/refunds", status_code=200)
     async def refund(
@@ -145,6 +156,7 @@ class SimulatedProviderController(Controller):
         request: Request[Any, Any, State],
     ) -> SimRefund:
         _check_key(request)
+        intent = _intent(intent)
         pool = _pool(request.app.state)
         async with pool.acquire() as conn, conn.transaction():
             done = await conn.fetchval(

@@ -122,6 +122,18 @@ def _fuzz_operation(
     run()
 
 
+NEEDS_A_REAL_RESOURCE = frozenset(
+    {
+        "POST /api/v1/payments",
+        "GET /api/v1/payments/{payment_id}",
+        "POST /api/v1/payments/webhooks/{provider}",
+        "POST /api/v1/orders/{order_id}/cancel",
+        "GET /api/v1/orders/{order_id}/refunds",
+        "POST /api/v1/organizer/orders/{order_id}/refunds",
+    }
+)
+
+
 def test_no_5xx_and_responses_match_the_schema(fuzz_server: GranianServer, fuzz_token: str) -> None:
     # (schemathesis' lazy pytest loader does not work with pytest 9, so the operations are
     # driven here; every failure is collected, then reported together.)
@@ -144,8 +156,12 @@ def test_no_5xx_and_responses_match_the_schema(fuzz_server: GranianServer, fuzz_
         print(f"{name}: {dict(sorted(seen.items()))}")
     # The run reached the handlers, not only the validators: most operations answered 2xx
     # at least once, and the catalog was really read.
-    answered = [name for name, seen in statuses.items() if any(200 <= c < 300 for c in seen)]
-    assert len(statuses) >= 20 and len(answered) >= len(statuses) // 2, statuses
+    # The money operations act on a payment, an order or a provider's signed callback that
+    # random input never names (no 2xx is possible there); they are fuzzed for 5xx and the
+    # schema all the same, and left out of the ratio.
+    reachable = {n: seen for n, seen in statuses.items() if n not in NEEDS_A_REAL_RESOURCE}
+    answered = [name for name, seen in reachable.items() if any(200 <= c < 300 for c in seen)]
+    assert len(reachable) >= 20 and len(answered) >= len(reachable) // 2, statuses
     assert statuses["GET /api/v1/events"][200] > 0
     assert statuses["GET /api/v1/events/{event_id}/seats"][200] > 0
     assert not failures, "\n\n".join(failures)
