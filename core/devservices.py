@@ -182,11 +182,16 @@ def _cluster_healthy(layout: Layout) -> bool:
         info = _redis_cli(port, "cluster", "info")
         if "cluster_state:ok" not in info or "cluster_known_nodes:6" not in info:
             return False
-    # 3 primaries each with a replica.
-    nodes = _redis_cli(layout.redis_ports[0], "cluster", "nodes")
-    masters = [ln for ln in nodes.splitlines() if "master" in ln and "fail" not in ln]
-    slaves = [ln for ln in nodes.splitlines() if "slave" in ln and "fail" not in ln]
-    return len(masters) == 3 and len(slaves) == 3
+    # 3 primaries serving slots, each with a replica, as every node sees it: a restarted
+    # primary is a slot-less master in the others' view until it has turned replica.
+    for port in layout.redis_ports:
+        rows = [ln.split() for ln in _redis_cli(port, "cluster", "nodes").splitlines()]
+        alive = [r for r in rows if len(r) >= 8 and "fail" not in r[2]]
+        masters = [r for r in alive if "master" in r[2] and len(r) > 8]
+        slaves = [r for r in alive if "slave" in r[2]]
+        if len(masters) != 3 or len(slaves) != 3:
+            return False
+    return True
 
 
 def _redis_dir(layout: Layout, port: int) -> Path:
