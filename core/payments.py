@@ -33,6 +33,7 @@ from typing import Annotated, Any, Final, Literal, Protocol
 import httpx
 import msgspec
 
+from core.clock import epoch_ms, epoch_ms_or_none
 from core.errors import DomainError, InvalidInput, Unavailable
 from core.settings import PaymentSettings
 
@@ -471,10 +472,6 @@ async def record_refund(
     return RefundRecord(refund_view(row), order["event_id"], order["partition"], seats, True)
 
 
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
-
-
 def refund_view(row: Any) -> RefundView:
     return RefundView(
         refund_id=str(row["refund_id"]),
@@ -486,8 +483,8 @@ def refund_view(row: Any) -> RefundView:
         currency=row["currency"],
         ticket_ids=tuple(str(t) for t in row["ticket_ids"]),
         reason=row["reason"],
-        created_at=_ms(row["created_at"]),
-        refunded_at=None if row["refunded_at"] is None else _ms(row["refunded_at"]),
+        created_at=epoch_ms(row["created_at"]),
+        refunded_at=epoch_ms_or_none(row["refunded_at"]),
     )
 
 
@@ -504,5 +501,5 @@ def payment_view(row: Any) -> PaymentView:
         client_secret=row["client_secret"],
         order_id=None if row["order_id"] is None else str(row["order_id"]),
         reason=row["reason"],
-        created_at=_ms(row["created_at"]),
+        created_at=epoch_ms(row["created_at"]),
     )

@@ -32,6 +32,7 @@ from typing import Any, Final, Literal
 import jwt
 import msgspec
 
+from core.clock import epoch_ms
 from core.errors import DomainError
 from core.inventory_link import Route, Script
 from core.tickets import ALGORITHM, Jwks, SigningKey, _load_private, _public_from_jwk
@@ -152,15 +153,11 @@ WHERE e.status = 'published'
 
 def config_of(row: Any) -> QueueConfig:
     """A QueueConfig from a row of ``CONFIG_SQL``."""
-
-    def ms(value: Any) -> int:
-        return int(value.timestamp() * 1000)
-
     return QueueConfig(
         event_id=row["event_id"],
-        queue_opens_ms=ms(row["queue_opens_at"]),
-        sale_opens_ms=ms(row["sale_opens_at"]),
-        sale_closes_ms=ms(row["sale_closes_at"]),
+        queue_opens_ms=epoch_ms(row["queue_opens_at"]),
+        sale_opens_ms=epoch_ms(row["sale_opens_at"]),
+        sale_closes_ms=epoch_ms(row["sale_closes_at"]),
         rate_per_min=row["rate_per_min"],
         admission_window_s=row["admission_window_s"],
         joins_per_ip=row["joins_per_ip"],

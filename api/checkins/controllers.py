@@ -29,6 +29,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from api.auth.principal import Principal, requires_role
 from api.metrics import CHECKINS, GATE_SCANS
 from api.tickets.keys import ticket_jwks
+from core.clock import epoch_ms, epoch_ms_or_none
 from core.errors import DomainError, InvalidInput, NotFound, Unavailable
 from core.gate import (
     ADMITTED,
@@ -63,10 +64,6 @@ MAX_EVENT_ID = 2**63 - 1
 MAX_INSTANT_MS = 10**15
 # A device's clock may run ahead: the changes of the last seconds are sent again.
 SNAPSHOT_OVERLAP_MS = 5000
-
-
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
 
 
 async def provide_gate_pool(state: State) -> Any:
@@ -188,7 +185,7 @@ class CheckinController(Controller):
             session_event=data.event_id,
             ticket_event=claims.event,
             event_status=row["status"],
-            starts_at_ms=_ms(row["starts_at"]),
+            starts_at_ms=epoch_ms(row["starts_at"]),
             # A token of an older generation was replaced by a reissue.
             revoked=row["revoked"] or claims.gen != row["generation"],
             now_ms=now_ms,
@@ -213,7 +210,7 @@ class CheckinController(Controller):
                         ticket_id=claims.ticket,
                         event_id=claims.event,
                         seat_id=claims.seat,
-                        checked_in_at=_ms(admitted),
+                        checked_in_at=epoch_ms(admitted),
                         gate=data.gate,
                     )
             # Another scan won the race, or the ticket was revoked in between.
@@ -224,7 +221,7 @@ class CheckinController(Controller):
             "this ticket was already admitted",
             ticket_id=claims.ticket,
             seat_id=claims.seat,
-            checked_in_at=_ms(row["checked_in_at"]),
+            checked_in_at=epoch_ms(row["checked_in_at"]),
             gate=row["gate"],
         )
 
@@ -237,7 +234,7 @@ async def _gate_event(conn: Any, event_id: int, settings: Settings) -> GateEvent
     )
     if row is None:
         raise NotFound(f"event {event_id} does not exist")
-    starts = _ms(row["starts_at"])
+    starts = epoch_ms(row["starts_at"])
     return GateEvent(
         event_id=row["id"],
         title=row["title"],
@@ -316,11 +313,11 @@ class GateController(Controller):
         return GateSnapshot(
             event=event,
             admitted=[
-                Admission(r["ticket_id"], r["seat_id"], r["gate"], _ms(r["checked_in_at"]))
+                Admission(r["ticket_id"], r["seat_id"], r["gate"], epoch_ms(r["checked_in_at"]))
                 for r in rows
             ],
             revoked=[r["ticket_id"] for r in revoked],
-            as_of=_ms(now) - SNAPSHOT_OVERLAP_MS,
+            as_of=epoch_ms(now) - SNAPSHOT_OVERLAP_MS,
             reissued=[Reissued(r["ticket_id"], r["generation"]) for r in reissued],
         )
 
@@ -411,8 +408,8 @@ class GateController(Controller):
                 ticket_id=r["ticket_id"],
                 seat_id=r["seat_id"],
                 result=r["result"],
-                scanned_at=_ms(r["scanned_at"]),
-                device_at=_ms(r["device_at"]) if r["device_at"] is not None else None,
+                scanned_at=epoch_ms(r["scanned_at"]),
+                device_at=epoch_ms_or_none(r["device_at"]),
             )
             for r in rows[:limit]
         ]
@@ -457,7 +454,7 @@ class GateController(Controller):
                     gate=r["gate"],
                     admitted=r["admitted"],
                     refused=r["refused"],
-                    last_scan_at=_ms(r["last_scan_at"]) if r["last_scan_at"] else None,
+                    last_scan_at=epoch_ms_or_none(r["last_scan_at"]),
                 )
                 for r in rows
             ],

@@ -9,16 +9,18 @@ is refunded (``payments.refunds`` kind ``unplaced``; the payments worker pays it
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
+import msgspec
 
 from api.orders.service import OrderService, validate_idempotency_key
+from core.clock import epoch_ms, now_ms
 from core.errors import DomainError, InvalidInput, NotFound, Unavailable
 from core.inventory import Inventory
+from core.orders import OrderAccepted
 from core.payments import (
     PaymentEvent,
     PaymentProvider,
@@ -243,8 +245,7 @@ class PaymentService:
             hours = order["refund_window_hours"]
             if hours is None:
                 hours = self.settings.payments.self_cancel_hours
-            starts = int(order["starts_at"].timestamp() * 1000)
-            if not may_self_cancel(int(time.time() * 1000), starts, hours):
+            if not may_self_cancel(now_ms(), epoch_ms(order["starts_at"]), hours):
                 raise RefundRefused(
                     "this order can no longer be cancelled"
                     + ("" if hours is None else f" (until {hours} h before the event)")
@@ -319,7 +320,9 @@ class PaymentService:
         return [refund_view(r) for r in rows]
 
 
-def _order_id(body: bytes) -> str:
-    import msgspec
+_ACCEPTED: Final = msgspec.json.Decoder(OrderAccepted)
 
-    return str(msgspec.json.decode(body)["order_id"])
+
+def _order_id(body: bytes) -> str:
+    """The order id of POST /orders' answer (202, or a replay of it)."""
+    return _ACCEPTED.decode(body).order_id

@@ -22,6 +22,7 @@ from api.auth.principal import Principal, requires_role
 from api.checkins.controllers import MAX_EVENT_ID
 from api.delivery.controllers import provide_delivery_pool, request_resend
 from api.metrics import GATE_SCANS
+from core.clock import epoch_ms_or_none
 from core.delivery import ResendAccepted
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.gate import ADMITTED, TicketRevoked, admission_refusal
@@ -44,10 +45,6 @@ from core.support import (
 from core.tickets import AlreadyUsed, CheckinResult
 
 Id = Annotated[str, Parameter(max_length=64, description="A UUID.")]
-
-
-def _ms(value: Any) -> int | None:
-    return None if value is None else int(value.timestamp() * 1000)
 
 
 def _uuid(value: str | None, name: str) -> str | None:
@@ -180,10 +177,10 @@ class SupportController(Controller):
                         issued=t["issued_at"] is not None,
                     ),
                     generation=t["generation"],
-                    issued_at=_ms(t["issued_at"]),
-                    checked_in_at=_ms(t["checked_in_at"]),
+                    issued_at=epoch_ms_or_none(t["issued_at"]),
+                    checked_in_at=epoch_ms_or_none(t["checked_in_at"]),
                     gate=t["gate"],
-                    revoked_at=_ms(t["revoked_at"]),
+                    revoked_at=epoch_ms_or_none(t["revoked_at"]),
                 )
             )
         return SupportOrderList(
@@ -196,7 +193,7 @@ class SupportController(Controller):
                     reason=o["reason"],
                     total=o["total_minor"],
                     currency=o["currency"],
-                    placed_at=_ms(o["placed_at"]) or 0,
+                    placed_at=epoch_ms_or_none(o["placed_at"]) or 0,
                     tickets=by_order.get(o["order_id"], []),
                     customer_ref=o["customer_ref"],
                 )
@@ -240,7 +237,7 @@ class SupportController(Controller):
         async with delivery_pool.acquire() as conn, conn.transaction():
             row = await _ticket(conn, ticket_id, lock=True)
             if row["revoked_at"] is not None:
-                return RevokeResult(row["ticket_id"], _ms(row["revoked_at"]) or 0)
+                return RevokeResult(row["ticket_id"], epoch_ms_or_none(row["revoked_at"]) or 0)
             revoked_at = await conn.fetchval(
                 "UPDATE orders.tickets SET revoked_at = clock_timestamp() WHERE ticket_id = $1"
                 " RETURNING revoked_at",
@@ -255,7 +252,7 @@ class SupportController(Controller):
                 ticket_id=row["ticket_id"],
                 seat_id=row["seat_id"],
             )
-        return RevokeResult(row["ticket_id"], _ms(revoked_at) or 0)
+        return RevokeResult(row["ticket_id"], epoch_ms_or_none(revoked_at) or 0)
 
     @post("/tickets/{ticket_id:str}/reissue", summary="Reissue a ticket", status_code=202)
     async def reissue(
@@ -338,7 +335,7 @@ class SupportController(Controller):
                 session_event=row["event_id"],
                 ticket_event=row["event_id"],
                 event_status=row["status"],
-                starts_at_ms=_ms(row["starts_at"]),
+                starts_at_ms=epoch_ms_or_none(row["starts_at"]),
                 revoked=row["revoked_at"] is not None,
                 now_ms=int(time.time() * 1000),
                 closes_after_start_s=settings.gate.closes_after_start_s,
@@ -350,7 +347,7 @@ class SupportController(Controller):
                     "this ticket was already admitted",
                     ticket_id=row["ticket_id"],
                     seat_id=row["seat_id"],
-                    checked_in_at=_ms(row["checked_in_at"]),
+                    checked_in_at=epoch_ms_or_none(row["checked_in_at"]),
                 )
             admitted = await conn.fetchval(
                 """
@@ -387,7 +384,7 @@ class SupportController(Controller):
             ticket_id=row["ticket_id"],
             event_id=row["event_id"],
             seat_id=row["seat_id"],
-            checked_in_at=_ms(admitted) or 0,
+            checked_in_at=epoch_ms_or_none(admitted) or 0,
             gate=data.gate,
         )
 
@@ -416,7 +413,7 @@ class SupportController(Controller):
             items=[
                 AuditEntry(
                     audit_id=r["audit_id"],
-                    at=_ms(r["at"]) or 0,
+                    at=epoch_ms_or_none(r["at"]) or 0,
                     actor=r["actor"],
                     action=r["action"],
                     order_id=r["order_id"],
