@@ -31,6 +31,7 @@ from typing import Final, Literal
 import msgspec
 
 from core.errors import InvalidInput
+from core.payments import PaymentStatus, ProviderName
 
 OrderStatus = Literal["pending", "confirmed", "rejected"]
 # Why an order was rejected; stable strings, shown to the buyer.
@@ -193,10 +194,23 @@ class TicketView(msgspec.Struct, frozen=True):
     currency: Currency
     issued: bool
     checked_in_at: int | None = None
+    # Revoked (refunded, or by support): the gate refuses it; refunded_at when money went back.
+    revoked_at: int | None = None
+    refunded_at: int | None = None
     qr_svg: str | None = None
     qr_png: str | None = None
     # The signed token (compact JWS) itself, on the single-ticket endpoint only.
     token: str | None = None
+
+
+class OrderPayment(msgspec.Struct, frozen=True):
+    """The payment that placed an order (``GET /api/v1/payments/{payment_id}`` has it all)."""
+
+    payment_id: str
+    status: PaymentStatus
+    amount: int
+    currency: Currency
+    provider: ProviderName
 
 
 class OrderView(msgspec.Struct, frozen=True):
@@ -210,6 +224,10 @@ class OrderView(msgspec.Struct, frozen=True):
     reason: RejectReason | None = None
     conflicting_seats: tuple[str, ...] = ()
     tickets: tuple[TicketView, ...] = ()
+    # Paid orders only; None for an order bought without the payment step.
+    payment: OrderPayment | None = None
+    # What has been refunded of ``total`` (minor units): the refunded tickets' prices.
+    refunded: int = 0
 
 
 class OrderList(msgspec.Struct, frozen=True):

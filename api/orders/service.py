@@ -38,9 +38,9 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import asyncpg
 import msgspec
@@ -55,6 +55,7 @@ from redis.asyncio.cluster import RedisCluster
 from api.catalog.service import Catalog
 from api.metrics import ORDERS, TALLY
 from core.breaker import Breaker
+from core.clock import epoch_ms, epoch_ms_or_none
 from core.errors import Conflict, DomainError, InvalidInput, NotFound, Unavailable
 from core.faults import reach
 from core.holds import parse_hold_id
@@ -63,6 +64,7 @@ from core.inventory_link import LinkError, Route, Script
 from core.orders import (
     TOPIC_PLACED,
     OrderAccepted,
+    OrderPayment,
     OrderPlaced,
     OrderSeat,
     OrderView,
@@ -164,8 +166,17 @@ def fingerprint(hold_id: str) -> str:
     return hashlib.sha256(msgspec.json.encode({"hold_id": hold_id})).hexdigest()
 
 
-def _ms(value: Any) -> int:
-    return int(value.timestamp() * 1000)
+_T = TypeVar("_T")
+
+
+async def _event_fact(hold_id: str, read: Callable[[int], Awaitable[_T]]) -> tuple[int, _T] | None:
+    """(event id, what ``read`` says of the hold's event) for the order's gates, or None
+    for a malformed hold id or an unknown event: the order's own steps answer those."""
+    try:
+        event_id, _ = parse_hold_id(hold_id)
+        return event_id, await read(event_id)
+    except (InvalidInput, NotFound):
+        return None
 
 
 _PLACED: Final = msgspec.json.Decoder(OrderPlaced)
@@ -239,12 +250,8 @@ class OrderService:
         such a hold is bought through ``POST /api/v1/payments`` (core/payments.py)."""
         if not self.settings.payments.required or self.catalog is None:
             return
-        try:
-            event_id, _ = parse_hold_id(hold_id)
-            prices = await self.catalog.prices(event_id)
-        except (InvalidInput, NotFound):
-            return  # the order's own steps answer a bad or unknown hold
-        if any(p.price_minor > 0 for p in prices.values()):
+        fact = await _event_fact(hold_id, self.catalog.prices)
+        if fact is not None and any(p.price_minor > 0 for p in fact[1].values()):
             raise PaymentRequired(
                 "this event's seats are paid for: start a payment with POST /api/v1/payments"
             )
@@ -254,13 +261,9 @@ class OrderService:
         of this fan; nothing for other events (the event record is the catalog's cache)."""
         if self.admission is None or self.catalog is None:
             return
-        try:
-            event_id, _ = parse_hold_id(hold_id)
-            queued = await self.catalog.queued(event_id)
-        except (InvalidInput, NotFound):
-            return  # the order's own steps answer a bad or unknown hold
-        if queued:
-            self.admission(token, sub, event_id)
+        fact = await _event_fact(hold_id, self.catalog.queued)
+        if fact is not None and fact[1]:
+            self.admission(token, sub, fact[0])
 
     # -- placing ----------------------------------------------------------------------------
 
@@ -539,7 +542,7 @@ class OrderService:
             raise NotFound("no such order (order ids are UUIDs)")
         order_id = canonical
         row = await self.pool.fetchrow(
-            "SELECT * FROM orders.orders WHERE order_id = $1 AND buyer = $2", order_id, sub
+            _ORDERS_SELECT + "WHERE o.order_id = $1 AND o.buyer = $2", order_id, sub
         )
         if row is not None:
             tickets = await self._tickets("order", order_id)
@@ -551,8 +554,7 @@ class OrderService:
 
     async def orders_of(self, sub: str, limit: int = 100) -> list[OrderView]:
         rows = await self.pool.fetch(
-            "SELECT * FROM orders.orders WHERE buyer = $1 ORDER BY placed_at DESC, order_id"
-            " LIMIT $2",
+            _ORDERS_SELECT + "WHERE o.buyer = $1 ORDER BY o.placed_at DESC, o.order_id LIMIT $2",
             sub,
             limit,
         )
@@ -585,9 +587,16 @@ class OrderService:
         return [ticket_view(r) for r in rows]
 
 
+# An order with the payment that placed it (at most one is captured per order).
+_ORDERS_SELECT: Final = (
+    "SELECT o.*, p.payment_id AS pay_id, p.status AS pay_status, p.amount_minor AS pay_amount,"
+    " p.currency AS pay_currency, p.provider AS pay_provider FROM orders.orders o"
+    " LEFT JOIN LATERAL (SELECT * FROM payments.payments WHERE order_id = o.order_id"
+    " ORDER BY created_at DESC LIMIT 1) p ON true "
+)
 _TICKETS_BASE: Final = (
     "SELECT t.ticket_id, t.order_id, t.event_id, t.seat_id, t.category, t.price_minor,"
-    " t.currency, t.issued_at, t.token, c.checked_in_at"
+    " t.currency, t.issued_at, t.token, t.revoked_at, t.refunded_at, c.checked_in_at"
     " FROM orders.tickets t LEFT JOIN orders.checkins c USING (ticket_id) WHERE "
 )
 _TICKETS_ORDER: Final = " ORDER BY t.created_at DESC, t.seat_id LIMIT $2"
@@ -610,7 +619,9 @@ def ticket_view(row: Any, with_token: bool = False) -> TicketView:
         price=row["price_minor"],
         currency=row["currency"],
         issued=issued,
-        checked_in_at=_ms(row["checked_in_at"]) if row["checked_in_at"] else None,
+        checked_in_at=epoch_ms_or_none(row["checked_in_at"]),
+        revoked_at=epoch_ms_or_none(row["revoked_at"]),
+        refunded_at=epoch_ms_or_none(row["refunded_at"]),
         qr_svg=f"/api/v1/tickets/{tid}/qr.svg" if issued else None,
         qr_png=f"/api/v1/tickets/{tid}/qr.png" if issued else None,
         token=row["token"] if with_token else None,
@@ -625,10 +636,20 @@ def _order_view(row: Any, tickets: list[TicketView]) -> OrderView:
         seats=_SEATS.decode(row["seats"]),
         total=row["total_minor"],
         currency=row["currency"],
-        placed_at=_ms(row["placed_at"]),
+        placed_at=epoch_ms(row["placed_at"]),
         reason=row["reason"],
         conflicting_seats=tuple(row["conflicting_seats"]),
         tickets=tuple(tickets),
+        payment=None
+        if row["pay_id"] is None
+        else OrderPayment(
+            str(row["pay_id"]),
+            row["pay_status"],
+            row["pay_amount"],
+            row["pay_currency"],
+            row["pay_provider"],
+        ),
+        refunded=sum(t.price for t in tickets if t.refunded_at is not None),
     )
 
 

@@ -134,7 +134,11 @@ class CategoryReport(msgspec.Struct):
     held: int
     pending: int
     free: int
+    # Net: the prices of sold tickets that were not refunded.
     revenue_minor: int
+    # Tickets refunded (their seats went back on sale) and the money returned for them.
+    refunded: int = 0
+    refunded_minor: int = 0
 
 
 class SalesReport(msgspec.Struct):
@@ -158,6 +162,10 @@ class SalesReport(msgspec.Struct):
     hold_to_order: float | None
     # Confirmed orders per minute bucket, oldest first, for a sparkline.
     timeline: list[int]
+    refunded: int = 0
+    refunded_minor: int = 0
+    # Refunds not paid back yet (requested, or failed and being retried).
+    refunds_open: int = 0
 
 
 class AuditEntry(msgspec.Struct):

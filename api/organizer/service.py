@@ -804,10 +804,20 @@ class OrganizerService:
                 " ORDER BY p.position",
                 event_id,
             )
+            # A refunded ticket's seat may be sold again: it counts as refunded, not sold.
             sold = await conn.fetch(
-                "SELECT t.category, count(*) AS n, sum(t.price_minor) AS revenue"
+                "SELECT t.category,"
+                " count(*) FILTER (WHERE t.refunded_at IS NULL) AS n,"
+                " sum(t.price_minor) FILTER (WHERE t.refunded_at IS NULL) AS revenue,"
+                " count(*) FILTER (WHERE t.refunded_at IS NOT NULL) AS refunded,"
+                " sum(t.price_minor) FILTER (WHERE t.refunded_at IS NOT NULL) AS refunded_minor"
                 " FROM orders.tickets t JOIN orders.orders o ON o.order_id = t.order_id"
                 " WHERE t.event_id = $1 GROUP BY t.category",
+                event_id,
+            )
+            refunds_open = await conn.fetchval(
+                "SELECT count(*) FROM payments.refunds r JOIN orders.orders o USING (order_id)"
+                " WHERE o.event_id = $1 AND r.status <> 'refunded'",
                 event_id,
             )
             orders = await conn.fetchrow(
@@ -844,10 +854,18 @@ class OrganizerService:
                     continue
                 target = {"held": held, "pending": pending, "sold": live_sold}[status]
                 target[category] = target.get(category, 0) + 1
-        sold_by = {r["category"]: (int(r["n"]), int(r["revenue"] or 0)) for r in sold}
+        sold_by = {
+            r["category"]: (
+                int(r["n"]),
+                int(r["revenue"] or 0),
+                int(r["refunded"]),
+                int(r["refunded_minor"] or 0),
+            )
+            for r in sold
+        }
         categories = []
         for c in cats:
-            n_sold, revenue = sold_by.get(c["code"], (0, 0))
+            n_sold, revenue, n_refunded, refunded_minor = sold_by.get(c["code"], (0, 0, 0, 0))
             # Redis marks a seat sold when the persister's decision reaches it; PostgreSQL
             # is the arbiter of what was sold, so a seat counts once, as PostgreSQL says.
             n_pending = pending.get(c["code"], 0) + max(0, live_sold.get(c["code"], 0) - n_sold)
@@ -864,6 +882,8 @@ class OrganizerService:
                     pending=n_pending,
                     free=max(0, seats - n_sold - n_held - n_pending),
                     revenue_minor=revenue,
+                    refunded=n_refunded,
+                    refunded_minor=refunded_minor,
                 )
             )
         confirmed, rejected = int(orders["confirmed"]), int(orders["rejected"])
@@ -892,12 +912,18 @@ class OrganizerService:
             window_minutes=REPORT_WINDOW_MINUTES,
             hold_to_order=round(confirmed / attempts, 4) if attempts else None,
             timeline=timeline,
+            refunded=sum(c.refunded for c in categories),
+            refunded_minor=sum(c.refunded_minor for c in categories),
+            refunds_open=int(refunds_open),
         )
 
 
 def report_csv(report: SalesReport) -> str:
     """The report's categories as CSV, with a TOTAL line."""
-    lines = ["category,name,price_minor,seats,sold,held,pending,free,revenue_minor"]
+    lines = [
+        "category,name,price_minor,seats,sold,held,pending,free,revenue_minor,refunded,"
+        "refunded_minor"
+    ]
 
     def q(text: str) -> str:
         return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
@@ -905,12 +931,12 @@ def report_csv(report: SalesReport) -> str:
     for c in report.categories:
         lines.append(
             f"{c.code},{q(c.name)},{c.price_minor},{c.seats},{c.sold},{c.held},{c.pending},"
-            f"{c.free},{c.revenue_minor}"
+            f"{c.free},{c.revenue_minor},{c.refunded},{c.refunded_minor}"
         )
     seats = sum(c.seats for c in report.categories)
     lines.append(
         f"TOTAL,,,{seats},{report.sold},{report.held},{report.pending},{report.free},"
-        f"{report.revenue_minor}"
+        f"{report.revenue_minor},{report.refunded},{report.refunded_minor}"
     )
     return "\r\n".join(lines) + "\r\n"
 

@@ -235,7 +235,7 @@ async def test_full_lifecycle_from_venue_to_tickets_and_report(ctx: Ctx) -> None
     assert r.headers["content-type"].startswith("text/csv")
     lines = r.text.strip().splitlines()
     assert lines[0].startswith("category,name,price_minor,seats,sold,held")
-    assert lines[-1] == "TOTAL,,,25,2,1,0,22,50000"
+    assert lines[-1] == "TOTAL,,,25,2,1,0,22,50000,0,0"
 
     # Pause: holds refused at once; resume: on sale again; close: over.
     await act(ctx, alice, event_id, "pause")

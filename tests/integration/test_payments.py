@@ -438,22 +438,49 @@ async def test_partial_refund_by_an_admin_and_tenant_isolation(ctx: Ctx) -> None
     admin = await bearer(ctx, f"admin-{RUN}", ["admin"])
     r = await ctx.http.post(url, json={"ticket_ids": ["not-a-uuid"]}, headers=admin)
     assert r.status_code == 422, r.text
+    report_url = f"/api/v1/organizer/events/{payment['event_id']}/report"
+    before = (await ctx.http.get(report_url, headers=admin)).json()
     r = await ctx.http.post(
         url, json={"ticket_ids": [tickets[0]["id"]], "reason": "view"}, headers=admin
     )
     assert r.status_code == 202, r.text
     part = r.json()
-    assert part["amount"] == tickets[0]["price_minor"] and part["ticket_ids"] == [tickets[0]["id"]]
+    price = tickets[0]["price_minor"]
+    assert part["amount"] == price and part["ticket_ids"] == [tickets[0]["id"]]
     assert await seat_status(ctx, tickets[0]["seat_id"]) == "free"
     assert await seat_status(ctx, tickets[1]["seat_id"]) == "sold"
+    # The organizer's report moves the ticket from sold to refunded, net of its price.
+    after = (await ctx.http.get(report_url, headers=admin)).json()
+    assert after["sold"] == before["sold"] - 1, (before, after)
+    assert after["revenue_minor"] == before["revenue_minor"] - price
+    assert (after["refunded"], after["refunded_minor"]) == (
+        before["refunded"] + 1,
+        before["refunded_minor"] + price,
+    )
+    assert after["refunds_open"] == before["refunds_open"] + 1
+    # The buyer's order page shows the payment and what was refunded, ticket by ticket.
+    who = await bearer(ctx, sub)
+    order = (await ctx.http.get(f"/api/v1/orders/{payment['order_id']}", headers=who)).json()
+    assert order["payment"] == {
+        "payment_id": payment["payment_id"],
+        "status": "captured",
+        "amount": payment["amount"],
+        "currency": payment["currency"],
+        "provider": "simulated",
+    }
+    assert order["refunded"] == price
+    refunded = {t["ticket_id"] for t in order["tickets"] if t["refunded_at"] is not None}
+    assert refunded == {tickets[0]["id"]}
+    assert all(t["revoked_at"] is not None for t in order["tickets"] if t["ticket_id"] in refunded)
     # The same request again answers the same refund.
     r = await ctx.http.post(
         url, json={"ticket_ids": [tickets[0]["id"]], "reason": "view"}, headers=admin
     )
     assert r.status_code == 202 and r.json()["refund_id"] == part["refund_id"]
     await ctx.worker.run_once()
+    paid_back = (await ctx.http.get(report_url, headers=admin)).json()
+    assert paid_back["refunds_open"] == before["refunds_open"]
     # A partial refund leaves the payment captured.
-    who = await bearer(ctx, sub)
     assert (await payment_until(ctx, who, payment["payment_id"], lambda p: True))[
         "status"
     ] == "captured"
