@@ -275,6 +275,16 @@ def test_every_app_pod_has_pdb_and_network_policy(
             if selects(p["spec"]["podSelector"], labels) and "Egress" in p["spec"]["policyTypes"]
         ]
         assert egress, f"{name}: egress is not restricted"
+        # Who talks to the payment provider (Stripe, HTTPS) may leave on 443: the API
+        # (payments) and the payments worker (refunds); the other workers may not.
+        https = any(
+            port.get("port") == 443
+            for p in egress
+            for rule in p["spec"].get("egress", [])
+            for port in rule.get("ports", [])
+        )
+        component = labels.get("app.kubernetes.io/component")
+        assert https == (component in ("api", "payments")), f"{name}: HTTPS egress {https}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
