@@ -265,6 +265,7 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
 
         http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
         stack.push_async_callback(http.aclose)
+        stack.push_async_callback(_close_payment_provider, state)
         state.dev_issuer = None
         if settings.auth.dev_issuer_enabled:
             dev = await DevIssuer.create(settings.auth, redis)
@@ -276,6 +277,13 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         state.token_verifier = verifier
         freeze_startup_heap()
         yield
+
+
+async def _close_payment_provider(state: State) -> None:
+    """The provider is made on the first payment request (api/payments/controllers.py)."""
+    provider = getattr(state, "payment_provider", None)
+    if provider is not None:
+        await provider.aclose()
 
 
 def _jwks_cache(settings: Settings, state: State, http: httpx.AsyncClient) -> JwksCache:

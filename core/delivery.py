@@ -120,6 +120,12 @@ _WORDS: dict[Lang, dict[str, str]] = {
         "gate": "Muestra el código QR en la puerta. Cada entrada admite un solo ingreso.",
         "resent": "Te reenviamos tus entradas, como pediste.",
         "filename": "entradas-{order}.pdf",
+        "refund_subject": "Reembolso de tu pedido {order}: {title}",
+        "refund_body": "Te devolvimos {amount} del pedido {order} (entradas: {n}).",
+        "refund_void": "Esas entradas ya no son válidas y sus asientos volvieron a la venta.",
+        "refund_bank": "El dinero puede tardar unos días en verse en tu cuenta.",
+        "refund_free_subject": "Pedido {order} anulado: {title}",
+        "refund_free": "Anulamos entradas del pedido {order} ({n}). No se te cobró nada por ellas.",
     },
     "en": {
         "subject": "Your tickets for {title}",
@@ -137,6 +143,12 @@ _WORDS: dict[Lang, dict[str, str]] = {
         "gate": "Show the QR code at the gate. Each ticket admits one entry.",
         "resent": "Here are your tickets again, as you asked.",
         "filename": "tickets-{order}.pdf",
+        "refund_subject": "Refund of your order {order}: {title}",
+        "refund_body": "We refunded {amount} of order {order} (tickets: {n}).",
+        "refund_void": "Those tickets are no longer valid and their seats are back on sale.",
+        "refund_bank": "The money may take a few days to show in your account.",
+        "refund_free_subject": "Order {order} cancelled: {title}",
+        "refund_free": "We cancelled tickets of order {order} ({n}). You were not charged for them.",
     },
 }
 
@@ -179,3 +191,32 @@ def letter_text(letter: OrderLetter, lang: Lang, *, resent: bool = False) -> tup
         )
     lines += ["", w["gate"], "", "TicketBuster"]
     return w["subject"].format(title=letter.event_title), "\n".join(lines) + "\n"
+
+
+def refund_text(
+    order_id: str,
+    event_title: str,
+    amount_minor: int,
+    currency: str,
+    tickets: int,
+    lang: Lang,
+    *,
+    charged: bool = True,
+) -> tuple[str, str]:
+    """The subject and plain-text body of the e-mail that tells a buyer a refund is paid;
+    ``charged=False`` for tickets bought without the payment step (nothing to give back)."""
+    w = words(lang)
+    short = order_id[:8]
+    if charged:
+        first = w["refund_body"].format(
+            amount=money(amount_minor, currency), order=short, n=tickets
+        )
+        subject, bank = w["refund_subject"], [w["refund_bank"]]
+    else:
+        first, subject, bank = (
+            w["refund_free"].format(n=tickets, order=short),
+            w["refund_free_subject"],
+            [],
+        )
+    body = [first, "", event_title, "", w["refund_void"], *bank, "", "TicketBuster"]
+    return subject.format(order=short, title=event_title), "\n".join(body) + "\n"

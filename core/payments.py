@@ -133,6 +133,21 @@ class RefundList(msgspec.Struct, frozen=True):
     items: tuple[RefundView, ...]
 
 
+REFUND_STATUS_TYPE: Final = "refund.status"
+
+
+class RefundChanged(msgspec.Struct, frozen=True, kw_only=True):
+    """A refund's new state on the ``notifications`` topic, keyed by its event: published
+    by the payments worker once per state it reaches (requested, refunded, failed; at
+    least once), for the mailer's refund e-mail and partner webhooks."""
+
+    type: Literal["refund.status"] = "refund.status"
+    refund: RefundView
+    buyer: str
+    event_id: int
+    at: int
+
+
 class Checkout(msgspec.Struct, frozen=True):
     """What a provider answers to a new payment."""
 
@@ -173,6 +188,10 @@ class PaymentProvider(Protocol):
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> PaymentEvent | None:
         """The verified event (raise InvalidSignature), or None for a kind we ignore."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the provider's connections at shutdown."""
         ...
 
 
@@ -305,6 +324,9 @@ class SimulatedProvider:
         self.base_url = base_url.rstrip("/")
         self.secrets = [s for s in secret.split(",") if s]
         self.timeout_s = timeout_s
+
+    async def aclose(self) -> None:
+        """Nothing to release: each call opens its own client."""
 
     def _client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(

@@ -2,9 +2,11 @@
 
 Consumes the ``notifications`` topic (group ``mailer``): an ``OrderStatusChanged`` with
 status ``confirmed`` sends the confirmation; a ``DeliveryRequested`` (``tickets.resend``,
-published by the API for the buyer or support) sends the tickets again. The address and
-language are the buyer's ``orders.contacts`` row; the PDF has one page per ticket with its
-QR code (``workers/ticket_pdf.py``), in Spanish or English.
+published by the API for the buyer or support) sends the tickets again; a
+``RefundChanged`` (``refund.status``, from the payments worker) that says ``refunded``
+tells the buyer the money is back (request id ``refund:<refund_id>``, no attachment).
+The address and language are the buyer's ``orders.contacts`` row; the PDF has one page
+per ticket with its QR code (``workers/ticket_pdf.py``), in Spanish or English.
 
 At least once, without duplicates on redelivery: a request that already has its row in
 ``orders.deliveries`` is skipped; the row is written after the SMTP server accepted the
@@ -42,9 +44,11 @@ from core.delivery import (
     OrderLetter,
     TicketLine,
     letter_text,
+    refund_text,
     words,
 )
 from core.orders import TOPIC_NOTIFICATIONS, OrderStatusChanged, topic
+from core.payments import REFUND_STATUS_TYPE, RefundChanged
 from core.settings import Settings, SmtpSettings, load_settings
 from workers import metrics
 from workers.runtime import (
@@ -65,6 +69,8 @@ GROUP = "mailer"
 _TYPE = msgspec.json.Decoder(MessageType)
 _STATUS = msgspec.json.Decoder(OrderStatusChanged)
 _RESEND = msgspec.json.Decoder(DeliveryRequested)
+_REFUND = msgspec.json.Decoder(RefundChanged)
+REFUND = "refund"
 
 Sender = Callable[[EmailMessage], None]
 
@@ -113,6 +119,15 @@ WHERE order_id = $1 AND revoked_at IS NULL
 ORDER BY seat_id
 """
 
+_REFUND_SQL = """
+SELECT e.title, c.email, c.lang,
+       (SELECT count(*) FROM orders.tickets t WHERE t.order_id = o.order_id) AS tickets
+FROM orders.orders o
+JOIN catalog.events e ON e.id = o.event_id
+LEFT JOIN orders.contacts c ON c.buyer = $2
+WHERE o.order_id = $1::uuid
+"""
+
 _RECORD_SQL = """
 INSERT INTO orders.deliveries (request_id, order_id, kind, requested_by, status, recipient,
                                lang, message_id)
@@ -138,6 +153,10 @@ class Mailer:
                     change = _STATUS.decode(record.value)
                     if change.status == "confirmed":
                         await self.deliver(change.order_id, change.order_id, CONFIRMATION)
+                elif kind == REFUND_STATUS_TYPE:
+                    told = _REFUND.decode(record.value)
+                    if told.refund.status == "refunded" and told.refund.order_id is not None:
+                        await self.refund_mail(told)
             except (msgspec.DecodeError, msgspec.ValidationError) as exc:
                 log.error("skipping undecodable notification at %d: %s", record.offset, exc)
 
@@ -185,8 +204,48 @@ class Mailer:
         )  # fmt: skip
         metrics.TICKET_EMAILS.labels(kind=kind, result="sent").inc()
 
-    def _message(self, letter: OrderLetter, lang: Lang, to: str, resent: bool) -> EmailMessage:
-        subject, body = letter_text(letter, lang, resent=resent)
+    async def refund_mail(self, told: RefundChanged) -> None:
+        """Tell the buyer a refund of their order is paid back, once per refund."""
+        refund, order_id = told.refund, told.refund.order_id
+        request_id = f"refund:{refund.refund_id}"
+        async with self.pool.acquire() as conn:
+            if await conn.fetchval(
+                "SELECT 1 FROM orders.deliveries WHERE request_id = $1", request_id
+            ):
+                metrics.TICKET_EMAILS.labels(kind=REFUND, result="duplicate").inc()
+                return
+            row = await conn.fetchrow(_REFUND_SQL, order_id, told.buyer)
+        if row is None:
+            log.warning("refund %s: order %s not found", refund.refund_id, order_id)
+            return
+        if row["email"] is None:
+            await self.pool.execute(
+                _RECORD_SQL, request_id, order_id, REFUND, "system", "no_address",
+                None, None, None,
+            )  # fmt: skip
+            metrics.TICKET_EMAILS.labels(kind=REFUND, result="no_address").inc()
+            return
+        lang: Lang = row["lang"] if row["lang"] in ("es", "en") else DEFAULT_LANG
+        tickets = len(refund.ticket_ids) or int(row["tickets"])
+        subject, body = refund_text(
+            str(order_id),
+            row["title"],
+            refund.amount,
+            refund.currency,
+            tickets,
+            lang,
+            charged=refund.payment_id is not None,
+        )
+        message = self._envelope(row["email"], subject, lang)
+        message.set_content(body)
+        await asyncio.to_thread(self.send, message)
+        await self.pool.execute(
+            _RECORD_SQL, request_id, order_id, REFUND, "system", "sent",
+            row["email"], lang, message["Message-ID"],
+        )  # fmt: skip
+        metrics.TICKET_EMAILS.labels(kind=REFUND, result="sent").inc()
+
+    def _envelope(self, to: str, subject: str, lang: Lang) -> EmailMessage:
         message = EmailMessage()
         message["From"] = self.settings.smtp.sender
         message["To"] = to
@@ -194,6 +253,11 @@ class Mailer:
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(domain="ticketbuster.dev")
         message["Content-Language"] = lang
+        return message
+
+    def _message(self, letter: OrderLetter, lang: Lang, to: str, resent: bool) -> EmailMessage:
+        subject, body = letter_text(letter, lang, resent=resent)
+        message = self._envelope(to, subject, lang)
         message.set_content(body)
         message.add_attachment(
             tickets_pdf(letter, lang),

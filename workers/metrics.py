@@ -166,6 +166,12 @@ REFUNDS = Counter(
     ["outcome", "kind"],
     registry=REGISTRY,
 )
+REFUND_NOTICES = Counter(
+    "ticketbuster_refund_notices_total",
+    "Refund states published to the notifications topic, by status.",
+    ["status"],
+    registry=REGISTRY,
+)
 PAYMENT_MISMATCHES = Gauge(
     "ticketbuster_payment_mismatches",
     "Payments and orders that disagree at the last pass of the payments worker "

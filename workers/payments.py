@@ -13,6 +13,10 @@ an idempotent call, so two workers, or a pass cut short by a crash, do nothing t
    backoff (core.payments.refund_retry_delay_s) until it succeeds;
 6. the reconciliation: captured payments with no order after 30 minutes are counted
    (``ticketbuster_payment_mismatches``) for an operator to look at.
+
+Around step 5, each refund state not yet told (``payments.refunds.published_status``, an
+outbox) is published to the ``notifications`` topic as a ``RefundChanged``, and marked
+told once the broker has it: at least once, in order per refund.
 """
 
 from __future__ import annotations
@@ -22,26 +26,44 @@ import contextlib
 import logging
 import sys
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from faststream.kafka import KafkaBroker
 
+from core.clock import now_ms
 from core.inventory import Inventory
+from core.orders import TOPIC_NOTIFICATIONS, encode, event_key, topic
 from core.payments import (
     PaymentProvider,
+    RefundChanged,
     RefundRefused,
     provider_for,
     record_refund,
     refund_id_for,
     refund_retry_delay_s,
+    refund_view,
 )
 from core.settings import Settings, load_settings
 from workers import metrics
-from workers.runtime import ProbeServer, configure_logging, create_pg_pool, create_redis, pg_ready
+from workers.runtime import (
+    ProbeServer,
+    configure_logging,
+    create_broker,
+    create_pg_pool,
+    create_redis,
+    ensure_topics,
+    pg_ready,
+)
 
 log = logging.getLogger("ticketbuster.payments")
 
 BATCH = 200
+
+# Publishes one message (value, key) to the notifications topic; returns once the broker
+# has it.
+Publish = Callable[[bytes, bytes], Awaitable[None]]
 
 
 class PaymentsWorker:
@@ -51,11 +73,14 @@ class PaymentsWorker:
         pool: asyncpg.Pool,
         inventory: Inventory,
         provider: PaymentProvider,
+        publish: Publish | None = None,
     ) -> None:
         self.settings = settings
         self.pool = pool
         self.inventory = inventory
         self.provider = provider
+        # None: refunds are not told (a worker without a broker, in some tests).
+        self.publish = publish
 
     async def run_once(self) -> dict[str, int]:
         done = {
@@ -64,8 +89,10 @@ class PaymentsWorker:
             "cancelled": await self.refund_cancelled_events(),
             "seats": await self.return_seats(),
         }
+        done["told"] = await self.publish_refunds()
         refunded, failed = await self.pay_back()
         done["refunded"], done["failed"] = refunded, failed
+        done["told"] += await self.publish_refunds()
         done["orders_settled"] = await self.settle_orders()
         await self.reconcile()
         return done
@@ -223,6 +250,37 @@ class PaymentsWorker:
                     r["payment_id"],
                 )
 
+    async def publish_refunds(self) -> int:
+        """Tell each refund state not told yet (the outbox in ``payments.refunds``)."""
+        if self.publish is None:
+            return 0
+        rows = await self.pool.fetch(
+            "SELECT r.*, coalesce(o.buyer, p.buyer) AS buyer FROM payments.refunds r"
+            " LEFT JOIN orders.orders o ON o.order_id = r.order_id"
+            " LEFT JOIN payments.payments p ON p.payment_id = r.payment_id"
+            " WHERE r.published_status IS DISTINCT FROM r.status"
+            " ORDER BY r.created_at LIMIT $1",
+            BATCH,
+        )
+        name = topic(self.settings.kafka.topic_prefix, TOPIC_NOTIFICATIONS)
+        told = 0
+        for r in rows:
+            change = RefundChanged(
+                refund=refund_view(r), buyer=r["buyer"], event_id=r["event_id"], at=now_ms()
+            )
+            await self.publish(encode(change), event_key(r["event_id"]))
+            # Told as of this status; a status that moved on since is told next pass.
+            await self.pool.execute(
+                "UPDATE payments.refunds SET published_status = $2"
+                " WHERE refund_id = $1 AND status = $2",
+                r["refund_id"],
+                r["status"],
+            )
+            metrics.REFUND_NOTICES.labels(status=r["status"]).inc()
+            told += 1
+        log.debug("told %d refund states on %s", told, name)
+        return told
+
     async def settle_orders(self) -> int:
         """A cancelled event's order is refunded once no ticket is left to refund and
         every refund of it is paid back."""
@@ -245,11 +303,28 @@ class PaymentsWorker:
         metrics.PAYMENT_MISMATCHES.labels(kind="captured_without_order").set(n or 0)
 
 
+def broker_publish(settings: Settings, broker: KafkaBroker) -> Publish:
+    """``Publish`` to the notifications topic through ``broker`` (acks from all replicas)."""
+    name = topic(settings.kafka.topic_prefix, TOPIC_NOTIFICATIONS)
+
+    async def publish(value: bytes, key: bytes) -> None:
+        await broker.publish(value, name, key=key)
+
+    return publish
+
+
 async def serve(settings: Settings) -> None:
     pool = await create_pg_pool(settings)
     redis = await create_redis(settings)
+    await ensure_topics(settings)
+    broker = create_broker(settings, "payments")
+    await broker.start()
     worker = PaymentsWorker(
-        settings, pool, Inventory(redis, settings.holds), provider_for(settings.payments)
+        settings,
+        pool,
+        Inventory(redis, settings.holds),
+        provider_for(settings.payments),
+        broker_publish(settings, broker),
     )
     probes = ProbeServer(
         settings.workers.http_host, settings.workers.payments_port, lambda: pg_ready(pool)
@@ -265,6 +340,8 @@ async def serve(settings: Settings) -> None:
             await asyncio.sleep(settings.payments.worker_interval_s)
     finally:
         await probes.stop()
+        await broker.stop()
+        await worker.provider.aclose()
         worker.inventory.close()
         await redis.aclose()
         await pool.close()

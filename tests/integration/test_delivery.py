@@ -25,8 +25,10 @@ from aiosmtpd.controller import Controller
 from PIL import Image
 from pypdf import PdfReader
 
+from core.delivery import refund_text
 from core.inventory import partition_keys
 from core.orders import TOPIC_NOTIFICATIONS, OrderStatusChanged, encode, event_key, topic
+from core.payments import RefundChanged, record_refund, refund_view
 from core.settings import Settings
 from core.tickets import jwks, verify_ticket
 from tests.integration.api_servers import api_client, with_overrides
@@ -272,6 +274,85 @@ async def test_english_once_per_confirmation_and_resent_on_request(stack: Stack)
         ("confirmation", "sent", address, "system"),
         ("resend", "sent", address, buyer),
     ]
+
+
+async def test_a_refund_is_mailed_once_when_it_is_paid_back(stack: Stack) -> None:
+    """The payments worker tells each refund state (test_payments checks that); the mailer
+    writes to the buyer once the refund is ``refunded``, once however often it is told."""
+    buyer = f"dora-{RUN}"
+    address = f"dora-{RUN}@example.test"
+    auth = await bearer(stack.http, buyer)
+    await stack.http.put("/api/v1/me/contact", json={"email": address, "lang": "en"}, headers=auth)
+    tickets = await stack.sell(buyer, 2)
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        async with conn.transaction():
+            record = await record_refund(
+                conn,
+                order_id=tickets[0].order_id,
+                kind="organizer",
+                actor="test",
+                ticket_ids=[tickets[0].ticket_id],
+            )
+        requested = refund_view(
+            await conn.fetchrow(
+                "SELECT * FROM payments.refunds WHERE refund_id = $1",
+                uuid.UUID(record.view.refund_id),
+            )
+        )
+        paid = refund_view(
+            await conn.fetchrow(
+                "UPDATE payments.refunds SET status = 'refunded', refunded_at = now()"
+                " WHERE refund_id = $1 RETURNING *",
+                uuid.UUID(record.view.refund_id),
+            )
+        )
+    finally:
+        await conn.close()
+    for view in (requested, paid, paid):  # told at least once: the last one is a repeat
+        told = RefundChanged(refund=view, buyer=buyer, event_id=stack.event_id, at=1)
+        await stack.producer.send_and_wait(
+            stack.notifications, encode(told), key=event_key(stack.event_id)
+        )
+    [mail] = await until(lambda: stack.inbox.to(address))
+    short = tickets[0].order_id[:8]
+    # Bought without the payment step: nothing was charged, so nothing is paid back.
+    assert mail["Subject"] == f"Order {short} cancelled: {stack.title}"
+    body = mail.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert f"We cancelled tickets of order {short} (1)" in text and "not charged" in text
+    assert list(mail.iter_attachments()) == []
+    # The repeat and anything after it on the partition: still one e-mail.
+    await stack.confirmed(tickets[1])
+    await until(lambda: len(stack.inbox.to(address)) >= 2)
+    assert [m["Subject"] for m in stack.inbox.to(address)] == [
+        mail["Subject"],
+        f"Your tickets for {stack.title}",
+    ]
+    conn = await asyncpg.connect(stack.dsn)
+    try:
+        kinds = await conn.fetch(
+            "SELECT request_id, kind, status FROM orders.deliveries WHERE order_id = $1"
+            " ORDER BY sent_at",
+            uuid.UUID(tickets[0].order_id),
+        )
+    finally:
+        await conn.close()
+    assert [tuple(r) for r in kinds] == [
+        (f"refund:{record.view.refund_id}", "refund", "sent"),
+        (tickets[0].order_id, "confirmation", "sent"),
+    ]
+
+
+def test_refund_letters_in_both_languages() -> None:
+    subject, body = refund_text("0123456789ab", "Ópera", 12_345, "PEN", 2, "es")
+    assert subject == "Reembolso de tu pedido 01234567: Ópera"
+    assert "Te devolvimos PEN 123.45 del pedido 01234567 (entradas: 2)." in body
+    assert "unos días" in body
+    subject, body = refund_text("0123456789ab", "Opera", 500, "PEN", 1, "en", charged=False)
+    assert subject == "Order 01234567 cancelled: Opera"
+    assert "You were not charged" in body and "few days" not in body
 
 
 async def test_resend_refusals(stack: Stack) -> None:

@@ -25,15 +25,18 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from core.inventory import Inventory, partition_keys
-from core.orders import OrderPlaced, pending_orders_key
+from core.orders import TOPIC_NOTIFICATIONS, OrderPlaced, pending_orders_key, topic
 from core.payments import SIM_SIGNATURE_HEADER, SimCallback, SimulatedProvider, sign
 from core.settings import Settings
 from tests.integration.api_servers import GranianServer, free_port, with_overrides
 from tests.integration.catalog_seed import cluster_client, seed_test_event
+from tests.integration.test_orders_support import TopicReader
 from workers.payments import PaymentsWorker
 from workers.persister import decide_and_write
+from workers.runtime import ensure_topics
 
 pytestmark = pytest.mark.slow
 
@@ -90,8 +93,16 @@ async def ctx(
         )
     }
     inventory = Inventory(redis, config.holds)
+    await ensure_topics(config)
+    producer = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap, acks="all")
+    await producer.start()
+    notifications = topic(config.kafka.topic_prefix, TOPIC_NOTIFICATIONS)
+
+    async def publish(value: bytes, key: bytes) -> None:
+        await producer.send_and_wait(notifications, value, key=key)
+
     worker = PaymentsWorker(
-        config, pool, inventory, SimulatedProvider(base, config.payments.sim_secret)
+        config, pool, inventory, SimulatedProvider(base, config.payments.sim_secret), publish
     )
     log = Path(tmp_path_factory.mktemp("payments")) / "api.log"
     server = GranianServer(config, log, port=port)
@@ -101,6 +112,7 @@ async def ctx(
             yield Ctx(base, http, pool, redis, inventory, worker, config, event_id, seats, prices)
     finally:
         server.stop()
+        await producer.stop()
         inventory.close()
         await pool.close()
         for key in partition_keys(event_id, 0):
@@ -421,6 +433,25 @@ async def test_cancel_frees_the_seats_for_the_next_buyer_and_refunds(ctx: Ctx) -
         )
         == 2
     )  # the new buyer's two tickets, and no seat sold twice
+    # Each state of the refund was told once on the notifications topic, in order; another
+    # pass tells it nothing again.
+    await ctx.worker.run_once()
+    name = topic(ctx.settings.kafka.topic_prefix, TOPIC_NOTIFICATIONS)
+
+    def told(messages: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+        return [
+            m
+            for _, m in messages
+            if m.get("type") == "refund.status" and m["refund"]["refund_id"] == refund["refund_id"]
+        ]
+
+    async with TopicReader(ctx.settings.kafka.bootstrap, [name]) as reader:
+        await reader.wait_for(lambda ms: len(told(ms)) >= 2, timeout_s=30)
+        await reader.poll(0.5)
+        states = told(reader.messages)
+    assert [m["refund"]["status"] for m in states] == ["requested", "refunded"]
+    assert {(m["buyer"], m["event_id"]) for m in states} == {(sub, ctx.event_id)}
+    assert states[1]["refund"]["amount"] == payment["amount"]
 
 
 async def test_partial_refund_by_an_admin_and_tenant_isolation(ctx: Ctx) -> None:
