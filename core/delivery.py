@@ -148,7 +148,7 @@ _WORDS: dict[Lang, dict[str, str]] = {
         "refund_void": "Those tickets are no longer valid and their seats are back on sale.",
         "refund_bank": "The money may take a few days to show in your account.",
         "refund_free_subject": "Order {order} cancelled: {title}",
-        "refund_free": "We cancelled tickets of order {order} ({n}). You were not charged for them.",
+        "refund_free": "We cancelled tickets of order {order} ({n}). You were not charged.",
     },
 }
 

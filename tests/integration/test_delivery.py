@@ -352,7 +352,7 @@ def test_refund_letters_in_both_languages() -> None:
     assert "unos días" in body
     subject, body = refund_text("0123456789ab", "Opera", 500, "PEN", 1, "en", charged=False)
     assert subject == "Order 01234567 cancelled: Opera"
-    assert "You were not charged" in body and "few days" not in body
+    assert "You were not charged." in body and "few days" not in body
 
 
 async def test_resend_refusals(stack: Stack) -> None:
