@@ -405,5 +405,15 @@ def encode(event: msgspec.Struct) -> bytes:
 
 
 def event_key(event_id: int) -> bytes:
-    """Kafka message key: the event id, so one event's orders stay in order on one partition."""
+    """Kafka message key of an event's notifications: the event id, so one event's
+    messages stay in order on one Kafka partition."""
     return str(event_id).encode()
+
+
+def order_key(event_id: int, partition: int) -> bytes:
+    """Kafka message key of an order's own messages (placed, confirmed, rejected): its
+    event and inventory partition. A seat lives in one inventory partition, so the orders
+    of each seat stay in order on one Kafka partition, while a stadium split into several
+    inventory partitions spreads over as many persister lanes. Partition 0 keeps the plain
+    event id: an unsplit event is keyed as before."""
+    return event_key(event_id) if partition == 0 else f"{event_id}.{partition}".encode()

@@ -63,7 +63,7 @@ from core.inventory import (
     PartitionPlan,
     partition_keys,
 )
-from core.orders import TOPIC_PLACED, OrderPlaced, event_key, pending_orders_key, topic
+from core.orders import TOPIC_PLACED, OrderPlaced, order_key, pending_orders_key, topic
 from core.settings import Settings, load_settings
 from workers import metrics
 from workers.runtime import (
@@ -298,7 +298,7 @@ class Reconciler:
                 self.broker.publish(
                     record,
                     topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
-                    key=event_key(placed.event_id),
+                    key=order_key(placed.event_id, placed.partition),
                 ),
                 timeout=self.settings.kafka.request_timeout_s,
             )

@@ -58,7 +58,7 @@ from core.orders import (
     RejectReason,
     TicketRef,
     encode,
-    event_key,
+    order_key,
     ticket_id_for,
     topic,
 )
@@ -546,7 +546,11 @@ class Persister:
                 name = TOPIC_CONFIRMED if d.status == "confirmed" else TOPIC_REJECTED
                 value = encode(d.outcome())
                 pending.append(
-                    await self.send(topic(self.prefix, name), value, event_key(d.order.event_id))
+                    await self.send(
+                        topic(self.prefix, name),
+                        value,
+                        order_key(d.order.event_id, d.order.partition),
+                    )
                 )
             for letter in dead:
                 key = letter.key.encode() if letter.key else None

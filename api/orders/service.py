@@ -72,8 +72,8 @@ from core.orders import (
     build_order,
     canonical_uuid,
     encode,
-    event_key,
     order_id_for,
+    order_key,
     pending_orders_key,
     publish_wait_s,
     topic,
@@ -369,7 +369,7 @@ class OrderService:
             raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
         if self.producer is not None:
             try:
-                await self._publish(self.producer(), placed.event_id, encode(placed))
+                await self._publish(self.producer(), placed, encode(placed))
             except BaseException as exc:  # the reconciler re-publishes it after its grace
                 log.warning("re-publish of order %s failed: %s", placed.order_id, exc)
         return 202, msgspec.json.encode(OrderAccepted(order_id=placed.order_id))
@@ -456,7 +456,7 @@ class OrderService:
                     producer.send(
                         topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
                         value=payload,
-                        key=event_key(order.event_id),
+                        key=order_key(order.event_id, order.partition),
                     ),
                     timeout=self.settings.kafka.request_timeout_s,
                 )
@@ -505,12 +505,14 @@ class OrderService:
         if self.broker_breaker is not None:
             self.broker_breaker.failure()
 
-    async def _publish(self, producer: AIOKafkaProducer, event_id: int, payload: bytes) -> None:
+    async def _publish(
+        self, producer: AIOKafkaProducer, order: OrderPlaced, payload: bytes
+    ) -> None:
         await asyncio.wait_for(
             producer.send_and_wait(
                 topic(self.settings.kafka.topic_prefix, TOPIC_PLACED),
                 value=payload,
-                key=event_key(event_id),
+                key=order_key(order.event_id, order.partition),
             ),
             timeout=publish_wait_s(self.settings.kafka.request_timeout_s),
         )

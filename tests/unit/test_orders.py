@@ -160,3 +160,20 @@ def test_order_ids_are_the_uuid5_of_buyer_key_and_fingerprint() -> None:
     assert order_id_for("ana", "k1", "f1") == order_id_for("ana", "k1", "f1")
     assert order_id_for("ana", "k1", "f1") != order_id_for("ana", "k1", "f2")
     assert order_id_for("ana", "k1", "f1") != order_id_for("bea", "k1", "f1")
+
+
+def test_a_split_event_spreads_its_orders_over_kafka_partitions() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from core.orders import event_key, order_key
+    from core.settings import KafkaSettings
+
+    lanes = list(range(KafkaSettings().partitions))
+    choose = DefaultPartitioner()
+    # Unsplit: the event's key as before. Split: one key per inventory partition (each
+    # seat's orders stay on one Kafka partition), and they land on several.
+    assert order_key(77, 0) == event_key(77) == b"77"
+    keys = [order_key(77, p) for p in range(8)]
+    assert len(set(keys)) == 8
+    assert len({choose(k, lanes, lanes) for k in keys}) >= 3
+    assert all(order_key(77, p) == k for p, k in enumerate(keys))  # stable
