@@ -23,4 +23,4 @@ def epoch_ms_or_none(value: datetime | None) -> int | None:
 
 def now_ms() -> int:
     """This process's wall clock in epoch milliseconds."""
-    return int(time.time() * 1000)
+    return time.time_ns() // 1_000_000

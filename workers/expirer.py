@@ -55,6 +55,7 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from redis.asyncio.cluster import RedisCluster
 
+from core.clock import now_ms
 from core.errors import DomainError
 from core.inventory import (
     KEY_NAMES,
@@ -72,7 +73,6 @@ from workers.runtime import (
     create_pg_pool,
     create_redis,
     ensure_topics,
-    now_ms,
     pg_ready,
     run,
 )

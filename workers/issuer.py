@@ -26,6 +26,7 @@ from aiokafka import ConsumerRecord
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 
+from core.clock import now_ms
 from core.orders import (
     TOPIC_CONFIRMED,
     TOPIC_TICKETS_ISSUED,
@@ -46,7 +47,6 @@ from workers.runtime import (
     create_pg_pool,
     ensure_topics,
     load_signing_key,
-    now_ms,
     pg_ready,
     run,
 )

@@ -45,6 +45,7 @@ from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
+from core.clock import now_ms
 from core.errors import Conflict, NotFound
 from core.orders import (
     TOPIC_CONFIRMED,
@@ -70,7 +71,6 @@ from workers.runtime import (
     create_pg_pool,
     create_redis,
     ensure_topics,
-    now_ms,
     observe_lag,
     pg_ready,
     rewind,

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,6 @@ from core.tickets import SigningKey, generate_private_key_pem, signing_key
 log = logging.getLogger("ticketbuster.workers")
 
 ReadyCheck = Callable[[], Awaitable[bool]]
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def create_broker(settings: Settings, client_id: str) -> KafkaBroker:

@@ -17,7 +17,6 @@ event, the admitted and the revoked tickets, or only the changes ``?since=``).
 
 from __future__ import annotations
 
-import time
 from typing import Annotated, Any
 
 import asyncpg
@@ -29,7 +28,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from api.auth.principal import Principal, requires_role
 from api.metrics import CHECKINS, GATE_SCANS
 from api.tickets.keys import ticket_jwks
-from core.clock import epoch_ms, epoch_ms_or_none
+from core.clock import epoch_ms, epoch_ms_or_none, now_ms
 from core.errors import DomainError, InvalidInput, NotFound, Unavailable
 from core.gate import (
     ADMITTED,
@@ -164,7 +163,7 @@ class CheckinController(Controller):
         scanner: str,
         settings: Settings,
     ) -> CheckinResult:
-        now_ms = int(time.time() * 1000)
+        now = now_ms()
         if claims.event != data.event_id:
             refusal = admission_refusal(
                 session_event=data.event_id,
@@ -172,7 +171,7 @@ class CheckinController(Controller):
                 event_status=None,
                 starts_at_ms=None,
                 revoked=False,
-                now_ms=now_ms,
+                now_ms=now,
                 closes_after_start_s=settings.gate.closes_after_start_s,
             )
             assert refusal is not None
@@ -188,7 +187,7 @@ class CheckinController(Controller):
             starts_at_ms=epoch_ms(row["starts_at"]),
             # A token of an older generation was replaced by a reissue.
             revoked=row["revoked"] or claims.gen != row["generation"],
-            now_ms=now_ms,
+            now_ms=now,
             closes_after_start_s=settings.gate.closes_after_start_s,
         )
         if refusal is not None:

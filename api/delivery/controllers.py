@@ -9,7 +9,6 @@ mailer worker sends it (docs/decisions/1053). E-mail never leaves from a request
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from typing import Annotated, Any
 
@@ -19,6 +18,7 @@ from litestar.di import NamedDependency
 from litestar.params import JSONBody, Parameter
 
 from api.auth.principal import Principal, requires_auth
+from core.clock import now_ms
 from core.delivery import (
     Contact,
     ContactView,
@@ -76,7 +76,7 @@ async def request_resend(
         order_id=canonical,
         event_id=row["event_id"],
         requested_by=requested_by,
-        requested_at=int(time.time() * 1000),
+        requested_at=now_ms(),
     )
     settings: Settings = state.settings
     kafka = getattr(state, "kafka", None)

@@ -39,6 +39,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from api.live.queue_push import QueuePush
+from core.clock import now_ms
 from core.live import (
     CLOSE_GOING_AWAY,
     CLOSE_SLOW_CONSUMER,
@@ -813,7 +814,7 @@ class LiveHub:
         assert self._holds is not None
         try:
             while not self._closing:  # see _tail: a cancellation may be lost
-                now = _now_ms()
+                now = now_ms()
                 if warned_for != expires_at:
                     wait_ms = expires_at - lead_ms - now
                 else:
@@ -826,7 +827,7 @@ class LiveHub:
                     log.warning("checking hold %s failed: %s", hold_id, exc)
                     await asyncio.sleep(1.0)
                     continue
-                now = _now_ms()
+                now = now_ms()
                 if found is None:
                     reason: Literal["expired", "ended"] = (
                         "expired" if now >= expires_at - 1000 else "ended"
@@ -902,10 +903,6 @@ class _StreamInfo:
 def _before(version: tuple[int, int]) -> tuple[int, int]:
     ms, seq = version
     return (ms, seq - 1) if seq > 0 else (ms - 1, 2**64 - 1)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def _cancel_all(tasks: list[asyncio.Task[Any]], within_s: float) -> set[asyncio.Task[Any]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +35,7 @@ from api.organizer.schemas import (
     VenuePatch,
     VenueView,
 )
+from core.clock import now_ms
 from core.errors import (
     Conflict,
     Forbidden,
@@ -777,7 +777,7 @@ class OrganizerService:
         for r in refunds:
             by_buyer.setdefault(r["buyer"], []).append(str(r["order_id"]))
         name = topic(self.topic_prefix, TOPIC_NOTIFICATIONS)
-        at = int(time.time() * 1000)
+        at = now_ms()
         sends = [
             self.kafka.send_and_wait(
                 name,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Annotated, Any
 
 from litestar import Controller, get, post
@@ -22,7 +21,7 @@ from api.auth.principal import Principal, requires_role
 from api.checkins.controllers import MAX_EVENT_ID
 from api.delivery.controllers import provide_delivery_pool, request_resend
 from api.metrics import GATE_SCANS
-from core.clock import epoch_ms_or_none
+from core.clock import epoch_ms_or_none, now_ms
 from core.delivery import ResendAccepted
 from core.errors import Conflict, InvalidInput, NotFound, Unavailable
 from core.gate import ADMITTED, TicketRevoked, admission_refusal
@@ -337,7 +336,7 @@ class SupportController(Controller):
                 event_status=row["status"],
                 starts_at_ms=epoch_ms_or_none(row["starts_at"]),
                 revoked=row["revoked_at"] is not None,
-                now_ms=int(time.time() * 1000),
+                now_ms=now_ms(),
                 closes_after_start_s=settings.gate.closes_after_start_s,
             )
             if refusal is not None:
