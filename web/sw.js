@@ -1,13 +1,14 @@
 // TicketBuster service worker: the app shell works offline, the last catalog
 // is served when the network is gone, and API calls that change things are
 // never cached (the page's outbox replays those).
-const VERSION = 'tb-shell-v2';
+const VERSION = 'tb-shell-v3';
 const DATA = 'tb-data-v1';
 const SHELL = [
   '/',
   '/css/app.css',
   '/js/app.js',
   '/js/camera.js',
+  '/js/checkout.js',
   '/js/api.js',
   '/js/auth.js',
   '/js/db.js',
@@ -26,6 +27,7 @@ const SHELL = [
   '/js/views/login.js',
   '/js/views/order.js',
   '/js/views/organizer.js',
+  '/js/views/payment.js',
   '/js/views/queue.js',
   '/js/views/scanner.js',
   '/js/views/tickets.js',

@@ -11,6 +11,9 @@ it is answered 2xx. The buyer (or a test) picks a failure mode with the decision
 - ``late``: the callback comes ``TB_PAYMENTS_SIM_LATE_S`` after approval;
 - ``timeout``: the provider never hears the approval (nothing is charged, no callback).
 
+The checkout page takes ``?return=/path``: after the decision it links back there (the
+PWA passes its payment page). Only a same-origin path is linked; anything else is ignored.
+
 Refunds: ``POST /sim-pay/intents/{intent}/refunds`` (idempotent by its key; never more
 than was captured).
 """
@@ -26,6 +29,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import httpx
 import msgspec
@@ -55,6 +59,23 @@ class Decision(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 _INTENT = re.compile(r"^si_[0-9a-f]{32}$")
+# A path on this origin: one leading slash (never "//", which is another host), no
+# scheme, no backslash (browsers read "/\\host" as "//host"), no spaces or controls.
+_RETURN = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@%/?#]{0,255}")
+
+
+def return_path(value: str | None) -> str | None:
+    """The checkout's ``return`` parameter if it is a same-origin path, else None (so the
+    page can never send the buyer to another site)."""
+    return value if value and _RETURN.fullmatch(value) else None
+
+
+def _return_link(
+    back: str | None, label: str = "Return to TicketBuster", id_: str = "return"
+) -> str:
+    if back is None:
+        return ""
+    return f'<p><a id="{id_}" href="{html.escape(back)}">{label}</a></p>'
 
 
 def _intent(value: str) -> str:
@@ -103,7 +124,10 @@ class SimulatedProviderController(Controller):
 
     @get("/checkout/{intent:str}", media_type="text/html", cache_control=None)
     async def checkout_page(
-        self, intent: Annotated[str, Parameter(max_length=64)], request: Request[Any, Any, State]
+        self,
+        intent: Annotated[str, Parameter(max_length=64)],
+        request: Request[Any, Any, State],
+        back: Annotated[str | None, Parameter(query="return", required=False)] = None,
     ) -> str:
         row = await _pool(request.app.state).fetchrow(
             "SELECT * FROM simpay.intents WHERE intent = $1", _intent(intent)
@@ -113,6 +137,10 @@ class SimulatedProviderController(Controller):
         amount = f"{row['amount'] / 100:.2f} {row['currency']}"
         state = html.escape(row["status"])
         i = html.escape(intent)
+        back = return_path(back)
+        action = f"/sim-pay/checkout/{i}" + (
+            f"?return={html.escape(quote(back, safe=''))}" if back else ""
+        )
         return f"""<!doctype html><html lang="en"><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Simulated checkout</title>
@@ -120,11 +148,12 @@ class SimulatedProviderController(Controller):
 <h1>Simulated checkout</h1><p>{html.escape(row["description"])}</p>
 <p>Amount: <strong id="amount">{html.escape(amount)}</strong>
  · status <span id="status">{state}</span></p>
-<form method="post" action="/sim-pay/checkout/{i}">
+<form method="post" action="{action}">
 <label>Failure mode <select name="mode"><option>normal</option><option>duplicate</option>
 <option>late</option><option>timeout</option></select></label>
 <p><button name="decision" value="approve">Approve</button>
-<button name="decision" value="decline">Decline</button></p></form></body></html>"""
+<button name="decision" value="decline">Decline</button></p></form>
+{_return_link(back, "Back to TicketBuster without deciding", "back")}</body></html>"""
 
     @post("/checkout/{intent:str}", status_code=200)
     async def decide_form(
@@ -132,10 +161,15 @@ class SimulatedProviderController(Controller):
         intent: Annotated[str, Parameter(max_length=64)],
         request: Request[Any, Any, State],
         data: Annotated[Decision, Body(media_type=RequestEncodingType.URL_ENCODED)],
+        back: Annotated[str | None, Parameter(query="return", required=False)] = None,
     ) -> Response[str]:
         status = await _decide(request.app.state, _intent(intent), data)
         return Response(
-            f"<!doctype html><p id='result'>Payment {status}. You can return to TicketBuster.</p>",
+            "<!doctype html><html lang='en'><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>"
+            "<title>Simulated checkout</title>"
+            f"<p id='result'>Payment {status}. You can return to TicketBuster.</p>"
+            f"{_return_link(return_path(back))}",
             media_type="text/html",
         )
 

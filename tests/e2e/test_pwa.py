@@ -156,11 +156,17 @@ class _Worker:
         self._log.close()
 
 
-@pytest.fixture(scope="session")
-def pwa_system(
-    settings: Settings, pg_dsn: str, pwa_events: dict[str, int], chromium_path: str
+@contextlib.contextmanager
+def running_system(
+    settings: Settings,
+    pg_dsn: str,
+    events: dict[str, int],
+    topics: str = "pwa.",
+    workers: dict[str, str] = WORKER_MODULES,
+    port: int | None = None,
 ) -> Iterator[System]:
-    """API (Granian) + the workers that exist, on the session's database and topics."""
+    """API (Granian) + those of ``workers`` that exist, on the session's database and on
+    topics of their own (``topics`` is added to the prefix)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     run_dir = ARTIFACTS / f"run-{uuid.uuid4().hex[:6]}"
     run_dir.mkdir()
@@ -171,11 +177,11 @@ def pwa_system(
         settings,
         database=msgspec.structs.replace(settings.database, url=pg_dsn),
         kafka=msgspec.structs.replace(
-            settings.kafka, topic_prefix=f"{settings.kafka.topic_prefix}pwa."
+            settings.kafka, topic_prefix=f"{settings.kafka.topic_prefix}{topics}"
         ),
     )
     extra = {"TB_TICKETS_SIGNING_KEY_PATH": str(key_path)}
-    port = free_port()
+    port = port or free_port()
     extra.update(
         {
             "TB_AUTH_ISSUER": f"http://127.0.0.1:{port}/dev-issuer",
@@ -185,35 +191,44 @@ def pwa_system(
             "TB_API_RATE_LIMIT_PER_USER": "100000",
         }
     )
-    workers: list[_Worker] = []
+    running: list[_Worker] = []
     started: list[str] = []
     with granian_server(test_settings, run_dir / "api.log", extra, port=port) as api:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
         env.update(settings_env(test_settings))
         env.update(extra)
-        for module, port_var in WORKER_MODULES.items():
+        for module, port_var in workers.items():
             if importlib.util.find_spec(module) is None or port_var in {
-                v for m, v in WORKER_MODULES.items() if m in started
+                v for m, v in workers.items() if m in started
             }:
                 continue
             worker_env = dict(env)
             worker_env[port_var] = str(free_port())
-            workers.append(_Worker(module, worker_env, run_dir / f"{module}.log"))
+            running.append(_Worker(module, worker_env, run_dir / f"{module}.log"))
             started.append(module)
-        time.sleep(1.0 if workers else 0)
-        for worker in workers:
+        time.sleep(1.0 if running else 0)
+        for worker in running:
             if worker.proc.poll() is not None:
                 raise RuntimeError(
                     f"{worker.module} exited: "
                     f"{(run_dir / f'{worker.module}.log').read_text()[-3000:]}"
                 )
         try:
-            yield System(api.base_url, pwa_events, started, run_dir)
+            yield System(api.base_url, events, started, run_dir)
         finally:
-            for worker in workers:
+            for worker in running:
                 worker.stop()
     with contextlib.suppress(OSError):
         key_path.unlink()
+
+
+@pytest.fixture(scope="session")
+def pwa_system(
+    settings: Settings, pg_dsn: str, pwa_events: dict[str, int], chromium_path: str
+) -> Iterator[System]:
+    """API (Granian) + the workers that exist, on the session's database and topics."""
+    with running_system(settings, pg_dsn, pwa_events) as system:
+        yield system
 
 
 # --------------------------------------------------------------------------- API helpers

@@ -268,6 +268,44 @@ async def test_declined_payment_places_nothing_and_keeps_the_hold(ctx: Ctx) -> N
     assert await ctx.pool.fetchval("SELECT count(*) FROM orders.orders WHERE buyer = $1", sub) == 0
 
 
+async def test_the_checkout_links_back_only_to_a_path_of_this_site(ctx: Ctx) -> None:
+    """``?return=`` becomes a link after the decision only when it is a same-origin path:
+    another host, a scheme, a backslash or an overlong value is no link at all."""
+    who = await bearer(ctx, f"pay-return-{RUN}")
+    payment = await pay(ctx, who, (await hold(ctx, who, fresh_seats(ctx, 1)))["hold_id"])
+    page = payment["checkout_url"]
+    for hostile in (
+        "//evil.example",
+        "https://evil.example",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        " /#/x",
+        "/#/x\n",
+        '/"><script>alert(1)</script>',
+        "/" + "a" * 300,
+    ):
+        r = await ctx.http.get(page, params={"return": hostile})
+        assert r.status_code == 200, (hostile, r.text)
+        assert 'id="back"' not in r.text and "evil" not in r.text and "<script>" not in r.text
+        assert f'action="{page}"' in r.text, hostile
+    back = f"/#/payments/{payment['payment_id']}?a=1&b=2"
+    r = await ctx.http.get(page, params={"return": back})
+    escaped = back.replace("&", "&amp;")
+    assert f'<a id="back" href="{escaped}">' in r.text
+    # The decision carries it on to the page that answers it.
+    hostile = await ctx.http.post(
+        page, params={"return": "//evil.example"}, data={"decision": "decline"}
+    )
+    assert hostile.status_code == 200 and "declined" in hostile.text
+    assert 'id="return"' not in hostile.text and "evil" not in hostile.text
+    again = await pay(ctx, who, (await hold(ctx, who, fresh_seats(ctx, 1)))["hold_id"])
+    done = await ctx.http.post(
+        again["checkout_url"], params={"return": back}, data={"decision": "decline"}
+    )
+    assert done.status_code == 200 and "declined" in done.text
+    assert f'<a id="return" href="{escaped}">Return to TicketBuster</a>' in done.text
+
+
 async def test_a_duplicate_callback_does_nothing_twice(ctx: Ctx) -> None:
     sub = f"pay-dup-{RUN}"
     who = await bearer(ctx, sub)

@@ -35,7 +35,7 @@ function learnClock(res) {
 }
 
 /**
- * request('/events', {method, body, idempotencyKey, etag, auth, signal, raw})
+ * request('/events', {method, body, idempotencyKey, etag, auth, signal, raw, headers})
  * Returns the parsed body, or {status, data, headers} when raw is true.
  */
 export async function request(path, opts = {}) {
@@ -47,6 +47,7 @@ export async function request(path, opts = {}) {
   if (opts.idempotencyKey) headers.set('Idempotency-Key', opts.idempotencyKey);
   if (opts.etag) headers.set('If-None-Match', opts.etag);
   if (opts.proofOfWork) headers.set('Proof-Of-Work', opts.proofOfWork);
+  for (const [name, value] of Object.entries(opts.headers || {})) if (value) headers.set(name, value);
   if (navigator.onLine === false && !opts.tryOffline) throw new OfflineError();
   let res;
   try {
@@ -108,6 +109,11 @@ export const api = {
   extendHold: (holdId) => request(`/holds/${encodeURIComponent(holdId)}/extend`, { method: 'POST' }),
   releaseHold: (holdId) => request(`/holds/${encodeURIComponent(holdId)}`, { method: 'DELETE' }),
   placeOrder: (holdId, key) => request('/orders', { body: { hold_id: holdId, admission: admissionFor(holdEvent(holdId)) }, idempotencyKey: key, raw: true }),
+  // Paying for a hold (payments required): the admission token goes as X-Admission here.
+  startPayment: (holdId, key) => request('/payments', { body: { hold_id: holdId }, idempotencyKey: key, headers: { 'X-Admission': admissionFor(holdEvent(holdId)) }, raw: true }),
+  payment: (paymentId) => request(`/payments/${encodeURIComponent(paymentId)}`),
+  cancelOrder: (orderId) => request(`/orders/${encodeURIComponent(orderId)}/cancel`, { method: 'POST' }),
+  refunds: (orderId) => request(`/orders/${encodeURIComponent(orderId)}/refunds`),
   queue: (id) => request(`/events/${id}/queue`, { auth: false }),
   joinQueue: (id, proofOfWork) => request(`/events/${id}/queue`, { method: 'POST', proofOfWork }),
   queuePosition: (id) => request(`/events/${id}/queue/position`),

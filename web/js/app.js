@@ -13,6 +13,7 @@ const routes = [
   [/^\/events\/(\d+)\/queue$/, () => import('./views/queue.js'), 'catalog'],
   [/^\/events\/(\d+)(?:\/sections\/([^/]+))?$/, () => import('./views/event.js'), 'catalog'],
   [/^\/hold\/([^/]+)$/, () => import('./views/hold.js'), 'catalog'],
+  [/^\/payments\/([^/]+)$/, () => import('./views/payment.js'), 'tickets'],
   [/^\/orders\/([^/]+)$/, () => import('./views/order.js'), 'tickets'],
   [/^\/tickets$/, () => import('./views/tickets.js'), 'tickets'],
   [/^\/scan$/, () => import('./views/scanner.js'), 'scan'],

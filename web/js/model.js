@@ -266,7 +266,39 @@ export function normalizeHold(raw) {
   };
 }
 
-/** An order -> {id, status, reason, tickets, eventId, seats, total, currency}. */
+/** A payment -> {id, status, holdId, eventId, amount, currency, checkoutUrl, orderId, reason}. */
+export function normalizePayment(raw) {
+  return {
+    id: String(pick(raw, 'payment_id', 'id')),
+    status: String(pick(raw, 'status') || 'pending').toLowerCase(),
+    holdId: pick(raw, 'hold_id'),
+    eventId: pick(raw, 'event_id'),
+    amount: priceMinor(pick(raw, 'amount')),
+    currency: pick(raw, 'currency') || 'PEN',
+    provider: pick(raw, 'provider'),
+    // The provider's hosted checkout; absent for a provider that needs its own script (Stripe).
+    checkoutUrl: pick(raw, 'checkout_url'),
+    orderId: pick(raw, 'order_id') ? String(pick(raw, 'order_id')) : null,
+    reason: pick(raw, 'reason'),
+  };
+}
+
+/** A refund -> {id, kind, status (requested | refunded | failed), amount, currency, ticketIds}. */
+export function normalizeRefund(raw) {
+  return {
+    id: String(pick(raw, 'refund_id', 'id')),
+    kind: String(pick(raw, 'kind') || ''),
+    status: String(pick(raw, 'status') || 'requested').toLowerCase(),
+    amount: priceMinor(pick(raw, 'amount')),
+    currency: pick(raw, 'currency') || 'PEN',
+    ticketIds: pick(raw, 'ticket_ids') || [],
+    reason: pick(raw, 'reason'),
+    createdAt: pick(raw, 'created_at'),
+    refundedAt: pick(raw, 'refunded_at'),
+  };
+}
+
+/** An order -> {id, status, reason, tickets, eventId, seats, total, currency, payment, refunded}. */
 export function normalizeOrder(raw) {
   return {
     id: String(pick(raw, 'order_id', 'id')),
@@ -278,6 +310,9 @@ export function normalizeOrder(raw) {
     total: priceMinor(pick(raw, 'total', 'total_price', 'total_minor', 'amount')),
     currency: pick(raw, 'currency') || 'PEN',
     createdAt: pick(raw, 'created_at', 'placed_at'),
+    // The payment that placed it (null when bought without the payment step).
+    payment: raw?.payment ? { id: String(pick(raw.payment, 'payment_id', 'id')), status: String(pick(raw.payment, 'status') || ''), amount: priceMinor(pick(raw.payment, 'amount')), currency: pick(raw.payment, 'currency') || 'PEN', provider: pick(raw.payment, 'provider') } : null,
+    refunded: priceMinor(pick(raw, 'refunded')) || 0,
   };
 }
 
@@ -305,6 +340,9 @@ export function normalizeTicket(raw) {
     qr_svg: typeof qr === 'string' && qr.trim().startsWith('<') ? qr : undefined,
     token: pick(raw, 'token', 'jwt', 'qr_token'),
     used_at: pick(raw, 'checked_in_at', 'used_at'),
+    // A revoked ticket (refunded, or by support) is refused at the gate.
+    revoked_at: pick(raw, 'revoked_at'),
+    refunded_at: pick(raw, 'refunded_at'),
   };
 }
 

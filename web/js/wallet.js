@@ -8,6 +8,11 @@ function emit(name, detail) {
   window.dispatchEvent(new CustomEvent(name, { detail }));
 }
 
+/** A ticket that no longer admits anyone (refunded, or revoked by support). */
+export function ticketVoid(ticket) {
+  return Boolean(ticket.revoked_at || ticket.refunded_at);
+}
+
 /** Tickets saved on this device for the signed-in user. */
 export async function savedTickets() {
   const user = currentUser();
@@ -39,7 +44,11 @@ export function syncTickets() {
     for (const t of items) {
       const old = known.get(t.ticket_id);
       t.owner = user.sub;
-      if (t.issued) {
+      if (t.revoked_at || t.refunded_at) {
+        // Refunded or revoked: the gate refuses it, so no code is kept to show.
+        t.qr_svg = undefined;
+        t.token = undefined;
+      } else if (t.issued) {
         // Fetched once per ticket and kept: the QR and the signed code work offline.
         t.qr_svg = t.qr_svg || old?.qr_svg || (await fetchQr(t.ticket_id, t.qr_url).catch(() => null));
         t.token = t.token || old?.token || (await request(`/tickets/${encodeURIComponent(t.ticket_id)}`).then((x) => x?.token).catch(() => null));

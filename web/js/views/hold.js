@@ -1,5 +1,6 @@
 // Hold and checkout: countdown, extend, release, and "Buy now" (an order
-// placed with an Idempotency-Key through the offline outbox).
+// placed with an Idempotency-Key through the offline outbox; when the API asks
+// for payment first, a payment and the provider's checkout).
 import { api, ApiError, OfflineError, serverNow } from '../api.js';
 import { h, mount, s, toast } from '../dom.js';
 import { dateLong, money, t, zoneName } from '../i18n.js';
@@ -7,6 +8,7 @@ import { normalizeHold, parseSeatId } from '../model.js';
 import { pending, queueOrder } from '../outbox.js';
 import { navigate, watchHold } from '../app.js';
 import { orderForHold } from '../wallet.js';
+import { payAndGo, paymentForHold } from '../checkout.js';
 
 const RING = 2 * Math.PI * 36;
 
@@ -116,6 +118,10 @@ export function render(main, [holdId]) {
   }
   function onFailed(ev) {
     if (ev.detail.entry.holdId !== hold?.id) return;
+    if (ev.detail.error instanceof ApiError && ev.detail.error.code === 'payment_required') {
+      pay();
+      return;
+    }
     buying = false;
     buyBtn.disabled = false;
     buyBtn.textContent = t('hold.buy');
@@ -123,6 +129,27 @@ export function render(main, [holdId]) {
     if (err instanceof ApiError && (err.status === 410 || err.status === 404)) expired();
     else mount(status, h('div', { class: 'error-box', role: 'alert' }, err?.problem?.detail || err?.message || t('err.generic')));
   }
+  function payFailed(message) {
+    buying = false;
+    buyBtn.disabled = false;
+    buyBtn.textContent = t('hold.buy');
+    mount(status, h('div', { class: 'error-box', role: 'alert', id: 'pay-error' }, message));
+  }
+
+  // The hold costs money: pay for it at the provider, then the payment page follows it.
+  async function pay() {
+    mount(buyBtn, h('span', { class: 'spinner' }), ' ', t('pay.opening'));
+    try {
+      // Same tab: the checkout links back to #/payments/{id}.
+      if (!(await payAndGo(hold.id))) payFailed(t('pay.unsupported'));
+    } catch (err) {
+      if (err instanceof ApiError && (err.status === 410 || err.status === 404)) {
+        buying = false;
+        expired();
+      } else payFailed(err instanceof OfflineError ? t('err.offline') : err?.problem?.detail || err?.message || t('err.generic'));
+    }
+  }
+
   // The buyer's channel: a warning shortly before expiry, and the end of the hold.
   function onWarning(ev) {
     if (ev.detail.hold_id !== holdId || !hold) return;
@@ -203,6 +230,11 @@ export function render(main, [holdId]) {
     if (order) navigate(`/orders/${encodeURIComponent(order.order_id)}`, { replace: true });
     else if (entries.some((e) => e.holdId === holdId)) showQueued();
     else refresh();
+    const paymentId = paymentForHold(holdId);
+    if (paymentId && !order) {
+      mount(status, h('p', { class: 'notice', id: 'pay-open' }, t('pay.inProgress'), ' ',
+        h('a', { href: `#/payments/${encodeURIComponent(paymentId)}` }, t('pay.seeStatus'))));
+    }
   });
 
   return () => {

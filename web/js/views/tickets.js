@@ -2,11 +2,13 @@
 import { api } from '../api.js';
 import { currentUser, jwtClaims, getToken } from '../auth.js';
 import { h, mount, toast } from '../dom.js';
-import { dateLong, getLang, money, t, zoneName } from '../i18n.js';
+import { dateLong, dateShort, getLang, money, t, zoneName } from '../i18n.js';
 import { askPermission, notificationPermission } from '../notify.js';
-import { savedTickets, syncTickets } from '../wallet.js';
+import { savedTickets, syncTickets, ticketVoid } from '../wallet.js';
 
 function qrImage(ticket) {
+  // A refunded or revoked ticket shows no code at all: it would be refused at the gate.
+  if (ticketVoid(ticket)) return h('span', { class: 'ticket-void', role: 'img', 'aria-label': t('tickets.void') }, t(ticket.refunded_at ? 'ticket.state.refunded' : 'ticket.state.revoked'), h('br'), t('tickets.notValid'));
   if (!ticket.qr_svg) return h('span', { class: 'muted small qr-pending' }, h('span', { class: 'spinner dark' }), h('br'), t('tickets.qrPending'));
   return h('img', {
     src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(ticket.qr_svg)}`,
@@ -50,7 +52,8 @@ function contactCard() {
 
 function ticketCard(ticket) {
   const art = `art-${String(ticket.event_category || 'CONCERT').toUpperCase()}`;
-  return h('article', { class: 'ticket', dataset: { ticketId: ticket.ticket_id, seat: ticket.seat_id } },
+  const state = ticket.refunded_at ? 'refunded' : ticket.revoked_at ? 'revoked' : 'valid';
+  return h('article', { class: `ticket${state === 'valid' ? '' : ' revoked'}`, dataset: { ticketId: ticket.ticket_id, seat: ticket.seat_id, state } },
     h('div', { class: `ticket-top ${art}` },
       h('h3', null, ticket.event_title || `#${ticket.event_id}`),
       h('div', { class: 'small' }, [ticket.starts_at ? dateLong(ticket.starts_at) : null, ticket.venue].filter(Boolean).join(' · '))),
@@ -62,11 +65,12 @@ function ticketCard(ticket) {
         h('dt', null, t('tickets.seat')), h('dd', null, String(ticket.number)),
         ticket.category ? [h('dt', null, t('event.zone')), h('dd', null, zoneName(ticket.category))] : null,
         ticket.price !== undefined && ticket.price !== null ? [h('dt', null, t('hold.total')), h('dd', null, money(ticket.price, ticket.currency))] : null,
-        ticket.used_at ? [h('dt', null, t('tickets.used')), h('dd', null, dateLong(ticket.used_at))] : null)),
+        ticket.used_at ? [h('dt', null, t('tickets.used')), h('dd', null, dateLong(ticket.used_at))] : null,
+        ticket.refunded_at ? [h('dt', null, t('ticket.state.refunded')), h('dd', null, dateShort(ticket.refunded_at))] : null)),
     h('div', { class: 'ticket-foot' },
       h('span', { class: 'ticket-id', title: ticket.ticket_id }, ticket.ticket_id),
       h('span', { class: 'spacer' }),
-      ticket.token ? h('button', {
+      ticket.token && state === 'valid' ? h('button', {
         type: 'button', class: 'btn btn-ghost btn-sm',
         onclick: async () => {
           try {
@@ -126,7 +130,7 @@ export function render(main) {
         if (disposed) return;
         show(fresh);
         // Tickets are signed by a worker shortly after the order confirms.
-        if (fresh.some((x) => !x.qr_svg) && retries < 30) {
+        if (fresh.some((x) => !x.qr_svg && !ticketVoid(x)) && retries < 30) {
           retries += 1;
           retryTimer = setTimeout(() => refresh(fresh), 2000);
         }
