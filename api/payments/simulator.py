@@ -36,7 +36,7 @@ import msgspec
 from litestar import Controller, Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import RequestEncodingType
-from litestar.params import Body, JSONBody, Parameter
+from litestar.params import Body, JSONBody, Parameter, QueryParameter
 
 from core.errors import Conflict, NotFound, Unauthorized, Unavailable
 from core.payments import (
@@ -127,7 +127,7 @@ class SimulatedProviderController(Controller):
         self,
         intent: Annotated[str, Parameter(max_length=64)],
         request: Request[Any, Any, State],
-        back: Annotated[str | None, Parameter(query="return", required=False)] = None,
+        back: Annotated[str | None, QueryParameter(name="return", required=False)] = None,
     ) -> str:
         row = await _pool(request.app.state).fetchrow(
             "SELECT * FROM simpay.intents WHERE intent = $1", _intent(intent)
@@ -161,7 +161,7 @@ class SimulatedProviderController(Controller):
         intent: Annotated[str, Parameter(max_length=64)],
         request: Request[Any, Any, State],
         data: Annotated[Decision, Body(media_type=RequestEncodingType.URL_ENCODED)],
-        back: Annotated[str | None, Parameter(query="return", required=False)] = None,
+        back: Annotated[str | None, QueryParameter(name="return", required=False)] = None,
     ) -> Response[str]:
         status = await _decide(request.app.state, _intent(intent), data)
         return Response(
